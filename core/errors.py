@@ -1,0 +1,41 @@
+"""The exception families of RouteLedger.
+
+Two families, translated at one boundary (STYLE item 9):
+
+* :class:`UsageError` — the library was misused by its caller: an invalid
+  policy, a malformed command, an impossible state transition. The message
+  names what was wrong and where (a policy path, a field, a state).
+* :class:`DataError` — data an adapter cannot interpret: stored bytes that do
+  not decode, a provider payload that cannot be read.
+
+Expected business outcomes (over budget, fallback exhausted, a hold already
+resolved) are *never* exceptions: they are events or result values.
+
+:class:`InvariantViolation` stays on in production (unlike ``assert``, which
+``python -O`` strips) and means RouteLedger itself is wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataError",
+    "InvariantViolation",
+    "RouteLedgerError",
+    "UsageError",
+]
+
+
+class RouteLedgerError(Exception):
+    """Base of every exception RouteLedger raises on purpose."""
+
+
+class UsageError(RouteLedgerError, ValueError):
+    """The caller misused the library (invalid policy, command, or transition)."""
+
+
+class DataError(RouteLedgerError):
+    """Data from outside (stored bytes, a provider payload) could not be interpreted."""
+
+
+class InvariantViolation(RouteLedgerError):
+    """An invariant of the spec (L*, A*, X*, T*, D*) does not hold: a RouteLedger bug."""
