@@ -117,8 +117,7 @@ class EventRegistry:
         """Register ``cls`` under its tag; a second class with the same tag is an error."""
         if not _TAG_RE.match(cls.TAG):
             raise UsageError(
-                f"event {cls.__qualname__}: tag {cls.TAG!r} does not match "
-                f"{_TAG_RE.pattern}"
+                f"event {cls.__qualname__}: tag {cls.TAG!r} does not match {_TAG_RE.pattern}"
             )
         if not (type(cls.SCHEMA) is int and 1 <= cls.SCHEMA <= SCHEMA_VERSION_MAX):
             raise UsageError(
@@ -174,8 +173,7 @@ def event(
             raise UsageError(f"@event({tag!r}) decorates {cls!r}, which is not an Event")
         if "__attrs_attrs__" not in cls.__dict__:
             raise UsageError(
-                f"@event({tag!r}) must sit above @attrs.frozen(kw_only=True) on "
-                f"{cls.__qualname__}"
+                f"@event({tag!r}) must sit above @attrs.frozen(kw_only=True) on {cls.__qualname__}"
             )
         cls.TAG = tag
         cls.SCHEMA = schema
@@ -219,11 +217,8 @@ def envelope_problem(evt: Event) -> str | None:
         return problem
     if type(evt.version) is not int or evt.version < 1:
         return f"version must be an int >= 1, got {evt.version!r}"
-    if type(evt.at_us) is not int or not (
-        ENGINE_TIME_US_MIN <= evt.at_us <= ENGINE_TIME_US_MAX
-    ):
+    if type(evt.at_us) is not int or not (ENGINE_TIME_US_MIN <= evt.at_us <= ENGINE_TIME_US_MAX):
         return (
-            f"at_us must be an int in {ENGINE_TIME_US_MIN}..{ENGINE_TIME_US_MAX}, "
-            f"got {evt.at_us!r}"
+            f"at_us must be an int in {ENGINE_TIME_US_MIN}..{ENGINE_TIME_US_MAX}, got {evt.at_us!r}"
         )
     return None

@@ -40,9 +40,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 def is_engine_time(value: object) -> bool:
     """Tell whether ``value`` is a valid engine time (an ``int``, not a ``bool``, in range)."""
-    return (
-        type(value) is int and ENGINE_TIME_US_MIN <= value <= ENGINE_TIME_US_MAX
-    )
+    return type(value) is int and ENGINE_TIME_US_MIN <= value <= ENGINE_TIME_US_MAX
 
 
 def to_datetime(at_us: Micros) -> datetime:

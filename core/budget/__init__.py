@@ -1,0 +1,1 @@
+"""budget context (being written)."""

@@ -1,0 +1,1 @@
+"""credentials context (being written)."""
