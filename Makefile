@@ -1,0 +1,47 @@
+# RouteLedger — two commands do all set-up:
+#   make demo   runs the main job on the embedded SQLite store (./routeledger.db)
+#   make test   runs the whole suite (PostgreSQL included: installed from Debian's
+#               packages if missing, started on loopback for the run, stopped after)
+# Each creates/updates its own virtual environment in .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv demo test lint typecheck unit bench simulate clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "RouteLedger needs Python >= 3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/routeledger demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	bash .ci/postgres.sh install
+	$(PY) -m pytest --cov --cov-branch --cov-report=term --cov-report=xml:.coverage.xml
+	$(PY) -m coverage report --include='*/core/*' --fail-under=100
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	bash .ci/postgres.sh install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.xml

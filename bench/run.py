@@ -1,0 +1,71 @@
+"""Run every benchmark in bench/ and print each figure as ``BENCH <name> <value> <unit>``.
+
+Starts a throwaway PostgreSQL cluster (durable settings: fsync on) for the
+benchmarks that need one and passes its URL in ``ROUTELEDGER_BENCH_POSTGRES_URL``;
+stops it afterwards. Usage: ``python bench/run.py [NAME ...]`` (names without .py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SCRIPT = ROOT / ".ci" / "postgres.sh"
+
+
+def main(argv: list[str]) -> int:
+    scripts = sorted(
+        p for p in HERE.glob("*.py") if p.name != "run.py" and not p.name.startswith("_")
+    )
+    if argv:
+        scripts = [p for p in scripts if p.stem in argv]
+    pg_dir = tempfile.mkdtemp(prefix="routeledger-bench-pg-")
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", pg_dir], capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        print(started.stderr, file=sys.stderr)
+        print(
+            "bench: PostgreSQL could not start; PostgreSQL figures will be missing", file=sys.stderr
+        )
+        env = dict(os.environ)
+    else:
+        env = dict(
+            os.environ, ROUTELEDGER_BENCH_POSTGRES_URL=started.stdout.strip().splitlines()[-1]
+        )
+    figures: list[str] = []
+    failed: list[str] = []
+    try:
+        for script in scripts:
+            print(f"== {script.name}", flush=True)
+            began = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                print(line, end="", flush=True)
+                if line.startswith("BENCH "):
+                    figures.append(line.rstrip("\n"))
+            if proc.wait() != 0:
+                failed.append(script.name)
+            print(f"== {script.name} took {time.perf_counter() - began:.1f} s", flush=True)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", pg_dir], capture_output=True, check=False)
+    print("\n== summary")
+    for figure in figures:
+        print(figure)
+    if failed:
+        print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,11 @@
+"""Imports every context's events so that :data:`~routeledger.core.events.REGISTRY` is complete.
+
+The codec, the stores and the round-trip property test import this module; a
+new context adds its ``events`` module here.
+"""
+
+from __future__ import annotations
+
+from .events import REGISTRY
+
+__all__ = ["REGISTRY"]
