@@ -6,6 +6,9 @@ new context adds its ``events`` module here.
 
 from __future__ import annotations
 
+from .credentials import events as _credentials_events
 from .events import REGISTRY
 
 __all__ = ["REGISTRY"]
+
+_CONTEXTS = (_credentials_events,)

@@ -13,7 +13,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_wheel_holds_only_the_routeledger_package_and_every_module(tmp_path: Path) -> None:
     """pip wheel . puts core/adapters/projections under routeledger/ and ships every .py file."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
         cwd=tmp_path,
@@ -30,5 +40,7 @@ def test_the_wheel_holds_only_the_routeledger_package_and_every_module(tmp_path:
         if path.suffix in {".py", ".typed"} and "__pycache__" not in path.parts
     }
     missing = sorted(expected - set(names))
-    assert missing == [], f"modules missing from the wheel (list the package in pyproject): {missing}"
+    assert missing == [], (
+        f"modules missing from the wheel (list the package in pyproject): {missing}"
+    )
     assert not any(n.startswith("routeledger/__init__") for n in names)  # a namespace package

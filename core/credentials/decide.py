@@ -1,0 +1,796 @@
+"""Deciders of the credential lifecycle: what to do before using a credential.
+
+Every function here is pure: ``(state, command, *, now_us) -> result``. Deciders
+never mutate ``state``; they stamp each event's envelope (stream id, the next
+version of that stream from the state, ``at_us=now_us``) and check the
+transition against :data:`~routeledger.core.credentials.lifecycle.TRANSITIONS`
+before proposing it, so a command that would be illegal fails here with the
+same :class:`~routeledger.core.credentials.lifecycle.IllegalTransition` the
+fold would raise.
+
+:func:`decide_next_step` answers the question I0 got wrong ("credentials exist,
+so go ahead") with a typed :data:`NextStep` value, never an exception:
+
+* :class:`UseCredential` — models resolved: use exactly these names and roles;
+* :class:`ResolveModels` — key stored, models unresolved: re-resolve against
+  the *stored* key (never provision again);
+* :class:`WaitUntil` — the last resolutions failed: do not hammer the listing
+  endpoint before ``until_us`` (bounded exponential backoff);
+* :class:`ProvisionTrial` — no credential ever, no trial ever: append the
+  claim it carries first, then provision (a conflict means another process won);
+* :class:`RotateKey` — a trial key failed authentication or expired: recover it;
+* :class:`Degrade` — nothing can be used; ``reason`` says why, for the caller
+  to show.
+
+Failures observed while *using* a key arrive as :class:`RecordFailure` with a
+:class:`CredentialFailure`. The engine maps its failure taxonomy onto that
+enum (401/403 -> ``AUTH``; quota or budget -> ``BUDGET``; "invalid model
+name"/"model not supported" -> ``INVALID_MODEL``; the rest -> ``OTHER``). Only
+``AUTH`` changes the lifecycle; budget and invalid-model failures never
+trigger key recovery (I0). Availability of (credential, model) pairs is the
+routing context's business, not this one's.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, TypeAlias
+from urllib.parse import urlsplit
+
+import attrs
+
+from ..errors import UsageError
+from ..time import US_PER_MIN, US_PER_S, is_engine_time
+from .events import (
+    CredentialAuthFailed,
+    CredentialEvent,
+    CredentialExpired,
+    CredentialMetadata,
+    CredentialProvisioned,
+    CredentialReprovisioned,
+    CredentialRevoked,
+    CredentialRotated,
+    ModelResolutionFailed,
+    ModelsResolved,
+    OperatorKeyAdded,
+    ResolutionFailure,
+    RoleModel,
+    TrialProvisioned,
+    TrialProvisioningDecided,
+    TrialProvisioningFailed,
+)
+from .lifecycle import (
+    TRANSITIONS,
+    Credential,
+    CredentialSource,
+    CredentialsState,
+    CredentialState,
+    TrialState,
+    UnknownCredential,
+    cred_stream,
+    install_stream,
+    next_state,
+    next_trial_state,
+)
+
+__all__ = [
+    "CREDENTIAL_ID_LENGTH_MAX",
+    "KEY_RECOVERIES_MAX",
+    "MODELS_PER_CREDENTIAL_MAX",
+    "MODEL_NAME_LENGTH_MAX",
+    "RESOLVE_BACKOFF_US_MAX",
+    "RESOLVE_BACKOFF_US_MIN",
+    "ROLES_MAX",
+    "CredentialFailure",
+    "Degrade",
+    "DegradeReason",
+    "InvalidCommand",
+    "NextStep",
+    "PrepareUse",
+    "ProvisionExplicitKey",
+    "ProvisionTrial",
+    "RecordFailure",
+    "RecordModelsResolved",
+    "RecordResolutionFailed",
+    "RecordRotation",
+    "RecordTrialProvisioned",
+    "RecordTrialProvisioningFailed",
+    "ResolveModels",
+    "RevokeCredential",
+    "RotateKey",
+    "TrialClaimMismatch",
+    "UseCredential",
+    "WaitUntil",
+    "decide_failure",
+    "decide_models_resolved",
+    "decide_next_step",
+    "decide_provision_explicit",
+    "decide_resolution_failed",
+    "decide_revoke",
+    "decide_rotation",
+    "decide_trial_failed",
+    "decide_trial_provisioned",
+    "resolve_retry_at_us",
+]
+
+#: First wait after a failed resolution. Why: a blip should heal on the next
+#: request or so, and one second already collapses a burst of requests into
+#: one listing call.
+RESOLVE_BACKOFF_US_MIN: Final = 1 * US_PER_S
+#: Longest wait between resolutions. Why: a dead ``/model/info`` is then
+#: called at most six times an hour per credential, while an outage that ends
+#: heals within ten minutes without a restart.
+RESOLVE_BACKOFF_US_MAX: Final = 10 * US_PER_MIN
+#: Replacement keys in one chain before giving up. Why: a provider that
+#: rejects three fresh keys in a row is misconfigured, and more attempts would
+#: only burn server-side key quota; an operator has to look.
+KEY_RECOVERIES_MAX: Final = 3
+#: Longest credential id. Why: ``pair:<credential>:<model>`` must fit the
+#: 200-character stream id (5 + 64 + 1 + 128 = 198).
+CREDENTIAL_ID_LENGTH_MAX: Final = 64
+#: Longest upstream model name (see :data:`CREDENTIAL_ID_LENGTH_MAX`); the
+#: longest seen in provider listings is about 80.
+MODEL_NAME_LENGTH_MAX: Final = 128
+#: Most model names one key may list. Why: large LiteLLM catalogues list a few
+#: hundred; the bound keeps one ``ModelsResolved`` event small.
+MODELS_PER_CREDENTIAL_MAX: Final = 2_000
+#: Most roles in a mapping. Why: callers use two or three ("main", "summary",
+#: "expansion"); sixteen is generous and keeps the event small.
+ROLES_MAX: Final = 16
+
+#: Largest backoff exponent; 2**30 s is far past the cap, so larger ones change nothing.
+_BACKOFF_EXPONENT_MAX: Final = 30
+
+
+class CredentialFailure(enum.Enum):
+    """What kind of failure a use of the key met, as far as key recovery cares."""
+
+    #: HTTP 401/403: the key itself was rejected. The only trigger of key recovery.
+    AUTH = "auth"
+    #: Quota, rate or budget exhaustion: the key is fine; never key recovery.
+    BUDGET = "budget"
+    #: "Invalid model name" / "model not supported" 400: never key recovery (I0).
+    INVALID_MODEL = "invalid_model"
+    #: Anything else (5xx, timeouts, caller errors): not a lifecycle matter.
+    OTHER = "other"
+
+
+class DegradeReason(enum.Enum):
+    """Why nothing can be used now; a value the caller can show."""
+
+    #: No credential was ever provisioned and no trial may be provisioned.
+    NO_CREDENTIAL = "no_credential"
+    #: Another process claimed the trial and has not recorded the outcome yet.
+    TRIAL_PROVISIONING_PENDING = "trial_provisioning_pending"
+    #: The installation's one trial could not be provisioned; an operator key is needed.
+    TRIAL_PROVISIONING_FAILED = "trial_provisioning_failed"
+    #: Every credential of the installation was revoked (or this one was).
+    CREDENTIAL_REVOKED = "credential_revoked"
+    #: This credential was replaced by a successor; use the successor.
+    CREDENTIAL_ROTATED = "credential_rotated"
+    #: The provider rejected the operator's key; only the operator can replace it.
+    OPERATOR_KEY_REJECTED = "operator_key_rejected"
+    #: The operator's key expired; only the operator can replace it.
+    OPERATOR_KEY_EXPIRED = "operator_key_expired"
+    #: :data:`KEY_RECOVERIES_MAX` replacement keys failed in a row.
+    KEY_RECOVERY_EXHAUSTED = "key_recovery_exhausted"
+    #: Model resolution keeps failing; the next attempt is due at ``until_us``.
+    RESOLUTION_BACKING_OFF = "resolution_backing_off"
+
+
+class InvalidCommand(UsageError):
+    """A command is malformed (names the command, the field and the problem)."""
+
+    def __init__(self, command: object, field: str, problem: str) -> None:
+        self.command_name = type(command).__name__
+        self.field = field
+        super().__init__(f"{self.command_name}.{field}: {problem}")
+
+
+class TrialClaimMismatch(UsageError):
+    """A trial outcome names a credential other than the one the claim reserved."""
+
+    def __init__(self, installation_id: str, claimed: str | None, given: str) -> None:
+        super().__init__(
+            f"installation {installation_id!r} claimed its trial for credential {claimed!r}, "
+            f"not {given!r}"
+        )
+
+
+# --- commands (imperative) ---------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ProvisionExplicitKey:
+    """Record an operator-supplied key (its secret is already in the secret store)."""
+
+    installation_id: str
+    credential_id: str
+    metadata: CredentialMetadata
+
+
+@attrs.frozen(kw_only=True)
+class PrepareUse:
+    """Ask what to do before using a credential of ``installation_id``.
+
+    ``credential_id`` names one credential; ``None`` means "whichever this
+    installation should use" (operator keys first). ``trial_credential_id`` is
+    the id a trial would get (X3); ``None`` means trials are not allowed.
+    """
+
+    installation_id: str
+    credential_id: str | None = None
+    trial_credential_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RecordTrialProvisioned:
+    """Record that the claimed trial key was obtained and its secret stored."""
+
+    installation_id: str
+    credential_id: str
+    metadata: CredentialMetadata
+
+
+@attrs.frozen(kw_only=True)
+class RecordTrialProvisioningFailed:
+    """Record that the claimed trial could not be obtained."""
+
+    installation_id: str
+    credential_id: str
+    http_status: int | None
+
+
+@attrs.frozen(kw_only=True)
+class RecordModelsResolved:
+    """Record the model names a key's provider listed, and the caller's role mapping."""
+
+    credential_id: str
+    models: frozenset[str]
+    roles: tuple[RoleModel, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class RecordResolutionFailed:
+    """Record that listing the model names failed."""
+
+    credential_id: str
+    reason: ResolutionFailure
+
+
+@attrs.frozen(kw_only=True)
+class RecordFailure:
+    """Record a failure met while using the key (see :class:`CredentialFailure`)."""
+
+    credential_id: str
+    failure: CredentialFailure
+    http_status: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RecordRotation:
+    """Record that ``successor_id`` replaced ``credential_id`` (secret already stored)."""
+
+    credential_id: str
+    successor_id: str
+    metadata: CredentialMetadata
+
+
+@attrs.frozen(kw_only=True)
+class RevokeCredential:
+    """Revoke a key for good (operator action)."""
+
+    credential_id: str
+
+
+# --- decisions (result values) -----------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class UseCredential:
+    """Use the credential, with exactly these resolved model names and roles."""
+
+    credential_id: str
+    models: frozenset[str]
+    roles: tuple[RoleModel, ...]
+    events: tuple[CredentialEvent, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ResolveModels:
+    """Resolve the model names against the key already stored under ``credential_id``."""
+
+    credential_id: str
+    events: tuple[CredentialEvent, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class WaitUntil:
+    """Nothing to do before ``until_us``; then ask again."""
+
+    credential_id: str
+    until_us: int
+    reason: DegradeReason
+    events: tuple[CredentialEvent, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ProvisionTrial:
+    """Append ``events`` (the claim), then provision the trial as ``credential_id``."""
+
+    installation_id: str
+    credential_id: str
+    events: tuple[CredentialEvent, ...]
+
+
+@attrs.frozen(kw_only=True)
+class RotateKey:
+    """Obtain a replacement for the trial key ``credential_id`` (auth failure or expiry)."""
+
+    credential_id: str
+    events: tuple[CredentialEvent, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Degrade:
+    """Nothing can be used; show ``reason``. ``credential_id`` is the one concerned, if any."""
+
+    reason: DegradeReason
+    credential_id: str | None
+    events: tuple[CredentialEvent, ...] = ()
+
+
+#: What :func:`decide_next_step` answers. Every variant has ``events`` to append first.
+NextStep: TypeAlias = (
+    UseCredential | ResolveModels | WaitUntil | ProvisionTrial | RotateKey | Degrade
+)
+
+_RETIRED: Final = frozenset({CredentialState.ROTATED, CredentialState.REVOKED})
+
+
+# --- validation --------------------------------------------------------------------
+
+
+def _check_now(now_us: int) -> None:
+    if not is_engine_time(now_us):
+        raise UsageError(f"now_us must be engine time (an int in range), got {now_us!r}")
+
+
+def _check_id(command: object, field: str, value: str) -> None:
+    if type(value) is not str or not value:
+        raise InvalidCommand(command, field, f"must be a non-empty str, got {value!r}")
+    if len(value) > CREDENTIAL_ID_LENGTH_MAX:
+        raise InvalidCommand(command, field, f"longer than {CREDENTIAL_ID_LENGTH_MAX} characters")
+    if ":" in value or any(not c.isprintable() or c.isspace() for c in value):
+        raise InvalidCommand(command, field, f"{value!r} has ':', a space or a control character")
+
+
+def _check_metadata(command: object, metadata: CredentialMetadata) -> None:
+    if not metadata.provider:
+        raise InvalidCommand(command, "metadata.provider", "is empty")
+    parts = urlsplit(metadata.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidCommand(command, "metadata.base_url", "is not an http(s) URL with a host")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        # A URL with userinfo or a query string may carry a key into the log.
+        raise InvalidCommand(
+            command, "metadata.base_url", "must not carry userinfo, a query or a fragment"
+        )
+    expires_at_us = metadata.expires_at_us
+    if expires_at_us is not None and not is_engine_time(expires_at_us):
+        raise InvalidCommand(command, "metadata.expires_at_us", "is not engine time")
+
+
+def _stamp(state: CredentialsState, stream_id: str) -> int:
+    return state.stream_versions.get(stream_id, 0) + 1
+
+
+def _get(state: CredentialsState, credential_id: str) -> Credential:
+    found = state.credentials.get(credential_id)
+    if found is None:
+        raise UnknownCredential(credential_id)
+    return found
+
+
+def _state_of(state: CredentialsState, credential_id: str) -> CredentialState:
+    found = state.credentials.get(credential_id)
+    return CredentialState.NONE if found is None else found.state
+
+
+# --- provisioning ------------------------------------------------------------------
+
+
+def decide_provision_explicit(
+    state: CredentialsState, command: ProvisionExplicitKey, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Record an operator key (and add it to its installation); a re-run is a no-op (X1)."""
+    _check_now(now_us)
+    _check_id(command, "installation_id", command.installation_id)
+    _check_id(command, "credential_id", command.credential_id)
+    _check_metadata(command, command.metadata)
+    existing = state.credentials.get(command.credential_id)
+    if (
+        existing is not None
+        and existing.source is CredentialSource.EXPLICIT
+        and existing.metadata == command.metadata
+        and existing.installation_id == command.installation_id
+    ):
+        return ()
+    stream = cred_stream(command.credential_id)
+    evt = CredentialProvisioned(
+        stream_id=stream,
+        version=_stamp(state, stream),
+        at_us=now_us,
+        credential_id=command.credential_id,
+        installation_id=command.installation_id,
+        metadata=command.metadata,
+    )
+    next_state(_state_of(state, command.credential_id), evt, command.credential_id)
+    # The same batch advances install:<id>, so a trial claimed concurrently from
+    # the same state conflicts in the store (an operator key is never replaced
+    # by a trial).
+    install = install_stream(command.installation_id)
+    added = OperatorKeyAdded(
+        stream_id=install,
+        version=_stamp(state, install),
+        at_us=now_us,
+        installation_id=command.installation_id,
+        credential_id=command.credential_id,
+    )
+    inst = state.installations.get(command.installation_id)
+    trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
+    next_trial_state(trial, added, command.installation_id)
+    return (evt, added)
+
+
+def decide_trial_provisioned(
+    state: CredentialsState, command: RecordTrialProvisioned, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Record the claimed trial's key; only the claimed id is accepted, once (I0)."""
+    _check_now(now_us)
+    _check_metadata(command, command.metadata)
+    inst = state.installations.get(command.installation_id)
+    trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
+    claimed = None if inst is None else inst.trial_credential_id
+    if trial is not TrialState.NOT_CLAIMED and claimed != command.credential_id:
+        raise TrialClaimMismatch(command.installation_id, claimed, command.credential_id)
+    if trial is TrialState.PROVISIONED:
+        return ()
+    stream = cred_stream(command.credential_id)
+    evt = TrialProvisioned(
+        stream_id=stream,
+        version=_stamp(state, stream),
+        at_us=now_us,
+        credential_id=command.credential_id,
+        installation_id=command.installation_id,
+        metadata=command.metadata,
+    )
+    next_trial_state(trial, evt, command.installation_id)
+    next_state(_state_of(state, command.credential_id), evt, command.credential_id)
+    return (evt,)
+
+
+def decide_trial_failed(
+    state: CredentialsState, command: RecordTrialProvisioningFailed, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Record that the claimed trial could not be obtained; the trial stays spent."""
+    _check_now(now_us)
+    inst = state.installations.get(command.installation_id)
+    trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
+    claimed = None if inst is None else inst.trial_credential_id
+    if trial is not TrialState.NOT_CLAIMED and claimed != command.credential_id:
+        raise TrialClaimMismatch(command.installation_id, claimed, command.credential_id)
+    if trial is TrialState.FAILED:
+        return ()
+    stream = install_stream(command.installation_id)
+    evt = TrialProvisioningFailed(
+        stream_id=stream,
+        version=_stamp(state, stream),
+        at_us=now_us,
+        installation_id=command.installation_id,
+        credential_id=command.credential_id,
+        http_status=command.http_status,
+    )
+    next_trial_state(trial, evt, command.installation_id)
+    return (evt,)
+
+
+def decide_rotation(
+    state: CredentialsState, command: RecordRotation, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Record a replacement key; legal only after an auth failure or expiry (the table)."""
+    _check_now(now_us)
+    _check_id(command, "successor_id", command.successor_id)
+    _check_metadata(command, command.metadata)
+    old = _get(state, command.credential_id)
+    if old.state is CredentialState.ROTATED and old.successor_id == command.successor_id:
+        return ()
+    old_stream = cred_stream(command.credential_id)
+    rotated = CredentialRotated(
+        stream_id=old_stream,
+        version=_stamp(state, old_stream),
+        at_us=now_us,
+        credential_id=command.credential_id,
+        successor_id=command.successor_id,
+    )
+    next_state(old.state, rotated, command.credential_id)
+    new_stream = cred_stream(command.successor_id)
+    successor = CredentialReprovisioned(
+        stream_id=new_stream,
+        version=_stamp(state, new_stream),
+        at_us=now_us,
+        credential_id=command.successor_id,
+        installation_id=old.installation_id,
+        predecessor_id=command.credential_id,
+        metadata=command.metadata,
+    )
+    next_state(_state_of(state, command.successor_id), successor, command.successor_id)
+    return (rotated, successor)
+
+
+def decide_revoke(
+    state: CredentialsState, command: RevokeCredential, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Revoke a key; revoking it again is a no-op."""
+    _check_now(now_us)
+    cred = _get(state, command.credential_id)
+    if cred.state is CredentialState.REVOKED:
+        return ()
+    stream = cred_stream(command.credential_id)
+    evt = CredentialRevoked(
+        stream_id=stream,
+        version=_stamp(state, stream),
+        at_us=now_us,
+        credential_id=command.credential_id,
+    )
+    next_state(cred.state, evt, command.credential_id)
+    return (evt,)
+
+
+# --- model resolution --------------------------------------------------------------
+
+
+def _check_resolution(command: RecordModelsResolved) -> tuple[RoleModel, ...]:
+    models = command.models
+    if len(models) > MODELS_PER_CREDENTIAL_MAX:
+        raise InvalidCommand(command, "models", f"more than {MODELS_PER_CREDENTIAL_MAX} names")
+    for name in sorted(models):
+        if type(name) is not str or not name or len(name) > MODEL_NAME_LENGTH_MAX:
+            raise InvalidCommand(
+                command, "models", f"{name!r} is not a str of 1..{MODEL_NAME_LENGTH_MAX} chars"
+            )
+    if len(command.roles) > ROLES_MAX:
+        raise InvalidCommand(command, "roles", f"more than {ROLES_MAX} roles")
+    roles = tuple(sorted(command.roles, key=lambda entry: entry.role))
+    seen: set[str] = set()
+    for entry in roles:
+        if not entry.role or entry.role in seen:
+            raise InvalidCommand(command, "roles", f"role {entry.role!r} is empty or repeated")
+        if entry.model not in models:
+            # I0: a role may only point at a name the provider listed.
+            raise InvalidCommand(
+                command, "roles", f"role {entry.role!r} maps to unresolved model {entry.model!r}"
+            )
+        seen.add(entry.role)
+    return roles
+
+
+def decide_models_resolved(
+    state: CredentialsState, command: RecordModelsResolved, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Record a listing; an *empty* listing is a resolution failure, never a success (I0)."""
+    _check_now(now_us)
+    cred = _get(state, command.credential_id)
+    if not command.models:
+        return decide_resolution_failed(
+            state,
+            RecordResolutionFailed(
+                credential_id=command.credential_id, reason=ResolutionFailure.EMPTY_LISTING
+            ),
+            now_us=now_us,
+        )
+    roles = _check_resolution(command)
+    if (
+        cred.state is CredentialState.USABLE
+        and cred.models == command.models
+        and cred.roles == roles
+        and cred.resolution_failures == 0
+    ):
+        return ()
+    stream = cred_stream(command.credential_id)
+    evt = ModelsResolved(
+        stream_id=stream,
+        version=_stamp(state, stream),
+        at_us=now_us,
+        credential_id=command.credential_id,
+        models=frozenset(command.models),
+        roles=roles,
+    )
+    next_state(cred.state, evt, command.credential_id)
+    return (evt,)
+
+
+def decide_resolution_failed(
+    state: CredentialsState, command: RecordResolutionFailed, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Record a failed listing; a known-good set is kept (the table keeps USABLE)."""
+    _check_now(now_us)
+    cred = _get(state, command.credential_id)
+    stream = cred_stream(command.credential_id)
+    evt = ModelResolutionFailed(
+        stream_id=stream,
+        version=_stamp(state, stream),
+        at_us=now_us,
+        credential_id=command.credential_id,
+        reason=command.reason,
+    )
+    next_state(cred.state, evt, command.credential_id)
+    return (evt,)
+
+
+def resolve_retry_at_us(failures: int, last_failure_at_us: int) -> int:
+    """When resolution may be retried after ``failures`` consecutive failures (>= 1).
+
+    ``RESOLVE_BACKOFF_US_MIN * 2**(failures - 1)``, capped at
+    :data:`RESOLVE_BACKOFF_US_MAX`.
+    """
+    exponent = min(max(failures, 1) - 1, _BACKOFF_EXPONENT_MAX)
+    return last_failure_at_us + min(RESOLVE_BACKOFF_US_MIN << exponent, RESOLVE_BACKOFF_US_MAX)
+
+
+# --- failures while using a key ----------------------------------------------------
+
+#: States in which a 401/403 is news; elsewhere the key is already out of use.
+_AUTH_NEWS: Final = frozenset(
+    state for (state, kind) in TRANSITIONS if kind is CredentialAuthFailed
+)
+
+
+def decide_failure(
+    state: CredentialsState, command: RecordFailure, *, now_us: int
+) -> tuple[CredentialEvent, ...]:
+    """Record a failure of use: only ``AUTH`` changes the lifecycle (I0)."""
+    _check_now(now_us)
+    cred = _get(state, command.credential_id)
+    if command.failure is not CredentialFailure.AUTH or cred.state not in _AUTH_NEWS:
+        # Budget and invalid-model failures never trigger key recovery; a late
+        # 401 about a key already out of use changes nothing.
+        return ()
+    stream = cred_stream(command.credential_id)
+    return (
+        CredentialAuthFailed(
+            stream_id=stream,
+            version=_stamp(state, stream),
+            at_us=now_us,
+            credential_id=command.credential_id,
+            http_status=command.http_status,
+        ),
+    )
+
+
+# --- the next step -----------------------------------------------------------------
+
+
+def _decide_for(state: CredentialsState, cred: Credential, now_us: int) -> NextStep:
+    """The next step for one provisioned credential (the rules of the module docstring)."""
+    credential_id = cred.credential_id
+    if cred.state is CredentialState.REVOKED:
+        return Degrade(reason=DegradeReason.CREDENTIAL_REVOKED, credential_id=credential_id)
+    if cred.state is CredentialState.ROTATED:
+        return Degrade(reason=DegradeReason.CREDENTIAL_ROTATED, credential_id=credential_id)
+    current: CredentialState = cred.state
+    events: tuple[CredentialEvent, ...] = ()
+    expires_at_us = cred.metadata.expires_at_us
+    if (
+        expires_at_us is not None
+        and now_us >= expires_at_us
+        and current is not CredentialState.EXPIRED
+    ):
+        stream = cred_stream(credential_id)
+        expired = CredentialExpired(
+            stream_id=stream,
+            version=_stamp(state, stream),
+            at_us=now_us,
+            credential_id=credential_id,
+            expires_at_us=expires_at_us,
+        )
+        current = next_state(current, expired, credential_id)
+        events = (expired,)
+    if current in (CredentialState.AUTH_FAILED, CredentialState.EXPIRED):
+        if cred.source is CredentialSource.EXPLICIT:
+            # An operator key is never replaced by us, let alone by a trial.
+            reason = (
+                DegradeReason.OPERATOR_KEY_REJECTED
+                if current is CredentialState.AUTH_FAILED
+                else DegradeReason.OPERATOR_KEY_EXPIRED
+            )
+            return Degrade(reason=reason, credential_id=credential_id, events=events)
+        if cred.generation >= KEY_RECOVERIES_MAX:
+            return Degrade(
+                reason=DegradeReason.KEY_RECOVERY_EXHAUSTED,
+                credential_id=credential_id,
+                events=events,
+            )
+        return RotateKey(credential_id=credential_id, events=events)
+    if current is CredentialState.USABLE:
+        return UseCredential(
+            credential_id=credential_id, models=cred.models or frozenset(), roles=cred.roles
+        )
+    if current is CredentialState.RESOLUTION_FAILED:
+        retry_at_us = resolve_retry_at_us(
+            cred.resolution_failures, cred.last_resolution_failure_at_us or 0
+        )
+        if now_us < retry_at_us:
+            return WaitUntil(
+                credential_id=credential_id,
+                until_us=retry_at_us,
+                reason=DegradeReason.RESOLUTION_BACKING_OFF,
+            )
+    # PROVISIONED, or RESOLUTION_FAILED past its backoff: I0's heal, against the
+    # stored key, never a second trial.
+    return ResolveModels(credential_id=credential_id)
+
+
+def _no_credential(state: CredentialsState, command: PrepareUse, now_us: int) -> NextStep:
+    inst = state.installations.get(command.installation_id)
+    if inst is not None and inst.credential_ids:
+        return Degrade(reason=DegradeReason.CREDENTIAL_REVOKED, credential_id=None)
+    trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
+    if trial is TrialState.CLAIMED:
+        return Degrade(reason=DegradeReason.TRIAL_PROVISIONING_PENDING, credential_id=None)
+    if trial is TrialState.FAILED:
+        return Degrade(reason=DegradeReason.TRIAL_PROVISIONING_FAILED, credential_id=None)
+    if command.trial_credential_id is None:
+        return Degrade(reason=DegradeReason.NO_CREDENTIAL, credential_id=None)
+    _check_id(command, "trial_credential_id", command.trial_credential_id)
+    if command.trial_credential_id in state.credentials:
+        raise InvalidCommand(command, "trial_credential_id", "is already in use")
+    stream = install_stream(command.installation_id)
+    claim = TrialProvisioningDecided(
+        stream_id=stream,
+        version=_stamp(state, stream),
+        at_us=now_us,
+        installation_id=command.installation_id,
+        credential_id=command.trial_credential_id,
+    )
+    next_trial_state(trial, claim, command.installation_id)
+    return ProvisionTrial(
+        installation_id=command.installation_id,
+        credential_id=command.trial_credential_id,
+        events=(claim,),
+    )
+
+
+def decide_next_step(state: CredentialsState, command: PrepareUse, *, now_us: int) -> NextStep:
+    """What to do before using a credential of the installation at ``now_us`` (I0).
+
+    With ``command.credential_id`` set, the answer is about that credential.
+    Otherwise the installation's live credentials are considered, operator keys
+    first (a trial never stands in for an operator key); the first one that can
+    be used wins, else the first one's next step. With no credential at all, a
+    trial is provisioned only if none was ever claimed.
+    """
+    _check_now(now_us)
+    _check_id(command, "installation_id", command.installation_id)
+    if command.credential_id is not None:
+        cred = _get(state, command.credential_id)
+        if cred.installation_id != command.installation_id:
+            raise InvalidCommand(
+                command, "credential_id", f"belongs to installation {cred.installation_id!r}"
+            )
+        return _decide_for(state, cred, now_us)
+    inst = state.installations.get(command.installation_id)
+    live = [
+        state.credentials[credential_id]
+        for credential_id in ([] if inst is None else inst.credential_ids)
+        if state.credentials[credential_id].state not in _RETIRED
+    ]
+    explicit = [cred for cred in live if cred.source is CredentialSource.EXPLICIT]
+    pool = explicit or live
+    if not pool:
+        return _no_credential(state, command, now_us)
+    steps = [_decide_for(state, cred, now_us) for cred in pool]
+    for step in steps:
+        if isinstance(step, UseCredential):
+            return step
+    return steps[0]
