@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 typecheck: $(STAMP)
-	$(PY) -m mypy
+	PYTHON=$(PY) bash .ci/mypy.sh
 
 unit: $(STAMP)
 	bash .ci/postgres.sh install

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 import attrs
 import orjson
@@ -63,6 +63,13 @@ INT_MIN: Final = -(2**63)
 T = TypeVar("T")
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
+
+
+class _Where(TypedDict):
+    topic: str
+    stream_id: str | None
+    version: int | None
+    position: int | None
 
 
 class DecodeError(DataError):
@@ -275,7 +282,7 @@ def _build_converter(registry: EventRegistry, *, detailed: bool) -> OrjsonConver
         )
         conv.register_structure_hook(
             cls,
-            make_dict_structure_fn(  # type: ignore[arg-type]
+            make_dict_structure_fn(
                 cls, conv, _cattrs_forbid_extra_keys=detailed
             ),
         )
@@ -437,7 +444,12 @@ class Codec:
         position: int | None,
     ) -> Event:
         """Topics that are unknown, malformed, too new, or older than current (upcast)."""
-        where = {"topic": topic, "stream_id": stream_id, "version": version, "position": position}
+        where: _Where = {
+            "topic": topic,
+            "stream_id": stream_id,
+            "version": version,
+            "position": position,
+        }
         parts = split_topic(topic)
         if parts is None:
             raise UnknownEventTag("the topic is not of the form 'tag/schema'", **where)

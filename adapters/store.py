@@ -164,7 +164,7 @@ class EventStore:
     def __init__(
         self,
         url: StoreUrl,
-        factory: InfrastructureFactory,  # type: ignore[type-arg]
+        factory: InfrastructureFactory,  # type: ignore[type-arg,unused-ignore]
         events: ApplicationRecorder,
         snapshots: AggregateRecorder,
         codec: Codec | None = None,

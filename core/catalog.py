@@ -6,9 +6,10 @@ new context adds its ``events`` module here.
 
 from __future__ import annotations
 
+from .budget import events as _budget_events
 from .credentials import events as _credentials_events
 from .events import REGISTRY
 
 __all__ = ["REGISTRY"]
 
-_CONTEXTS = (_credentials_events,)
+_CONTEXTS = (_budget_events, _credentials_events)
