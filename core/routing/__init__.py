@@ -1,1 +1,89 @@
-"""routing context (being written)."""
+"""Routing: per-(credential, upstream model) availability, failure policy, fallback chains.
+
+Modules:
+
+* :mod:`.failures` — the failure taxonomy and its default table (A1);
+* :mod:`.policy` — the validated, immutable routing policy;
+* :mod:`.events` — the routing events (the storage contract);
+* :mod:`.state` — the availability/request state and its fold (rules and theory there);
+* :mod:`.index` — the optional per-pool readiness index (O(log n) picks in large pools);
+* :mod:`.decide` — the deciders: start a request, decide its next step, record an outcome.
+
+``docs/routing.md`` describes the policy format, the failure table and the decisions.
+"""
+
+from __future__ import annotations
+
+from .decide import (
+    CommandError,
+    Failed,
+    NextStep,
+    OutcomeConflict,
+    RecordOutcome,
+    RequestConflict,
+    StartRequest,
+    Succeeded,
+    decide_next,
+    decide_outcome,
+    decide_start,
+)
+from .failures import (
+    DEFAULT_FAILURE_TABLE,
+    Action,
+    Evidence,
+    FailureClass,
+    FailureRule,
+    Phase,
+    Scope,
+)
+from .policy import (
+    CredentialSpec,
+    HintClamp,
+    Member,
+    ModelSpec,
+    Policy,
+    PolicyError,
+    RequestLimits,
+    Route,
+    Strategy,
+    Target,
+)
+from .state import RoutingState, Status, check_invariants, evolve, fold, initial, status_at
+
+__all__ = [
+    "DEFAULT_FAILURE_TABLE",
+    "Action",
+    "CommandError",
+    "CredentialSpec",
+    "Evidence",
+    "Failed",
+    "FailureClass",
+    "FailureRule",
+    "HintClamp",
+    "Member",
+    "ModelSpec",
+    "NextStep",
+    "OutcomeConflict",
+    "Phase",
+    "Policy",
+    "PolicyError",
+    "RecordOutcome",
+    "RequestConflict",
+    "RequestLimits",
+    "Route",
+    "RoutingState",
+    "Scope",
+    "StartRequest",
+    "Status",
+    "Strategy",
+    "Succeeded",
+    "Target",
+    "check_invariants",
+    "decide_next",
+    "decide_outcome",
+    "decide_start",
+    "evolve",
+    "fold",
+    "initial",
+    "status_at",
+]

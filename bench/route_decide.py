@@ -1,0 +1,182 @@
+"""Benchmark the routing core: next-step decisions, outcome recording, memory per pair.
+
+Run: ``.venv/bin/python bench/route_decide.py``. Prints ``BENCH <name> <value> <unit>`` lines:
+
+* ``route.decide.n{4,32,256,1024}.p50_us`` — median ``decide_next`` for a fresh
+  request whose target pool has N members, half of them cooling down (chosen
+  by a seeded shuffle, so blocked members are spread through the pool), for
+  each strategy in turn (priority, round-robin, weighted);
+* ``route.decide.n256.p99_us`` — the 99th percentile of the same at N = 256;
+* ``route.outcome.p50_us`` — ``decide_outcome`` for a failure plus folding its events;
+* ``route.pair.bytes`` — tracemalloc bytes per tracked pair over 100,000 cooled pairs.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import statistics
+import time
+import tracemalloc
+
+from routeledger.core.routing import (
+    CredentialSpec,
+    Failed,
+    FailureClass,
+    Member,
+    ModelSpec,
+    NextStep,
+    Policy,
+    RecordOutcome,
+    Route,
+    StartRequest,
+    Strategy,
+    Target,
+    decide_next,
+    decide_outcome,
+    decide_start,
+    fold,
+    initial,
+)
+from routeledger.core.routing.events import Clamp, CooldownStarted, RoutingEvent
+from routeledger.core.routing.failures import FailureClass as FC
+from routeledger.core.routing.state import RoutingState
+
+NOW_US = 1_800_000_000_000_000
+REQUESTS = 64
+
+
+def _pool_policy(size: int, strategy: Strategy) -> Policy:
+    creds = tuple(CredentialSpec(id=f"c{i}", provider="openai") for i in range(size))
+    return Policy(
+        credentials=creds,
+        models=(ModelSpec(id="gpt-x"),),
+        routes=(
+            Route(
+                alias="chat",
+                chain=(
+                    Target(
+                        members=tuple(
+                            Member(credential=f"c{i}", model="gpt-x", weight=1 + i % 3)
+                            for i in range(size)
+                        ),
+                        strategy=strategy,
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def _state(policy: Policy, size: int, rng: random.Random) -> RoutingState:
+    state = initial(policy)  # pools of >= 32 members get their readiness index
+    cooling = rng.sample(range(size), size // 2)
+    events: list[RoutingEvent] = [
+        CooldownStarted(
+            stream_id=f"pair:c{i}:gpt-x",
+            version=1,
+            at_us=NOW_US - 1_000,
+            credential_id=f"c{i}",
+            upstream_model="gpt-x",
+            request_id="warmup",
+            attempt_id="warmup",
+            until_us=NOW_US + 60_000_000,
+            reason=FC.RATE_LIMITED,
+            level=0,
+            hint_us=None,
+            clamp=Clamp.NO_HINT,
+        )
+        for i in cooling
+    ]
+    fold(events, state)
+    for r in range(REQUESTS):
+        start = StartRequest(request_id=f"r{r}", route="chat", caller_scope="u", seed=r)
+        fold(decide_start(policy, state, start, now_us=NOW_US), state)
+    return state
+
+
+def _decide_samples(size: int, rounds: int) -> list[float]:
+    rng = random.Random(size)
+    samples: list[float] = []
+    for strategy in Strategy:
+        policy = _pool_policy(size, strategy)
+        state = _state(policy, size, rng)
+        if strategy is Strategy.ROUND_ROBIN:
+            state.cursors["routes.chat.chain[0]"] = rng.randrange(size)
+        commands = [NextStep(request_id=f"r{r}", attempt_id="a1") for r in range(REQUESTS)]
+        for _ in range(rounds):
+            for command in commands:
+                t0 = time.perf_counter_ns()
+                decide_next(policy, state, command, now_us=NOW_US)
+                samples.append((time.perf_counter_ns() - t0) / 1_000)
+    return samples
+
+
+def _outcome_samples(rounds: int) -> list[float]:
+    policy = _pool_policy(4, Strategy.PRIORITY)
+    samples: list[float] = []
+    for r in range(rounds):
+        state = initial()
+        start = StartRequest(request_id=f"r{r}", route="chat", caller_scope="u")
+        fold(decide_start(policy, state, start, now_us=NOW_US), state)
+        fold(
+            decide_next(policy, state, NextStep(request_id=f"r{r}", attempt_id="a"), now_us=NOW_US),
+            state,
+        )
+        command = RecordOutcome(
+            request_id=f"r{r}", attempt_id="a", outcome=Failed(failure=FailureClass.RATE_LIMITED)
+        )
+        t0 = time.perf_counter_ns()
+        fold(decide_outcome(policy, state, command, now_us=NOW_US + 10), state)
+        samples.append((time.perf_counter_ns() - t0) / 1_000)
+    return samples
+
+
+def _pair_bytes(pairs: int) -> float:
+    events = [
+        CooldownStarted(
+            stream_id=f"pair:cred-{i:06d}:model-{i % 97:03d}",
+            version=1,
+            at_us=NOW_US,
+            credential_id=f"cred-{i:06d}",
+            upstream_model=f"model-{i % 97:03d}",
+            request_id="r",
+            attempt_id="a",
+            until_us=NOW_US + 1_000_000,
+            reason=FC.RATE_LIMITED,
+            level=0,
+            hint_us=None,
+            clamp=Clamp.NO_HINT,
+        )
+        for i in range(pairs)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    state = fold(events)
+    del events
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(state.pairs) == pairs
+    return (after - before) / pairs
+
+
+def _p(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    for size, rounds in ((4, 300), (32, 300), (256, 200), (1024, 100)):
+        samples = _decide_samples(size, rounds)
+        print(f"BENCH route.decide.n{size}.p50_us {statistics.median(samples):.2f} us")
+        if size == 256:
+            p99 = _p(samples, 0.99)
+    print(f"BENCH route.decide.n256.p99_us {p99:.2f} us")
+    print(f"BENCH route.outcome.p50_us {statistics.median(_outcome_samples(20_000)):.2f} us")
+    print(f"BENCH route.pair.bytes {_pair_bytes(100_000):.0f} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,923 @@
+"""Routing deciders: start a request, decide its next step, record an attempt's outcome.
+
+All three are pure: they read the policy, the folded state, a command and
+``now_us`` (plus the credential lifecycle's usability view), never mutate the
+state, and return the events to append (stamped with stream id, next version
+and ``at_us=now_us``).
+
+Next step (:func:`decide_next`) returns exactly one of ``AttemptRouted``,
+``WaitDecided``, ``FallbackExhausted`` or ``Degraded`` (``AttemptRouted`` may
+come with ``ProbeAllowed`` for a half-open pair or credential), or ``()`` when
+nothing is to be decided: an attempt is in flight, the request has ended, or
+a decided wait has not elapsed and nothing became selectable meanwhile.
+
+The request's chain is its route's chain, then the targets of its own backup
+aliases (I3: ahead of the global fallback), then those of the route's
+fallback aliases; a backup or fallback alias contributes its chain only,
+never its own fallbacks, and every target appears once. Candidates are
+examined from the current position in chain order and, within a target, in
+strategy order. Availability is re-checked at every decision (A6); skipped
+candidates cost nothing (I1.4); a failure before the first token continues
+the rotation within the target, a mid-stream failure moves to the next target.
+
+Complexity of one next-step decision: O(T + k log n) where T is the number
+of targets in the request's chain (<= 16 + backups + fallbacks), n the pool
+size and k the members actually examined. Each pool is first scanned in
+strategy order for ``TREE_SCAN_FIRST`` members (O(1) each: two dict lookups
+and one comparison with ``ready_us``); in a state built with
+``initial(policy)`` a pool of ``TREE_MIN_MEMBERS`` or more then jumps over
+blocked runs with its readiness tree (:mod:`.index`, O(log n) per jump). At
+most ``SKIPS_RECORDED_MAX`` skips are materialised; the rest are counted. The
+wait and exhaustion paths (nothing selectable) examine every member: O(n).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from itertools import chain as chain_iter
+from types import MappingProxyType
+from typing import Final
+
+import attrs
+
+from ..errors import InvariantViolation, UsageError
+from ..events import STREAM_ID_LENGTH_MAX, stream_id_problem
+from ..usability import CredentialUsability, model_problem
+from .events import (
+    AttemptFailed,
+    AttemptRouted,
+    AttemptSucceeded,
+    Clamp,
+    Continuation,
+    CooldownCleared,
+    CooldownExtended,
+    CooldownStarted,
+    CredentialSuspended,
+    Degraded,
+    DegradedReason,
+    ExhaustedReason,
+    FailureSummary,
+    FallbackExhausted,
+    PairRef,
+    PairSuspended,
+    ProbeAllowed,
+    RequestReceived,
+    RoutingEvent,
+    Skipped,
+    SkipReason,
+    WaitDecided,
+)
+from .failures import Action, Evidence, FailureClass, Phase, Scope
+from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
+from .policy import BACKUPS_MAX, Policy, PoolPlan, Strategy
+from .state import LEVEL_MAX, RequestState, RoutingState, ScopeState
+
+__all__ = [
+    "INT64_MAX",
+    "SKIPS_RECORDED_MAX",
+    "CommandError",
+    "Failed",
+    "NextStep",
+    "OutcomeConflict",
+    "RecordOutcome",
+    "RequestConflict",
+    "StartRequest",
+    "Succeeded",
+    "decide_next",
+    "decide_outcome",
+    "decide_start",
+    "mix64",
+]
+
+#: Skipped candidates recorded on one decision; the rest are counted. Why: a
+#: 4,096-member pool must not produce a 4,096-entry event; 16 explain any pick.
+SKIPS_RECORDED_MAX: Final = 16
+#: Integers in events are signed 64-bit.
+INT64_MAX: Final = (1 << 63) - 1
+_MASK64: Final = (1 << 64) - 1
+#: No pool index (an unindexed state, a survey, or a retry pinned to one pair).
+_NO_TREES: Final[Mapping[str, ReadyTree]] = MappingProxyType({})
+
+
+class CommandError(UsageError):
+    """A malformed command, or one naming an unknown request or attempt."""
+
+
+class RequestConflict(UsageError):
+    """``StartRequest`` reused a request id with different parameters (X1)."""
+
+
+class OutcomeConflict(UsageError):
+    """An outcome for an attempt that already has a different outcome (X1)."""
+
+
+@attrs.frozen(kw_only=True)
+class StartRequest:
+    """Start routing a request (ids come from the caller, X3)."""
+
+    request_id: str
+    route: str
+    caller_scope: str
+    #: Per-request backup aliases, tried before the route's fallback (I3).
+    backups: tuple[str, ...] = ()
+    #: The owner of the (shared) model configuration; members resolve in this scope (I3).
+    model_owner: str | None = None
+    #: Randomness for weighted pools (D1: never drawn by the core).
+    seed: int = 0
+    stream: bool = False
+    input_tokens: int = 0
+    #: Absolute deadline in engine time; the policy's relative deadline also applies.
+    deadline_us: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NextStep:
+    """Decide what a request does next; ``attempt_id`` names the attempt it may route."""
+
+    request_id: str
+    attempt_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Succeeded:
+    """A completed attempt (a truncated answer is a ``Failed`` mid-stream, never this)."""
+
+    evidence: Evidence = Evidence.UPSTREAM
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Failed:
+    """A failed attempt, classified by an adapter."""
+
+    failure: FailureClass
+    phase: Phase = Phase.BEFORE_RESPONSE
+    #: Output delivered to the caller so far (all attempts of the request).
+    delivered_chars: int = 0
+    #: The provider's hint as a duration; clamped by the policy.
+    hint_us: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RecordOutcome:
+    """Record what happened to an attempt."""
+
+    request_id: str
+    attempt_id: str
+    outcome: Succeeded | Failed
+
+
+def mix64(seed: int, salt: int) -> int:
+    """A deterministic 64-bit mix of two integers (one splitmix64 step), independent of PYTHONHASHSEED."""
+    acc = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + (salt & _MASK64)) & _MASK64
+    acc = ((acc ^ (acc >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    acc = ((acc ^ (acc >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return acc ^ (acc >> 31)
+
+
+# --------------------------------------------------------------------------- start
+
+
+def _check_text(name: str, value: object) -> None:
+    if type(value) is not str or stream_id_problem(value) is not None:
+        raise CommandError(f"{name} must be a non-empty printable string, got {value!r}")
+
+
+def _check_count(name: str, value: object, high: int = INT64_MAX) -> None:
+    if type(value) is not int or not 0 <= value <= high:
+        raise CommandError(f"{name} must be an int in 0..{high}, got {value!r}")
+
+
+def decide_start(
+    policy: Policy, state: RoutingState, command: StartRequest, *, now_us: int
+) -> tuple[RoutingEvent, ...]:
+    """Record a request's arrival; the same command again is a no-op, a different one a conflict."""
+    del policy  # the route is resolved at each decision (an unknown alias degrades there)
+    _check_text("request_id", command.request_id)
+    _check_text("route", command.route)
+    _check_text("caller_scope", command.caller_scope)
+    if command.model_owner is not None:
+        _check_text("model_owner", command.model_owner)
+    if len(command.backups) > BACKUPS_MAX:
+        raise CommandError(f"backups lists more than {BACKUPS_MAX} aliases")
+    for index, alias in enumerate(command.backups):
+        _check_text(f"backups[{index}]", alias)
+    if type(command.seed) is not int or not -INT64_MAX - 1 <= command.seed <= INT64_MAX:
+        raise CommandError(f"seed must be a signed 64-bit int, got {command.seed!r}")
+    _check_count("input_tokens", command.input_tokens)
+    if command.deadline_us is not None:
+        _check_count("deadline_us", command.deadline_us)
+    stream_id = f"request:{command.request_id}"
+    problem = stream_id_problem(stream_id)
+    if problem is not None:
+        raise CommandError(f"request_id: {problem}")
+    received = RequestReceived(
+        stream_id=stream_id,
+        version=1,
+        at_us=now_us,
+        request_id=command.request_id,
+        route=command.route,
+        backups=command.backups,
+        caller_scope=command.caller_scope,
+        model_owner=command.model_owner,
+        seed=command.seed,
+        stream=command.stream,
+        input_tokens=command.input_tokens,
+        deadline_us=command.deadline_us,
+    )
+    existing = state.requests.get(command.request_id)
+    if existing is None:
+        return (received,)
+    if attrs.evolve(existing.received, version=1, at_us=now_us) == received:
+        return ()
+    raise RequestConflict(f"request {command.request_id} was started with other parameters")
+
+
+# --------------------------------------------------------------------------- next step
+
+
+class _Scan:
+    """What a scan of the request's chain found (a private accumulator)."""
+
+    __slots__ = (
+        "any_attemptable",
+        "recovering",
+        "retry_at_us",
+        "skipped",
+        "skipped_more",
+        "wait_us",
+    )
+
+    def __init__(self) -> None:
+        self.skipped: list[Skipped] = []
+        self.skipped_more = 0
+        #: Earliest time-bound recovery for this request, and who recovers then.
+        self.wait_us: int | None = None
+        self.recovering: list[tuple[str, str]] = []
+        #: Earliest time anything could serve a new request (Retry-After).
+        self.retry_at_us: int | None = None
+        #: Whether any member was not ruled out for good (lifecycle, scope, capability).
+        self.any_attemptable = False
+
+    def skip(
+        self,
+        plan_alias: str,
+        position: int,
+        credential: str | None,
+        model: str | None,
+        reason: SkipReason,
+        recovers_at_us: int | None = None,
+    ) -> None:
+        if len(self.skipped) < SKIPS_RECORDED_MAX:
+            self.skipped.append(
+                Skipped(
+                    alias=plan_alias,
+                    chain_position=position,
+                    credential_id=credential,
+                    upstream_model=model,
+                    reason=reason,
+                    recovers_at_us=recovers_at_us,
+                )
+            )
+        else:
+            self.skipped_more += 1
+
+    def could_serve_at(self, at_us: int) -> None:
+        self.any_attemptable = True
+        if self.retry_at_us is None or at_us < self.retry_at_us:
+            self.retry_at_us = at_us
+
+
+def _begin(plan: PoolPlan, state: RoutingState, received: RequestReceived, salt: int) -> int:
+    """The member a pool starts from: 0 (priority), its cursor (round-robin) or a seeded draw."""
+    if plan.strategy is Strategy.PRIORITY:
+        return 0
+    if plan.strategy is Strategy.ROUND_ROBIN:
+        return state.cursors.get(plan.path, 0) % len(plan.entries)
+    draw = mix64(received.seed, salt) % plan.cumulative_weights[-1]
+    return bisect.bisect_right(plan.cumulative_weights, draw)
+
+
+def _order(
+    plan: PoolPlan, state: RoutingState, received: RequestReceived, salt: int
+) -> Iterable[int]:
+    """Member indices in strategy order: from the pool's start member, wrapping around."""
+    size = len(plan.entries)
+    if plan.strategy is Strategy.PRIORITY:
+        return range(size)
+    start = _begin(plan, state, received, salt)
+    return chain_iter(range(start, size), range(start))
+
+
+def _why_blocked(cred: ScopeState | None, pair: ScopeState | None, ready: int) -> SkipReason:
+    """The skip reason of a member not selectable before ``ready`` (the later block wins)."""
+    if pair is None or pair.ready_us != ready:
+        return SkipReason.CREDENTIAL_BLOCKED
+    if pair.until_us != ready:
+        return SkipReason.PROBE_IN_FLIGHT
+    return SkipReason.SUSPENDED if pair.suspended else SkipReason.COOLING_DOWN
+
+
+def decide_next(
+    policy: Policy,
+    state: RoutingState,
+    command: NextStep,
+    *,
+    now_us: int,
+    credentials: Mapping[str, CredentialUsability] | None = None,
+) -> tuple[RoutingEvent, ...]:
+    """Decide the request's next step (see the module docstring)."""
+    request = state.requests.get(command.request_id)
+    if request is None:
+        raise CommandError(f"unknown request {command.request_id!r}: start it first")
+    if request.terminal or request.in_flight is not None:
+        return ()
+    attempt_id = command.attempt_id
+    if type(attempt_id) is not str or not 0 < len(attempt_id) <= STREAM_ID_LENGTH_MAX:
+        raise CommandError(f"attempt_id must be a non-empty str, got {attempt_id!r}")
+    if command.attempt_id in request.attempts:
+        raise CommandError(f"attempt id {command.attempt_id!r} was already used by this request")
+    received = request.received
+    stream_id = f"request:{received.request_id}"
+    version = request.version + 1
+    scan = _Scan()
+    chain = policy.chain(received.route, received.backups)
+    if chain is None:
+        return (
+            Degraded(
+                stream_id=stream_id,
+                version=version,
+                at_us=now_us,
+                request_id=received.request_id,
+                reason=DegradedReason.UNKNOWN_ROUTE,
+                skipped=(),
+                skipped_more=0,
+            ),
+        )
+    for alias, position, why in chain.left_out:
+        scan.skip(alias, position, None, None, SkipReason(why))
+    plans = chain.targets
+    last = request.last_failure
+    only_pair: str | None = None
+    start = 0
+    if last is not None:
+        record = request.attempts[last.attempt_id]
+        start = record.chain_position + (1 if last.phase is Phase.MID_STREAM else 0)
+        if not policy.rule(last.failure).fallback:
+            only_pair = record.pair_stream
+    deadline = received.deadline_us
+    if policy.limits.deadline_us is not None:
+        relative = received.at_us + policy.limits.deadline_us
+        deadline = relative if deadline is None else min(deadline, relative)
+    exhausted: ExhaustedReason | None = None
+    if len(request.attempts) >= policy.limits.attempts_max:
+        exhausted = ExhaustedReason.ATTEMPTS_LIMIT
+    elif deadline is not None and now_us >= deadline:
+        exhausted = ExhaustedReason.DEADLINE
+    if exhausted is None:
+        pick = _pick(policy, state, request, plans, start, only_pair, now_us, credentials, scan)
+        if pick is not None:
+            return _routed(policy, request, command, pick, stream_id, now_us, scan)
+        if request.wait_until_us > now_us:
+            return ()  # the decided wait stands: nothing became selectable in the meantime
+        exhausted = _after_scan(policy, request, scan, only_pair, now_us, deadline)
+        if exhausted is None and scan.wait_us is not None:
+            return (
+                WaitDecided(
+                    stream_id=stream_id,
+                    version=version,
+                    at_us=now_us,
+                    request_id=received.request_id,
+                    until_us=scan.wait_us,
+                    recovering=tuple(
+                        PairRef(credential_id=credential, upstream_model=model)
+                        for credential, model in scan.recovering
+                    ),
+                    waited_total_us=request.waited_total_us + scan.wait_us - now_us,
+                ),
+            )
+        if exhausted is None:
+            return (
+                Degraded(
+                    stream_id=stream_id,
+                    version=version,
+                    at_us=now_us,
+                    request_id=received.request_id,
+                    reason=DegradedReason.NOTHING_USABLE,
+                    skipped=tuple(scan.skipped),
+                    skipped_more=scan.skipped_more,
+                ),
+            )
+    return (_exhausted(policy, state, request, plans, exhausted, stream_id, now_us, credentials),)
+
+
+def _exhausted(
+    policy: Policy,
+    state: RoutingState,
+    request: RequestState,
+    plans: tuple[PoolPlan, ...],
+    reason: ExhaustedReason,
+    stream_id: str,
+    now_us: int,
+    credentials: Mapping[str, CredentialUsability] | None,
+) -> FallbackExhausted:
+    """The request ends (A7): its classified failures in order and when the chain could serve again."""
+    retry_at = None
+    if reason is not ExhaustedReason.TERMINAL_FAILURE:
+        survey = _Scan()
+        _pick(policy, state, request, plans, 0, None, now_us, credentials, survey, survey=True)
+        retry_at = survey.retry_at_us
+    return FallbackExhausted(
+        stream_id=stream_id,
+        version=request.version + 1,
+        at_us=now_us,
+        request_id=request.received.request_id,
+        reason=reason,
+        failures=tuple(
+            FailureSummary(
+                attempt_id=failed.attempt_id,
+                credential_id=failed.credential_id,
+                upstream_model=failed.upstream_model,
+                failure=failed.failure,
+                phase=failed.phase,
+            )
+            for failed in request.failures
+        ),
+        retry_at_us=retry_at,
+    )
+
+
+def _after_scan(
+    policy: Policy,
+    request: RequestState,
+    scan: _Scan,
+    only_pair: str | None,
+    now_us: int,
+    deadline: int | None,
+) -> ExhaustedReason | None:
+    """Nothing is selectable now: ``None`` to wait or degrade, else why the request ends (A7)."""
+    if only_pair is not None and scan.wait_us is None:
+        return ExhaustedReason.TERMINAL_FAILURE
+    if scan.wait_us is not None:
+        within_wait = request.waited_total_us + scan.wait_us - now_us <= (
+            policy.limits.wait_total_us_max
+        )
+        if within_wait and (deadline is None or scan.wait_us < deadline):
+            return None
+        return ExhaustedReason.NO_CANDIDATE
+    if request.attempts or scan.any_attemptable:
+        return ExhaustedReason.NO_CANDIDATE
+    return None
+
+
+def _pick(
+    policy: Policy,
+    state: RoutingState,
+    request: RequestState,
+    plans: tuple[PoolPlan, ...],
+    start: int,
+    only_pair: str | None,
+    now_us: int,
+    credentials: Mapping[str, CredentialUsability] | None,
+    scan: _Scan,
+    *,
+    survey: bool = False,
+) -> tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None] | None:
+    """The first selectable member from ``start`` on, recording skips in ``scan``.
+
+    With ``survey=True`` nothing is picked: every member is examined only to
+    compute the earliest time anything could serve (``scan.retry_at_us``).
+    """
+    received = request.received
+    scope_owner = (
+        received.model_owner if received.model_owner is not None else received.caller_scope
+    )
+    pairs = state.pairs
+    creds = state.creds
+    fails = request.fails_by_pair
+    last_class = request.last_class_by_pair
+    attempt_no = len(request.attempts) + 1
+    streams = received.stream
+    input_tokens = received.input_tokens
+    trees = state.trees if state.indexed_for is policy and not (survey or only_pair) else _NO_TREES
+    for position in range(start, len(plans)):
+        plan = plans[position]
+        entries = plan.entries
+        tree = trees.get(plan.path)
+        salt = attempt_no + (position << 8)
+        examined = 0
+        for index in _order(plan, state, received, salt):
+            if tree is not None and examined == TREE_SCAN_FIRST:
+                pick = _pick_indexed(
+                    policy,
+                    state,
+                    request,
+                    plan,
+                    position,
+                    tree,
+                    salt,
+                    examined,
+                    now_us,
+                    credentials,
+                    scan,
+                )
+                if pick is not None:
+                    return pick
+                tree = None  # nothing in the pool is ready: scan the rest for the wait decision
+            examined += 1
+            credential, model, pair_stream, cred_stream, owner, streaming, window, _ = entries[
+                index
+            ]
+            if only_pair is not None and pair_stream != only_pair:
+                continue
+            permanent: SkipReason | None = None
+            if credentials is not None:
+                view = credentials.get(credential)
+                if view is None:
+                    permanent = SkipReason.NOT_PROVISIONED
+                else:
+                    problem = model_problem(view, model)
+                    if problem is not None:
+                        permanent = SkipReason(problem.value)
+            if permanent is None:
+                if owner is not None and owner != scope_owner:
+                    permanent = SkipReason.OUT_OF_SCOPE
+                elif streams and not streaming:
+                    permanent = SkipReason.NO_STREAMING
+                elif input_tokens > window:
+                    permanent = SkipReason.CONTEXT_TOO_SMALL
+            if permanent is not None:
+                scan.skip(plan.alias, position, credential, model, permanent)
+                continue
+            cred = creds.get(cred_stream)
+            pair = pairs.get(pair_stream)
+            ready = 0  # when this member becomes selectable; 0 = now
+            if cred is not None and cred.ready_us > now_us:
+                ready = cred.ready_us
+            if pair is not None and pair.ready_us > now_us and pair.ready_us > ready:
+                ready = pair.ready_us
+            count = fails.get(pair_stream)
+            spent = count is not None and count > policy.rule(last_class[pair_stream]).retry_same
+            if survey or spent:
+                scan.could_serve_at(max(ready, now_us))
+                if spent and not survey:
+                    scan.skip(plan.alias, position, credential, model, SkipReason.ALREADY_FAILED)
+                continue
+            if ready:
+                # Blocked (the hot skip path, kept inline): track the earliest recovery (I1.3).
+                if scan.wait_us is None or ready < scan.wait_us:
+                    scan.wait_us = ready
+                    scan.recovering = [(credential, model)]
+                elif ready == scan.wait_us and len(scan.recovering) < SKIPS_RECORDED_MAX:
+                    scan.recovering.append((credential, model))
+                if len(scan.skipped) < SKIPS_RECORDED_MAX:
+                    why = _why_blocked(cred, pair, ready)
+                    scan.skip(plan.alias, position, credential, model, why, ready)
+                else:
+                    scan.skipped_more += 1
+                continue
+            return position, plan, index, pair, cred
+    if scan.wait_us is not None:
+        scan.could_serve_at(scan.wait_us)
+    return None
+
+
+def _verdict(
+    policy: Policy,
+    state: RoutingState,
+    request: RequestState,
+    entry: tuple[str, str, str, str, str | None, bool, int, bool],
+    now_us: int,
+    credentials: Mapping[str, CredentialUsability] | None,
+) -> tuple[SkipReason | None, int]:
+    """Why a member would be skipped now (``None`` if selectable) and when it is ready.
+
+    The same precedence as the scan in :func:`_pick`: lifecycle, owner scope,
+    capability, then this request's failures, then availability.
+    """
+    credential, model, pair_stream, cred_stream, owner, streaming, window, _ = entry
+    received = request.received
+    if credentials is not None:
+        view = credentials.get(credential)
+        if view is None:
+            return SkipReason.NOT_PROVISIONED, 0
+        problem = model_problem(view, model)
+        if problem is not None:
+            return SkipReason(problem.value), 0
+    scope_owner = (
+        received.model_owner if received.model_owner is not None else received.caller_scope
+    )
+    if owner is not None and owner != scope_owner:
+        return SkipReason.OUT_OF_SCOPE, 0
+    if received.stream and not streaming:
+        return SkipReason.NO_STREAMING, 0
+    if received.input_tokens > window:
+        return SkipReason.CONTEXT_TOO_SMALL, 0
+    count = request.fails_by_pair.get(pair_stream)
+    if (
+        count is not None
+        and count > policy.rule(request.last_class_by_pair[pair_stream]).retry_same
+    ):
+        return SkipReason.ALREADY_FAILED, 0
+    cred = state.creds.get(cred_stream)
+    pair = state.pairs.get(pair_stream)
+    ready = max(cred.ready_us if cred else 0, pair.ready_us if pair else 0)
+    if ready > now_us:
+        return _why_blocked(cred if cred and cred.ready_us > now_us else None, pair, ready), ready
+    return None, 0
+
+
+def _pick_indexed(
+    policy: Policy,
+    state: RoutingState,
+    request: RequestState,
+    plan: PoolPlan,
+    position: int,
+    tree: ReadyTree,
+    salt: int,
+    examined: int,
+    now_us: int,
+    credentials: Mapping[str, CredentialUsability] | None,
+    scan: _Scan,
+) -> tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None] | None:
+    """Continue :func:`_pick` in an indexed pool after ``examined`` members, in O(log n) jumps.
+
+    Records exactly the skips the scan would record; ``None`` when nothing
+    further in the pool is selectable (the caller then scans on for the wait).
+    """
+    entries = plan.entries
+    size = len(entries)
+    begin = _begin(plan, state, request.received, salt)
+    resume = begin + examined
+    ranges = ((resume, size), (0, begin)) if resume < size else ((resume - size, begin),)
+    for low, high in ranges:
+        member = first_ready(tree, low, now_us) if low < high else -1
+        while 0 <= member < high:
+            verdict, _ = _verdict(policy, state, request, entries[member], now_us, credentials)
+            if verdict is None:
+                passed = (member - begin) % size
+                recorded = min(passed, examined + max(0, SKIPS_RECORDED_MAX - len(scan.skipped)))
+                for step in range(examined, recorded):
+                    entry = entries[(begin + step) % size]
+                    why, ready = _verdict(policy, state, request, entry, now_us, credentials)
+                    if why is None:  # pragma: no cover (unreachable: the tree passed over it)
+                        raise InvariantViolation(
+                            f"{plan.path}[{(begin + step) % size}] was selectable"
+                        )
+                    scan.skip(plan.alias, position, entry[0], entry[1], why, ready or None)
+                scan.skipped_more += passed - recorded
+                pair_stream, cred_stream = entries[member][2], entries[member][3]
+                return (
+                    position,
+                    plan,
+                    member,
+                    state.pairs.get(pair_stream),
+                    state.creds.get(cred_stream),
+                )
+            member = first_ready(tree, member + 1, now_us) if member + 1 < high else -1
+    return None
+
+
+def _routed(
+    policy: Policy,
+    request: RequestState,
+    command: NextStep,
+    pick: tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None],
+    stream_id: str,
+    now_us: int,
+    scan: _Scan,
+) -> tuple[RoutingEvent, ...]:
+    """``AttemptRouted`` for the picked member, plus ``ProbeAllowed`` where it is half-open (A4)."""
+    position, plan, index, pair, cred = pick
+    received = request.received
+    credential, model, pair_stream, cred_stream, _, _, _, prefill = plan.entries[index]
+    delivered = 0
+    if request.failures:
+        delivered = max(failed.delivered_chars for failed in request.failures)
+    if delivered == 0:
+        continuation = Continuation.FRESH
+    else:
+        continuation = Continuation.CONTINUE if prefill else Continuation.RESTART
+    probes: tuple[RoutingEvent, ...] = ()
+    if pair is not None and pair.needs_probe:
+        probes = (_probe(policy, pair, pair_stream, credential, model, command, now_us),)
+    if cred is not None and cred.needs_probe:
+        probes = (*probes, _probe(policy, cred, cred_stream, credential, None, command, now_us))
+    routed = AttemptRouted(
+        stream_id=stream_id,
+        version=request.version + 1,
+        at_us=now_us,
+        request_id=received.request_id,
+        attempt_id=command.attempt_id,
+        attempt_no=len(request.attempts) + 1,
+        credential_id=credential,
+        upstream_model=model,
+        owner_scope=received.model_owner
+        if received.model_owner is not None
+        else received.caller_scope,
+        chain_position=position,
+        target_path=plan.path,
+        member_index=index,
+        probe=bool(probes),
+        continuation=continuation,
+        delivered_chars=delivered,
+        skipped=tuple(scan.skipped),
+        skipped_more=scan.skipped_more,
+    )
+    return (routed, *probes)
+
+
+def _probe(
+    policy: Policy,
+    scope: ScopeState,
+    stream: str,
+    credential: str,
+    upstream: str | None,
+    command: NextStep,
+    now_us: int,
+) -> ProbeAllowed:
+    """Let one half-open probe through ``scope`` (A4), bounded by the probe timeout (A3)."""
+    return ProbeAllowed(
+        stream_id=stream,
+        version=scope.version + 1,
+        at_us=now_us,
+        credential_id=credential,
+        upstream_model=upstream,
+        request_id=command.request_id,
+        attempt_id=command.attempt_id,
+        until_us=now_us + policy.limits.probe_timeout_us,
+    )
+
+
+# --------------------------------------------------------------------------- outcome
+
+
+def decide_outcome(
+    policy: Policy, state: RoutingState, command: RecordOutcome, *, now_us: int
+) -> tuple[RoutingEvent, ...]:
+    """Record an attempt's outcome and decide what it implies for availability.
+
+    The same outcome again is a no-op; a different outcome for the same attempt
+    raises :class:`OutcomeConflict` and changes nothing (X1).
+    """
+    request = state.requests.get(command.request_id)
+    if request is None:
+        raise CommandError(f"unknown request {command.request_id!r}")
+    record = request.attempts.get(command.attempt_id)
+    if record is None:
+        raise CommandError(
+            f"unknown attempt {command.attempt_id!r} of request {command.request_id!r}"
+        )
+    outcome = command.outcome
+    stream_id = f"request:{command.request_id}"
+    version = request.version + 1
+    observed: AttemptSucceeded | AttemptFailed
+    if isinstance(outcome, Succeeded):
+        if not isinstance(outcome.evidence, Evidence):
+            raise CommandError(f"evidence must be an Evidence, got {outcome.evidence!r}")
+        _check_count("input_tokens", outcome.input_tokens)
+        _check_count("output_tokens", outcome.output_tokens)
+        observed = AttemptSucceeded(
+            stream_id=stream_id,
+            version=version,
+            at_us=now_us,
+            request_id=command.request_id,
+            attempt_id=command.attempt_id,
+            credential_id=record.credential_id,
+            upstream_model=record.upstream_model,
+            evidence=outcome.evidence,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+        )
+    else:
+        hint_us = outcome.hint_us
+        delivered = outcome.delivered_chars
+        if not (
+            type(outcome.failure) is FailureClass
+            and type(outcome.phase) is Phase
+            and type(delivered) is int
+            and 0 <= delivered <= INT64_MAX
+            and (hint_us is None or (type(hint_us) is int and 0 <= hint_us <= INT64_MAX))
+        ):
+            raise CommandError(f"malformed failure outcome {outcome!r}")
+        observed = AttemptFailed(
+            stream_id=stream_id,
+            version=version,
+            at_us=now_us,
+            request_id=command.request_id,
+            attempt_id=command.attempt_id,
+            credential_id=record.credential_id,
+            upstream_model=record.upstream_model,
+            failure=outcome.failure,
+            phase=outcome.phase,
+            delivered_chars=delivered,
+            hint_us=hint_us,
+        )
+    if record.outcome is not None:
+        if attrs.evolve(record.outcome, version=observed.version, at_us=now_us) == observed:
+            return ()
+        raise OutcomeConflict(
+            f"attempt {command.attempt_id!r} already has another outcome recorded"
+        )
+    if isinstance(observed, AttemptSucceeded):
+        pair_stream = record.pair_stream
+        cred_stream = f"cred:{record.credential_id}"
+        if observed.evidence is not Evidence.UPSTREAM:
+            return (observed,)
+        healed: list[RoutingEvent] = [observed]
+        for stream, upstream, scope in (
+            (pair_stream, record.upstream_model, state.pairs.get(pair_stream)),
+            (cred_stream, None, state.creds.get(cred_stream)),
+        ):
+            if scope is not None and scope.needs_probe:
+                healed.append(
+                    CooldownCleared(
+                        stream_id=stream,
+                        version=scope.version + 1,
+                        at_us=now_us,
+                        credential_id=record.credential_id,
+                        upstream_model=upstream,
+                        request_id=command.request_id,
+                        attempt_id=command.attempt_id,
+                    )
+                )
+        return tuple(healed)
+    return (observed, *_blocks(policy, state, observed, record.pair_stream, now_us))
+
+
+def _blocks(
+    policy: Policy,
+    state: RoutingState,
+    failed: AttemptFailed,
+    pair_stream: str,
+    now_us: int,
+) -> tuple[RoutingEvent, ...]:
+    """The availability decisions a failure implies (A1 scope table, A2, A3)."""
+    failure = failed.failure
+    rule = policy.rule(failure)
+    action = rule.action
+    scope_kind = rule.scope
+    if (
+        failure is FailureClass.QUOTA_EXHAUSTED
+        and policy.credential(failed.credential_id).account_wide_quota
+    ):
+        scope_kind = Scope.CREDENTIAL
+    if action is Action.NOTHING or scope_kind is Scope.REQUEST or scope_kind is Scope.NONE:
+        return ()
+    upstream: str | None
+    if scope_kind is Scope.CREDENTIAL:
+        stream = f"cred:{failed.credential_id}"
+        upstream = None
+        scope = state.creds.get(stream)
+    else:
+        stream, upstream, scope = pair_stream, failed.upstream_model, state.pairs.get(pair_stream)
+    if scope is None:
+        version, old_until, level, suspended = 1, 0, 0, False
+    else:
+        version, old_until, suspended = scope.version + 1, scope.until_us, scope.suspended
+        level = min(scope.level + 1, LEVEL_MAX) if scope.needs_probe else 0
+    if action is Action.SUSPEND:
+        cls = CredentialSuspended if scope_kind is Scope.CREDENTIAL else PairSuspended
+        return (
+            cls(
+                stream_id=stream,
+                version=version,
+                at_us=now_us,
+                credential_id=failed.credential_id,
+                upstream_model=upstream,
+                request_id=failed.request_id,
+                attempt_id=failed.attempt_id,
+                until_us=max(old_until, now_us + rule.base_us),
+                reason=failure,
+            ),
+        )
+    hint_us = failed.hint_us
+    if hint_us is None:
+        duration = min(rule.base_us * rule.factor**level, rule.max_us)
+        clamp = Clamp.NO_HINT
+    else:
+        low, high = policy.hints.min_us, policy.hints.max_us
+        duration = min(max(hint_us, low), high)
+        clamp = Clamp.RAISED if hint_us < low else Clamp.LOWERED if hint_us > high else Clamp.KEPT
+    until = max(old_until, now_us + duration)
+    if suspended and old_until >= until:
+        return ()  # a longer suspension already covers this cooldown (A2: nothing to extend)
+    started = CooldownExtended if old_until > now_us else CooldownStarted
+    return (
+        started(
+            stream_id=stream,
+            version=version,
+            at_us=now_us,
+            credential_id=failed.credential_id,
+            upstream_model=upstream,
+            request_id=failed.request_id,
+            attempt_id=failed.attempt_id,
+            until_us=until,
+            reason=failure,
+            level=level,
+            hint_us=hint_us,
+            clamp=clamp,
+        ),
+    )

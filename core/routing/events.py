@@ -1,0 +1,365 @@
+"""Events of the routing context.
+
+These names and tags are the storage contract. Renaming a class changes
+nothing; changing a tag or a field breaks stored logs and needs a new schema
+version plus an upcaster (``routeledger.adapters.codec``).
+
+Observed vs decided (STYLE item 5). ``RequestReceived``, ``AttemptSucceeded``
+and ``AttemptFailed`` are what an adapter *observed*; every other event is
+what the core *decided* from them, the policy and ``now``. A what-if replay
+keeps the observations and re-decides the rest under another policy.
+
+Streams:
+
+* ``request:<request_id>`` — ``RequestReceived``, ``AttemptRouted``,
+  ``WaitDecided``, ``FallbackExhausted``, ``Degraded``, ``AttemptSucceeded``,
+  ``AttemptFailed``;
+* ``pair:<credential_id>:<upstream_model>`` — availability of one pair:
+  ``CooldownStarted``, ``CooldownExtended``, ``PairSuspended``,
+  ``CooldownCleared``, ``ProbeAllowed`` with ``upstream_model`` set;
+* ``cred:<credential_id>`` — credential-wide availability: the same events
+  with ``upstream_model=None``, plus ``CredentialSuspended``. This stream is
+  shared with the credential lifecycle, so routing tracks its head version
+  from every event appended to it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ..events import Event, Origin, event
+from .failures import Evidence, FailureClass, Phase
+
+__all__ = [
+    "AttemptFailed",
+    "AttemptRouted",
+    "AttemptSucceeded",
+    "BlockEvent",
+    "Clamp",
+    "Continuation",
+    "CooldownCleared",
+    "CooldownExtended",
+    "CooldownStarted",
+    "CredentialSuspended",
+    "Degraded",
+    "DegradedReason",
+    "ExhaustedReason",
+    "FailureSummary",
+    "FallbackExhausted",
+    "PairRef",
+    "PairSuspended",
+    "ProbeAllowed",
+    "RequestReceived",
+    "RoutingEvent",
+    "SkipReason",
+    "Skipped",
+    "WaitDecided",
+]
+
+
+@attrs.frozen(kw_only=True)
+class RoutingEvent(Event):
+    """Base of the routing context's events.
+
+    Naming rule: past tense; ``Origin.OBSERVED`` for what an adapter saw
+    (``AttemptFailed``), ``Origin.DECIDED`` for what the core concluded
+    (``CooldownStarted``). Other contexts' events are ignored by the routing fold.
+    """
+
+
+class SkipReason(enum.Enum):
+    """Why a candidate member was not routed to (recorded on the decision)."""
+
+    #: The pair is cooling down.
+    COOLING_DOWN = "cooling_down"
+    #: The pair is suspended.
+    SUSPENDED = "suspended"
+    #: The credential is cooling down or suspended (all its models).
+    CREDENTIAL_BLOCKED = "credential_blocked"
+    #: The pair is half-open and its one probe is in flight.
+    PROBE_IN_FLIGHT = "probe_in_flight"
+    #: This request already failed on this member and has no retry left for it.
+    ALREADY_FAILED = "already_failed"
+    #: The credential belongs to another owner than the request's model scope (I3).
+    OUT_OF_SCOPE = "out_of_scope"
+    #: The model cannot stream and the request streams.
+    NO_STREAMING = "no_streaming"
+    #: The model's context window is smaller than the request's input.
+    CONTEXT_TOO_SMALL = "context_too_small"
+    #: A backup alias names no route (I3: skip it, try the next).
+    UNKNOWN_ROUTE = "unknown_route"
+    #: The target was already in the request's chain (each target is visited once).
+    DUPLICATE_TARGET = "duplicate_target"
+    #: Lifecycle: no credential provisioned under this id (I0).
+    NOT_PROVISIONED = "not_provisioned"
+    #: Lifecycle: key stored, models never resolved (I0).
+    MODELS_UNRESOLVED = "models_unresolved"
+    #: Lifecycle: model resolution failed.
+    RESOLUTION_FAILED = "resolution_failed"
+    #: Lifecycle: the provider rejected the key.
+    AUTH_FAILED = "auth_failed"
+    #: Lifecycle: replaced by a newer key.
+    ROTATED = "rotated"
+    #: Lifecycle: expired.
+    EXPIRED = "expired"
+    #: Lifecycle: revoked.
+    REVOKED = "revoked"
+    #: Lifecycle: the model name is not in the credential's resolved set (I0).
+    MODEL_NOT_RESOLVED = "model_not_resolved"
+
+
+class Continuation(enum.Enum):
+    """How an attempt relates to output already delivered by an earlier attempt."""
+
+    #: Nothing was delivered yet: a plain attempt.
+    FRESH = "fresh"
+    #: Output was delivered and this model can continue it (prefill).
+    CONTINUE = "continue"
+    #: Output was delivered and this model cannot continue: restart cleanly.
+    RESTART = "restart"
+
+
+class Clamp(enum.Enum):
+    """What the policy's hint clamp did to a provider hint (A3)."""
+
+    #: No hint was given (the backoff applied).
+    NO_HINT = "no_hint"
+    #: The hint was within [min, max].
+    KEPT = "kept"
+    #: The hint was below min and was raised to it.
+    RAISED = "raised"
+    #: The hint was above max and was lowered to it.
+    LOWERED = "lowered"
+
+
+class ExhaustedReason(enum.Enum):
+    """Why a request ended without a successful attempt."""
+
+    #: No candidate remains within the wait bound.
+    NO_CANDIDATE = "no_candidate"
+    #: The request's attempt budget is spent.
+    ATTEMPTS_LIMIT = "attempts_limit"
+    #: The request's deadline has passed.
+    DEADLINE = "deadline"
+    #: The last failure does not allow a fallback (invalid request, cancelled, ...).
+    TERMINAL_FAILURE = "terminal_failure"
+
+
+class DegradedReason(enum.Enum):
+    """Why nothing could be attempted at all (I0: never send an unresolved default)."""
+
+    #: The request's alias names no route.
+    UNKNOWN_ROUTE = "unknown_route"
+    #: Every configured member is unusable (lifecycle, owner scope or capability).
+    NOTHING_USABLE = "nothing_usable"
+
+
+@attrs.frozen(kw_only=True)
+class Skipped:
+    """One candidate skipped by a decision, and why (a member, or a whole alias)."""
+
+    #: The alias whose chain the candidate belongs to.
+    alias: str
+    chain_position: int
+    #: ``None`` when a whole alias was skipped (unknown or duplicate).
+    credential_id: str | None
+    upstream_model: str | None
+    reason: SkipReason
+    #: When it recovers, for time-bound reasons; ``None`` otherwise.
+    recovers_at_us: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PairRef:
+    """A (credential, concrete upstream model) pair."""
+
+    credential_id: str
+    upstream_model: str
+
+
+@attrs.frozen(kw_only=True)
+class FailureSummary:
+    """One failed attempt, in order, for the exhaustion report (I4)."""
+
+    attempt_id: str
+    credential_id: str
+    upstream_model: str
+    failure: FailureClass
+    phase: Phase
+
+
+@event("routeledger.RequestReceived", 1, Origin.OBSERVED)
+@attrs.frozen(kw_only=True)
+class RequestReceived(RoutingEvent):
+    """A request arrived for ``route`` with its own backups and scope."""
+
+    request_id: str
+    route: str
+    backups: tuple[str, ...]
+    caller_scope: str
+    model_owner: str | None
+    seed: int
+    stream: bool
+    input_tokens: int
+    deadline_us: int | None
+
+
+@event("routeledger.AttemptRouted", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class AttemptRouted(RoutingEvent):
+    """The next attempt goes to this pair, with the candidates skipped on the way."""
+
+    request_id: str
+    attempt_id: str
+    attempt_no: int
+    credential_id: str
+    #: The target's own upstream model id, never the primary's (I3).
+    upstream_model: str
+    #: The scope the member was resolved in: the model owner, else the caller (I3).
+    owner_scope: str
+    chain_position: int
+    #: Where the target is defined, e.g. ``routes.chat.chain[1]`` (also its cursor key).
+    target_path: str
+    member_index: int
+    #: A half-open probe of the pair or the credential (A4).
+    probe: bool
+    continuation: Continuation
+    #: Output already delivered to the caller by earlier attempts.
+    delivered_chars: int
+    skipped: tuple[Skipped, ...]
+    #: Skips beyond the recorded ones (bounded, see ``SKIPS_RECORDED_MAX``).
+    skipped_more: int
+
+
+@event("routeledger.WaitDecided", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class WaitDecided(RoutingEvent):
+    """Nothing is selectable now; wait until the earliest member recovery (I1.3)."""
+
+    request_id: str
+    until_us: int
+    recovering: tuple[PairRef, ...]
+    waited_total_us: int
+
+
+@event("routeledger.FallbackExhausted", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class FallbackExhausted(RoutingEvent):
+    """The request ends unserved; decided exactly once (A7)."""
+
+    request_id: str
+    reason: ExhaustedReason
+    failures: tuple[FailureSummary, ...]
+    #: Earliest time anything could serve it (-> Retry-After); ``None`` if never.
+    retry_at_us: int | None
+
+
+@event("routeledger.Degraded", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class Degraded(RoutingEvent):
+    """Nothing usable is configured or resolved for this request (I0)."""
+
+    request_id: str
+    reason: DegradedReason
+    skipped: tuple[Skipped, ...]
+    skipped_more: int
+
+
+@event("routeledger.AttemptSucceeded", 1, Origin.OBSERVED)
+@attrs.frozen(kw_only=True)
+class AttemptSucceeded(RoutingEvent):
+    """An attempt completed; ``evidence`` says what it proves upstream (I1.2)."""
+
+    request_id: str
+    attempt_id: str
+    credential_id: str
+    upstream_model: str
+    evidence: Evidence
+    input_tokens: int
+    output_tokens: int
+
+
+@event("routeledger.AttemptFailed", 1, Origin.OBSERVED)
+@attrs.frozen(kw_only=True)
+class AttemptFailed(RoutingEvent):
+    """An attempt failed, as an adapter classified it."""
+
+    request_id: str
+    attempt_id: str
+    credential_id: str
+    upstream_model: str
+    failure: FailureClass
+    phase: Phase
+    #: Output delivered to the caller so far (mid-stream failures).
+    delivered_chars: int
+    #: The provider's hint (Retry-After, reset, retryDelay) as a duration; ``None`` if none.
+    hint_us: int | None
+
+
+@attrs.frozen(kw_only=True)
+class BlockEvent(RoutingEvent):
+    """Fields shared by availability decisions on a pair or credential stream."""
+
+    credential_id: str
+    #: ``None`` on the ``cred:`` stream (credential-wide).
+    upstream_model: str | None
+    request_id: str
+    attempt_id: str
+
+
+@event("routeledger.CooldownStarted", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class CooldownStarted(BlockEvent):
+    """The scope cools down until ``until_us`` (bounded, A3)."""
+
+    until_us: int
+    reason: FailureClass
+    level: int
+    hint_us: int | None
+    clamp: Clamp
+
+
+@event("routeledger.CooldownExtended", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class CooldownExtended(BlockEvent):
+    """A blocked scope failed again: ``until_us`` only grows (A2)."""
+
+    until_us: int
+    reason: FailureClass
+    level: int
+    hint_us: int | None
+    clamp: Clamp
+
+
+@event("routeledger.PairSuspended", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class PairSuspended(BlockEvent):
+    """One pair is suspended for a period (never credential-wide, I1)."""
+
+    until_us: int
+    reason: FailureClass
+
+
+@event("routeledger.CredentialSuspended", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class CredentialSuspended(BlockEvent):
+    """A credential, all its models, is suspended for a period."""
+
+    until_us: int
+    reason: FailureClass
+
+
+@event("routeledger.CooldownCleared", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class CooldownCleared(BlockEvent):
+    """A real upstream success of this very scope healed it (A4, I1.2)."""
+
+
+@event("routeledger.ProbeAllowed", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class ProbeAllowed(BlockEvent):
+    """A half-open scope lets one probe through, until ``until_us`` at most (A4)."""
+
+    until_us: int
