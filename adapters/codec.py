@@ -37,6 +37,7 @@ from cattrs import transform_error
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
+
 from routeledger.core.errors import DataError, UsageError
 from routeledger.core.events import REGISTRY, Event, EventRegistry
 from routeledger.core.time import ENGINE_TIME_US_MAX, ENGINE_TIME_US_MIN
@@ -282,9 +283,7 @@ def _build_converter(registry: EventRegistry, *, detailed: bool) -> OrjsonConver
         )
         conv.register_structure_hook(
             cls,
-            make_dict_structure_fn(
-                cls, conv, _cattrs_forbid_extra_keys=detailed
-            ),
+            make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=detailed),
         )
     return conv
 

@@ -52,6 +52,7 @@ from typing import Any, Final
 import attrs
 import httpx
 import orjson
+
 from routeledger.core.errors import UsageError
 from routeledger.core.routing.decide import Failed, Succeeded
 from routeledger.core.routing.failures import (

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import attrs
 import orjson
+
 from routeledger.core.errors import UsageError
 from routeledger.core.routing.failures import FailureClass
 

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from routeledger.core.errors import UsageError  # type: ignore[import-not-found, unused-ignore]
+from routeledger.core.errors import UsageError
 
 __all__ = ["DEFAULT_PREFIX", "EnvironmentSecretReader", "variable_for"]
 

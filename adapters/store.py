@@ -48,6 +48,7 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from eventsourcing.utils import Environment
+
 from routeledger.core.errors import RouteLedgerError, UsageError
 from routeledger.core.events import Event, envelope_problem, stream_id_problem
 

@@ -12,6 +12,7 @@ from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
+
 from routeledger.core.errors import UsageError
 
 __all__ = ["DEFAULT_STORE_URL", "StoreUrl", "StoreUrlError", "mask_url", "parse_store_url"]

@@ -16,6 +16,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure, per_call_us
+
 from routeledger.adapters.observe import observe_response
 from routeledger.adapters.scrub import Scrubber
 from routeledger.core.credentials.secrets import InMemorySecretStore

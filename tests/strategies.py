@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 from hypothesis import strategies as st
+
 from routeledger.core.events import STREAM_ID_LENGTH_MAX, Event
 from routeledger.core.time import ENGINE_TIME_US_MAX
 

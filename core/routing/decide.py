@@ -158,6 +158,12 @@ class Failed:
     delivered_chars: int = 0
     #: The provider's hint as a duration; clamped by the policy.
     hint_us: int | None = None
+    #: HTTP status, if the provider answered (recorded for the failure report, I4).
+    status: int | None = None
+    #: Short description, scrubbed by the adapter before it reaches the core (E1).
+    detail: str = ""
+    #: Whether the provider billed this failed attempt.
+    billed: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -178,6 +184,11 @@ def mix64(seed: int, salt: int) -> int:
 
 
 # --------------------------------------------------------------------------- start
+
+
+#: Longest failure detail an outcome may carry, in characters. Why: I4's report
+#: caps each attempt's detail at 300 characters; adapters truncate before this.
+DETAIL_CHARS_MAX: Final = 300
 
 
 def _check_text(name: str, value: object) -> None:
@@ -800,6 +811,13 @@ def decide_outcome(
             and type(delivered) is int
             and 0 <= delivered <= INT64_MAX
             and (hint_us is None or (type(hint_us) is int and 0 <= hint_us <= INT64_MAX))
+            and (
+                outcome.status is None
+                or (type(outcome.status) is int and 100 <= outcome.status <= 599)
+            )
+            and type(outcome.detail) is str
+            and len(outcome.detail) <= DETAIL_CHARS_MAX
+            and type(outcome.billed) is bool
         ):
             raise CommandError(f"malformed failure outcome {outcome!r}")
         observed = AttemptFailed(
@@ -814,6 +832,9 @@ def decide_outcome(
             phase=outcome.phase,
             delivered_chars=delivered,
             hint_us=hint_us,
+            status=outcome.status,
+            detail=outcome.detail,
+            billed=outcome.billed,
         )
     if record.outcome is not None:
         if attrs.evolve(record.outcome, version=observed.version, at_us=now_us) == observed:

@@ -296,6 +296,12 @@ class AttemptFailed(RoutingEvent):
     delivered_chars: int
     #: The provider's hint (Retry-After, reset, retryDelay) as a duration; ``None`` if none.
     hint_us: int | None
+    #: The HTTP status the provider answered, ``None`` for transport failures (I4).
+    status: int | None = None
+    #: A short description, already scrubbed of secrets by the adapter (<= 300 chars, I4/E1).
+    detail: str = ""
+    #: Whether the provider billed the failed attempt (e.g. a stream cut after tokens).
+    billed: bool = False
 
 
 @attrs.frozen(kw_only=True)

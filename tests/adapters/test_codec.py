@@ -11,10 +11,11 @@ import textwrap
 import attrs
 import orjson
 import pytest
-import routeledger.core.catalog  # noqa: F401  (registers every event type)
 from eventsourcing.persistence import StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
+
+import routeledger.core.catalog  # noqa: F401  (registers every event type)
 from routeledger.adapters.codec import (
     Codec,
     EncodeError,
@@ -29,7 +30,6 @@ from routeledger.adapters.codec import (
 from routeledger.adapters.store import open_store
 from routeledger.core.errors import DataError, UsageError
 from routeledger.core.events import REGISTRY, Event, EventRegistry, Origin, event
-
 from tests.strategies import instances_of
 
 LOCAL = EventRegistry()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from routeledger.adapters.secrets import DEFAULT_PREFIX, EnvironmentSecretReader, variable_for
 from routeledger.core.errors import UsageError
-
 from tests.core.credentials.secret_store_contract import KEY_A, KEY_B, SecretReaderContract
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import attrs
 import pytest
 from eventsourcing.persistence import StoredEvent
+
 from routeledger.adapters.codec import (
     Codec,
     DecodeError,

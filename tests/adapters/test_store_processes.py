@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 
 from routeledger.adapters.store import Conflict, open_store
-
 from tests.adapters.test_store_contract import CODEC, ProbeRecorded
 
 PROCESSES = 4

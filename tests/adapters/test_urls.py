@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from routeledger.adapters.store import StoreNotFound, StoreUnavailable, open_store
 from routeledger.adapters.urls import (
     DEFAULT_STORE_URL,

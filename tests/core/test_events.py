@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+
 from routeledger.core.errors import UsageError
 from routeledger.core.events import (
     STREAM_ID_LENGTH_MAX,

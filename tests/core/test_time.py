@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from routeledger.core.errors import UsageError
 from routeledger.core.time import (
     ENGINE_TIME_US_MAX,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+
 from routeledger.adapters.observe import Observation
 from routeledger.core.routing.decide import Failed
 from routeledger.core.routing.failures import FailureClass

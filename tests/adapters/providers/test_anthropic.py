@@ -5,6 +5,7 @@ from __future__ import annotations
 import anthropic
 import httpx
 import pytest
+
 from routeledger.adapters.observe import Provider, observe_exception, observe_response
 from routeledger.core.routing.decide import Succeeded
 from routeledger.core.routing.failures import FailureClass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import openai
+
 from routeledger.adapters.observe import (
     Provider,
     StreamObserver,

@@ -16,6 +16,7 @@ from pydantic_ai.exceptions import (
     ModelRateLimitError,
     UnexpectedModelBehavior,
 )
+
 from routeledger.adapters.observe import GROUP_DEPTH_MAX, observe_exception, observe_exceptions
 from routeledger.adapters.scrub import Scrubber
 from routeledger.core.routing.failures import FailureClass, Phase

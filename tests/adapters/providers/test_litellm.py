@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from routeledger.adapters.observe import (
     DEFAULT_CLASSIFIER,
     MessageRule,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+
 from routeledger.adapters.observe import (
     DETAIL_CHARS_MAX,
     Provider,

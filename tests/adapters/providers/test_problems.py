@@ -10,6 +10,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from routeledger.adapters.problems import (
     FAILURE_STATUS,
     FAILURE_TITLES,

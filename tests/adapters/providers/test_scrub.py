@@ -10,6 +10,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
 from routeledger.adapters.scrub import DEFAULT_SCRUBBER, REDACTED, Scrubber, scrub
 from routeledger.core.credentials.secrets import InMemorySecretStore
 

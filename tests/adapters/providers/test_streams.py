@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+
 from routeledger.adapters.observe import (
     SSE_LINE_CHARS_MAX,
     Provider,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from routeledger.core.budget import events as ev
 from routeledger.core.budget import ledger
 from routeledger.core.budget.decide import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from routeledger.core.budget import ledger
 from routeledger.core.budget.decide import Decision, decide_expire_due
 from routeledger.core.budget.leases import (

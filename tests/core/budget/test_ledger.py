@@ -8,6 +8,7 @@ import typing
 
 import attrs
 import pytest
+
 from routeledger.core.budget import events as ev
 from routeledger.core.budget import ledger
 from routeledger.core.budget.values import BALANCE_MAX, HoldStatus, Leg

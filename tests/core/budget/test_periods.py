@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from routeledger.core.budget.periods import period_bounds
 from routeledger.core.budget.values import PeriodKind, PeriodSpec
 from routeledger.core.errors import UsageError

@@ -6,6 +6,7 @@ import enum
 
 import attrs
 import pytest
+
 from routeledger.core.budget.decide import (
     RefundHold,
     SettleHold,

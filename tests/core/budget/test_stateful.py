@@ -15,6 +15,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+
 from routeledger.core.budget import events as ev
 from routeledger.core.budget import ledger
 from routeledger.core.budget.decide import (

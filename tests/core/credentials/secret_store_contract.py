@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from routeledger.core.credentials.secrets import SECRET_LENGTH_MAX, SecretReader, SecretStore
 from routeledger.core.errors import UsageError
 

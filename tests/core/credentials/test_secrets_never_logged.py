@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing
 
 import attrs
+
 from routeledger.core.credentials import (
     CredentialEvent,
     CredentialFailure,

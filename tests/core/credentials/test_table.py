@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import attrs
 import pytest
+
 from routeledger.core.credentials import (
     TRANSITIONS,
     CredentialState,

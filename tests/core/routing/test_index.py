@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from routeledger.core.errors import InvariantViolation
 from routeledger.core.routing import (
     FailureClass,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import attrs
 import pytest
+
 from routeledger.core.errors import UsageError
 from routeledger.core.routing import (
     DEFAULT_FAILURE_TABLE,

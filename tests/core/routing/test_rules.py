@@ -7,6 +7,7 @@ import sys
 
 import attrs
 import pytest
+
 from routeledger.core.errors import InvariantViolation
 from routeledger.core.events import Event, EventRegistry, Origin, event
 from routeledger.core.routing import (
@@ -37,6 +38,7 @@ from routeledger.core.routing import (
 )
 from routeledger.core.routing.decide import mix64
 from routeledger.core.routing.events import (
+    AttemptFailed,
     AttemptRouted,
     Clamp,
     CooldownCleared,
@@ -717,6 +719,11 @@ def test_next_and_outcome_usage_errors() -> None:
         Failed(failure="boom"),  # type: ignore[arg-type]
         Failed(failure=FailureClass.UNKNOWN, delivered_chars=-1),
         Failed(failure=FailureClass.UNKNOWN, hint_us=-5),
+        Failed(failure=FailureClass.UNKNOWN, status=42),
+        Failed(failure=FailureClass.UNKNOWN, status=True),  # type: ignore[arg-type]
+        Failed(failure=FailureClass.UNKNOWN, detail="x" * 301),
+        Failed(failure=FailureClass.UNKNOWN, detail=None),  # type: ignore[arg-type]
+        Failed(failure=FailureClass.UNKNOWN, billed=1),  # type: ignore[arg-type]
     ]
     for outcome in bad_outcomes:
         with pytest.raises(CommandError):
@@ -868,3 +875,15 @@ def test_replay_is_identical_across_hash_seeds() -> None:
         for seed in ("0", "1", "4242")
     }
     assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64
+
+
+def test_failed_outcome_records_status_detail_and_billing_for_the_report() -> None:
+    """I4: a failed attempt's HTTP status, scrubbed detail and billed flag are kept on AttemptFailed."""
+    world = World(policy({"chat": [target("k/m")]}))
+    world.start()
+    world.next()
+    outcome = Failed(
+        failure=FailureClass.PROVIDER_UNAVAILABLE, status=503, detail="overloaded", billed=True
+    )
+    failed = [e for e in world.outcome(outcome) if isinstance(e, AttemptFailed)]
+    assert [(e.status, e.detail, e.billed) for e in failed] == [(503, "overloaded", True)]

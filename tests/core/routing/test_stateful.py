@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from routeledger.core.routing import (
     Failed,
     FailureClass,

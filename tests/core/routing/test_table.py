@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from routeledger.core.routing import DEFAULT_FAILURE_TABLE, FailureClass, fold
 from routeledger.core.routing.events import (
     Clamp,
