@@ -1,0 +1,453 @@
+"""Engine configuration from TOML: the routing policy plus what the adapters need.
+
+One file configures a gateway's engine::
+
+    [engine]                      # optional
+    installation_id = "gw-eu-1"
+    hold_ttl_us = 300_000_000
+    snapshot_every_events = 10_000
+    sink = "standalone"           # standalone | platform
+
+    [credentials.openai-main]     # routing fields (docs/routing.md) plus:
+    provider = "openai"
+    base_url = "https://api.openai.com/v1"
+    secret_env = "OPENAI_API_KEY" # where the key is read from; never the key itself
+    validates_model_names = false
+
+    [models."gpt-4.1"]            # routing fields plus prices for the worst-case estimate:
+    input_micros_per_mtok = 2_000_000
+    output_micros_per_mtok = 8_000_000
+    max_output_tokens = 4_096
+
+    [routes.chat] ...             # exactly as in docs/routing.md
+    [failures.rate_limited] ...
+    [hints] ...
+    [limits] ...
+
+    [timeouts]                    # per attempt, for the httpx executor
+    connect_us = 5_000_000
+    first_token_us = 30_000_000
+    idle_us = 30_000_000
+    total_us = 300_000_000
+
+    [accounts.team-a]             # budget accounts opened at start-up (if missing)
+    scope = "team"                # key | user | team | org | provider | model
+    unit = "micros"               # micros | tokens | requests
+    limit = 50_000_000
+    period = { kind = "day", zone = "UTC" }
+
+Errors are :class:`ConfigError` (a :class:`UsageError`) naming the key path
+(``routes.chat.chain[1].members[0].credential``) and, where the file shows it,
+the line. The Python equivalent is :class:`EngineConfig` built directly.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+from cattrs import Converter, transform_error
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+
+from routeledger.core.budget.decide import OpenAccount
+from routeledger.core.budget.values import PeriodKind, PeriodSpec, Scope, Unit
+from routeledger.core.errors import UsageError
+from routeledger.core.routing import (
+    Action,
+    CredentialSpec,
+    FailureClass,
+    FailureRule,
+    HintClamp,
+    Member,
+    ModelSpec,
+    Policy,
+    PolicyError,
+    RequestLimits,
+    Route,
+    Strategy,
+    Target,
+)
+from routeledger.core.routing import Scope as FailureScope
+from routeledger.core.time import US_PER_MIN, US_PER_S
+
+__all__ = [
+    "ConfigError",
+    "CredentialEndpoint",
+    "EngineConfig",
+    "EngineSettings",
+    "ModelPrice",
+    "Timeouts",
+    "load_config",
+    "load_policy",
+    "parse_config",
+]
+
+#: Largest configuration file read, in bytes. Why: a policy with the maximum
+#: routes is well under 4 MiB; anything bigger is a mistake, not a config.
+CONFIG_BYTES_MAX: Final = 4 * 1024 * 1024
+
+
+class ConfigError(UsageError):
+    """A configuration file is wrong; names the key path and the line when known."""
+
+    def __init__(self, source: str, key: str, problem: str, line: int | None) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        self.line = line
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+@attrs.frozen(kw_only=True)
+class CredentialEndpoint:
+    """Where and how to call one credential's provider (non-secret)."""
+
+    credential_id: str
+    base_url: str = ""
+    #: Environment variable (or secret-store id) holding the key; never the key.
+    secret_env: str = ""
+    validates_model_names: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ModelPrice:
+    """Prices used for the worst-case hold estimate of a request."""
+
+    input_micros_per_mtok: int = 0
+    output_micros_per_mtok: int = 0
+    #: Output tokens assumed when the caller gives no ``max_tokens``.
+    max_output_tokens: int = 4_096
+
+    def estimate_micros(self, input_tokens: int, output_tokens: int) -> int:
+        """Worst-case cost of a call in micro-units (rounded up)."""
+        total = (
+            input_tokens * self.input_micros_per_mtok + output_tokens * self.output_micros_per_mtok
+        )
+        return -(-total // 1_000_000)
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Per-attempt timeouts of the httpx executor, in microseconds."""
+
+    connect_us: int = 5 * US_PER_S
+    first_token_us: int = 30 * US_PER_S
+    idle_us: int = 30 * US_PER_S
+    total_us: int = 5 * US_PER_MIN
+
+
+@attrs.frozen(kw_only=True)
+class EngineSettings:
+    """Engine-wide settings."""
+
+    installation_id: str = "default"
+    hold_ttl_us: int = 5 * US_PER_MIN
+    snapshot_every_events: int = 10_000
+    sink: str = "standalone"
+
+
+@attrs.frozen(kw_only=True)
+class EngineConfig:
+    """Everything an engine needs besides the store: the Python equivalent of the TOML file."""
+
+    policy: Policy
+    endpoints: Mapping[str, CredentialEndpoint] = attrs.field(factory=dict)
+    prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
+    accounts: tuple[OpenAccount, ...] = ()
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    engine: EngineSettings = attrs.field(factory=EngineSettings)
+
+
+# --- the file's shape (structured by cattrs, strictly) ------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _CredentialFile:
+    provider: str
+    account_wide_quota: bool = False
+    owner: str | None = None
+    base_url: str = ""
+    secret_env: str = ""
+    validates_model_names: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class _ModelFile:
+    streaming: bool = True
+    prefill: bool = False
+    context_window_tokens: int = 8_192
+    input_micros_per_mtok: int = 0
+    output_micros_per_mtok: int = 0
+    max_output_tokens: int = 4_096
+
+
+@attrs.frozen(kw_only=True)
+class _MemberFile:
+    credential: str
+    model: str
+    weight: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class _TargetFile:
+    members: tuple[_MemberFile, ...]
+    strategy: Strategy = Strategy.PRIORITY
+
+
+@attrs.frozen(kw_only=True)
+class _RouteFile:
+    chain: tuple[_TargetFile, ...]
+    fallback: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class _FailureFile:
+    scope: FailureScope
+    action: Action
+    base_us: int = 0
+    factor: int = 1
+    max_us: int = 0
+    retry_same: int = 0
+    fallback: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class _PeriodFile:
+    kind: PeriodKind = PeriodKind.NONE
+    length_us: int = 0
+    zone: str = "UTC"
+
+
+@attrs.frozen(kw_only=True)
+class _AccountFile:
+    scope: Scope
+    unit: Unit = Unit.MICROS
+    limit: int
+    period: _PeriodFile = attrs.field(factory=_PeriodFile)
+
+
+@attrs.frozen(kw_only=True)
+class _File:
+    credentials: dict[str, _CredentialFile]
+    models: dict[str, _ModelFile]
+    routes: dict[str, _RouteFile]
+    failures: dict[FailureClass, _FailureFile] = attrs.field(factory=dict)
+    hints: HintClamp = attrs.field(factory=HintClamp)
+    limits: RequestLimits = attrs.field(factory=RequestLimits)
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    accounts: dict[str, _AccountFile] = attrs.field(factory=dict)
+    engine: EngineSettings = attrs.field(factory=EngineSettings)
+
+
+def _strict(kind: type[Any]) -> Any:
+    def structure(value: object, _: object) -> object:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return value
+
+    return structure
+
+
+_CONVERTER: Final = Converter(forbid_extra_keys=True, detailed_validation=True)
+for _kind in (int, str, bool):
+    _CONVERTER.register_structure_hook(_kind, _strict(_kind))
+
+
+def _to_config(shape: _File) -> EngineConfig:
+    policy = Policy(
+        credentials=tuple(
+            CredentialSpec(
+                id=key,
+                provider=value.provider,
+                account_wide_quota=value.account_wide_quota,
+                owner=value.owner,
+            )
+            for key, value in shape.credentials.items()
+        ),
+        models=tuple(
+            ModelSpec(
+                id=key,
+                streaming=value.streaming,
+                prefill=value.prefill,
+                context_window_tokens=value.context_window_tokens,
+            )
+            for key, value in shape.models.items()
+        ),
+        routes=tuple(
+            Route(
+                alias=alias,
+                fallback=route.fallback,
+                chain=tuple(
+                    Target(
+                        strategy=target.strategy,
+                        members=tuple(
+                            Member(credential=m.credential, model=m.model, weight=m.weight)
+                            for m in target.members
+                        ),
+                    )
+                    for target in route.chain
+                ),
+            )
+            for alias, route in shape.routes.items()
+        ),
+        failures=tuple(
+            FailureRule(failure=failure, **attrs.asdict(row, recurse=False))
+            for failure, row in shape.failures.items()
+        ),
+        hints=shape.hints,
+        limits=shape.limits,
+    )
+    return EngineConfig(
+        policy=policy,
+        endpoints={
+            key: CredentialEndpoint(
+                credential_id=key,
+                base_url=value.base_url,
+                secret_env=value.secret_env,
+                validates_model_names=value.validates_model_names,
+            )
+            for key, value in shape.credentials.items()
+        },
+        prices={
+            key: ModelPrice(
+                input_micros_per_mtok=value.input_micros_per_mtok,
+                output_micros_per_mtok=value.output_micros_per_mtok,
+                max_output_tokens=value.max_output_tokens,
+            )
+            for key, value in shape.models.items()
+        },
+        accounts=tuple(
+            OpenAccount(
+                command_id=f"config:open:{key}",
+                account_id=key,
+                scope=value.scope,
+                unit=value.unit,
+                limit=value.limit,
+                period=PeriodSpec(
+                    kind=value.period.kind,
+                    length_us=value.period.length_us,
+                    zone=value.period.zone,
+                ),
+            )
+            for key, value in shape.accounts.items()
+        ),
+        timeouts=shape.timeouts,
+        engine=shape.engine,
+    )
+
+
+# --- errors with key paths and lines -----------------------------------------
+
+_CATTRS_PATH: Final = re.compile(r"@ \$?(?P<path>\S*)$")
+
+
+def _dotted(cattrs_path: str) -> str:
+    """``$.routes['chat'].chain[1]`` -> ``routes.chat.chain[1]``."""
+    path = cattrs_path.lstrip("$").lstrip(".")
+    path = re.sub(r"\['([^']*)'\]", lambda m: "." + _toml_key(m.group(1)), path)
+    path = re.sub(r"\[<FailureClass\.[A-Z_]+: '([a-z_]+)'>\]", r".\1", path)
+    return path.lstrip(".")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def line_of(text: str, key_path: str) -> int | None:
+    """Best-effort line of ``key_path`` (``routes.chat.chain[1].members``) in a TOML text."""
+    parts = re.findall(r'"[^"]*"|[^.\[\]]+|\[\d+\]', key_path)
+    tables: list[str] = []
+    leaf: str | None = None
+    for part in parts:
+        if part.startswith("["):
+            tables[-1] += part
+        else:
+            tables.append(part.strip('"'))
+    # Try the longest table prefix that has a header, then the leaf key under it.
+    for cut in range(len(tables), 0, -1):
+        header, leaf = tables[:cut], (tables[cut] if cut < len(tables) else None)
+        line = _header_line(text, header)
+        if line is not None:
+            if leaf is not None:
+                key_line = _key_line(text, line, leaf.split("[")[0])
+                if key_line is not None:
+                    return key_line
+            return line
+    return None
+
+
+def _header_line(text: str, header: list[str]) -> int | None:
+    names = [h.split("[")[0] for h in header]
+    index = int(header[-1].split("[")[1].rstrip("]")) if "[" in header[-1] else None
+    pattern = r"\.".join(rf'(?:"{re.escape(n)}"|{re.escape(n)})' for n in names)
+    seen = -1
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if index is None and re.fullmatch(rf"\[\s*{pattern}\s*\](\s*#.*)?", line):
+            return number
+        if re.fullmatch(rf"\[\[\s*{pattern}\s*\]\](\s*#.*)?", line):
+            seen += 1
+            if index is None or seen == index:
+                return number
+    return None
+
+
+def _key_line(text: str, start: int, key: str) -> int | None:
+    lines = text.splitlines()
+    for number in range(start, len(lines)):
+        line = lines[number].strip()
+        if line.startswith("["):
+            return None
+        if re.match(rf'(?:"{re.escape(key)}"|{re.escape(key)})\s*=', line):
+            return number + 1
+    return None
+
+
+def parse_config(text: str, *, source: str = "<config>") -> EngineConfig:
+    """Parse a TOML text into an :class:`EngineConfig`; :class:`ConfigError` on any problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"line (\d+)", str(error))
+        raise ConfigError(
+            source, "", f"not valid TOML: {error}", int(match.group(1)) if match else None
+        ) from error
+    try:
+        shape = _CONVERTER.structure(raw, _File)
+    except ClassValidationError as error:
+        first = transform_error(error)[0]
+        match = _CATTRS_PATH.search(first)
+        key = _dotted(match.group("path")) if match else ""
+        problem = first[: match.start()].strip() if match else first
+        raise ConfigError(source, key, problem, line_of(text, key) if key else None) from error
+    except ForbiddenExtraKeysError as error:  # pragma: no cover - detailed validation wraps it
+        raise ConfigError(source, "", str(error), None) from error
+    try:
+        return _to_config(shape)
+    except PolicyError as error:
+        raise ConfigError(source, error.path, error.problem, line_of(text, error.path)) from error
+
+
+def load_config(path: str | Path) -> EngineConfig:
+    """Read and parse a TOML configuration file."""
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        if size > CONFIG_BYTES_MAX:
+            raise ConfigError(str(file), "", f"{size} bytes is more than {CONFIG_BYTES_MAX}", None)
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(str(file), "", f"cannot read: {error.strerror or error}", None) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(file), "", f"not UTF-8: {error}", None) from error
+    return parse_config(text, source=str(file))
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read only the routing policy of a configuration file."""
+    return load_config(path).policy
