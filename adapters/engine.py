@@ -1,0 +1,715 @@
+"""The embedding engine: one API a gateway calls for every request.
+
+::
+
+    engine = Engine.open("sqlite:///routeledger.db", "gateway.toml")
+    async with engine.request(route="chat", accounts=("key:k1", "team-a"),
+                              caller_scope="user:alice", input_tokens=812) as request:
+        async for attempt in request.attempts():          # waits are honoured
+            try:
+                response = await call_provider(attempt.credential_id, attempt.upstream_model)
+            except Exception as error:
+                attempt.failed_from_exception(error)       # classified by adapters/observe.py
+                continue
+            attempt.succeeded(input_tokens=..., output_tokens=...)
+    request.result  # Served / Exhausted / Degraded / BudgetRejected
+
+What it guarantees:
+
+* **Appended before acted on (L10).** Every decision — the request and its
+  hold, each attempt, each outcome, each wait, the settlement — is appended to
+  the store before the caller sees it. A hold that could not be recorded is not
+  made, and the request is not dispatched.
+* **No leaked holds.** Leaving the request by success, an exception,
+  ``asyncio.CancelledError`` or ``GeneratorExit`` resolves the hold through the
+  settlement sink: usage when served, a refund when nothing billable was
+  produced, the observed usage (or the estimate) for a partial stream (L11).
+  The resolution runs without awaiting, so cancellation cannot interrupt it.
+  A crashed process leaves its hold to expire at its TTL (L5).
+* **Shared state.** Several processes on one store see each other's
+  decisions: the engine reads what it missed before every decision and
+  re-decides after a conflict (see :mod:`.runtime`).
+
+The clock and the id generator are injected (real by default, fake in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, tzinfo
+from pathlib import Path
+from typing import Final, Protocol
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from routeledger.core.budget import decide as budget
+from routeledger.core.budget.sinks import LocalLedgerSink
+from routeledger.core.budget.values import Rejection, Usage
+from routeledger.core.errors import UsageError
+from routeledger.core.events import Event
+from routeledger.core.routing import (
+    Evidence,
+    Failed,
+    FailureClass,
+    NextStep,
+    Phase,
+    RecordOutcome,
+    StartRequest,
+    Succeeded,
+    decide_next,
+    decide_outcome,
+    decide_start,
+)
+from routeledger.core.routing import state as routing_state
+from routeledger.core.routing.events import (
+    AttemptRouted,
+    Continuation,
+    Degraded,
+    FallbackExhausted,
+    WaitDecided,
+)
+from routeledger.core.time import US_PER_S
+
+from .config import CredentialEndpoint, EngineConfig, load_config
+from .observe import Observation, observe_exception, observe_response
+from .runtime import Folded, Runtime
+from .scrub import DEFAULT_SCRUBBER, Scrubber
+from .store import EventStore, open_store
+
+__all__ = [
+    "Attempt",
+    "BudgetRejected",
+    "Clock",
+    "Degradation",
+    "Engine",
+    "Exhausted",
+    "FakeClock",
+    "RequestHandle",
+    "Served",
+    "SystemClock",
+]
+
+#: Steps one request may take (attempts, waits and decisions together). Why:
+#: attempts are bounded by the policy (<= 64) and waits by its wait budget;
+#: this is a backstop that turns a decider bug into an error, not a hang.
+REQUEST_STEPS_MAX: Final = 1_000
+#: Hold TTL floor above the request's own time limits, in microseconds. Why: a
+#: hold must outlive the longest request it covers, or it expires under it.
+HOLD_TTL_MARGIN_US: Final = 60 * US_PER_S
+
+
+class Clock(Protocol):
+    """Engine time and waiting; real by default, fake in tests."""
+
+    def now_us(self) -> int:
+        """Engine time now (microseconds since the epoch)."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block for ``seconds``."""
+
+    async def asleep(self, seconds: float) -> None:
+        """Wait ``seconds`` without blocking the event loop."""
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1_000
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@attrs.define
+class FakeClock:
+    """A clock that only moves when told to (or when something sleeps on it)."""
+
+    now: int = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+    slept_s: list[float] = attrs.field(factory=list)
+
+    def now_us(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += round(seconds * US_PER_S)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept_s.append(seconds)
+        self.advance(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+        await asyncio.sleep(0)
+
+
+def _uuid_ids() -> Callable[[], str]:
+    return lambda: uuid.uuid4().hex
+
+
+def counter_ids(prefix: str = "req") -> Callable[[], str]:
+    """Deterministic request ids for tests and simulations: ``req-1``, ``req-2``, ..."""
+    numbers = itertools.count(1)
+    return lambda: f"{prefix}-{next(numbers)}"
+
+
+# --- results ------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Served:
+    """The request was served by this credential and upstream model."""
+
+    credential_id: str
+    upstream_model: str
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+
+
+@attrs.frozen(kw_only=True)
+class Exhausted:
+    """Every candidate failed (or none could serve within the wait bound)."""
+
+    attempts: int
+    #: When anything could serve again (-> Retry-After), engine time.
+    retry_at_us: int | None
+    failures: tuple[FailureClass, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Degradation:
+    """Nothing usable is configured or resolved for the request."""
+
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class BudgetRejected:
+    """The budget hold was refused; nothing was dispatched."""
+
+    rejection: Rejection
+
+
+Result = Served | Exhausted | Degradation | BudgetRejected
+
+
+# --- the engine -----------------------------------------------------------------
+
+
+class Engine:
+    """Decision state in memory, folded from one store; the request API."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        config: EngineConfig,
+        *,
+        clock: Clock | None = None,
+        ids: Callable[[], str] | None = None,
+        scrubber: Scrubber = DEFAULT_SCRUBBER,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self._ids = ids or _uuid_ids()
+        self.scrubber = scrubber
+        self.runtime = Runtime(store, self.clock.now_us)
+        self.runtime.state.routing = routing_state.initial(config.policy)
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        store_url: str | None = None,
+        config: EngineConfig | str | Path = "routeledger.toml",
+        *,
+        clock: Clock | None = None,
+        ids: Callable[[], str] | None = None,
+        scrubber: Scrubber = DEFAULT_SCRUBBER,
+    ) -> Engine:
+        """Open the store, fold the log, and open the configured budget accounts if missing."""
+        loaded = config if isinstance(config, EngineConfig) else load_config(config)
+        store = open_store(store_url)
+        try:
+            engine = cls(store, loaded, clock=clock, ids=ids, scrubber=scrubber)
+            engine.runtime.catch_up()
+            engine._open_accounts()
+        except BaseException:
+            store.close()
+            raise
+        return engine
+
+    def _open_accounts(self) -> None:
+        def zones(name: str) -> tzinfo:
+            return UTC if name == "UTC" else ZoneInfo(name)
+
+        for command in self.config.accounts:
+            if command.account_id in self.runtime.state.budget.accounts:
+                continue
+            decision = self.runtime.run(_open_account(command, zones), _events_of)
+            if decision.rejection is not None:
+                raise UsageError(
+                    f"accounts.{command.account_id}: cannot open: {decision.rejection}"
+                )
+
+    @property
+    def state(self) -> Folded:
+        """The folded state (read-only for callers)."""
+        return self.runtime.state
+
+    def endpoint(self, credential_id: str) -> CredentialEndpoint:
+        """The configured endpoint of a credential (base URL, where its key lives)."""
+        return self.config.endpoints.get(credential_id) or CredentialEndpoint(
+            credential_id=credential_id
+        )
+
+    def request(
+        self,
+        *,
+        route: str,
+        caller_scope: str,
+        accounts: Sequence[str] = (),
+        input_tokens: int = 0,
+        max_output_tokens: int | None = None,
+        stream: bool = False,
+        backups: Sequence[str] = (),
+        model_owner: str | None = None,
+        request_id: str | None = None,
+        seed: int | None = None,
+    ) -> RequestHandle:
+        """Prepare a request; entering the handle records it and places its hold."""
+        if self._closed:
+            raise UsageError("the engine is closed")
+        request_id = request_id or self._ids()
+        return RequestHandle(
+            self,
+            StartRequest(
+                request_id=request_id,
+                route=route,
+                caller_scope=caller_scope,
+                backups=tuple(backups),
+                model_owner=model_owner,
+                seed=seed if seed is not None else _seed_of(request_id),
+                stream=stream,
+                input_tokens=input_tokens,
+            ),
+            accounts=tuple(accounts),
+            max_output_tokens=max_output_tokens,
+        )
+
+    def estimate(
+        self, route: str, backups: Sequence[str], input_tokens: int, output_tokens: int | None
+    ) -> Usage:
+        """Worst-case usage over every model the request could reach (no re-pricing needed)."""
+        policy = self.config.policy
+        chain = policy.chain(route, tuple(backups))
+        cost = 0
+        tokens = 0
+        for plan in chain.targets if chain is not None else ():
+            for member in plan.members:
+                price = self.config.prices.get(member.model)
+                if price is None:
+                    continue
+                out = output_tokens if output_tokens is not None else price.max_output_tokens
+                cost = max(cost, price.estimate_micros(input_tokens, out))
+                tokens = max(tokens, input_tokens + out)
+        return Usage(cost_micros=cost, tokens=tokens, requests=1)
+
+    def hold_ttl_us(self) -> int:
+        """A hold outlives the longest request: the policy's deadline and waits, plus a margin."""
+        limits = self.config.policy.limits
+        longest = (limits.deadline_us or 0) + limits.wait_total_us_max
+        longest += self.config.timeouts.total_us * limits.attempts_max
+        return max(self.config.engine.hold_ttl_us, longest + HOLD_TTL_MARGIN_US)
+
+    def expire_due_holds(self) -> int:
+        """Expire every hold past its TTL (a sweeper calls this); returns how many."""
+        decision = self.runtime.run(
+            lambda s, now: budget.decide_expire_due(s.budget, now_us=now), lambda d: d.events
+        )
+        return len(decision.events)
+
+    def close(self) -> None:
+        """Close the store (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _events_of(decision: budget.Decision) -> Sequence[Event]:
+    return decision.events
+
+
+def _open_account(
+    command: budget.OpenAccount, zones: Callable[[str], tzinfo]
+) -> Callable[[Folded, int], budget.Decision]:
+    def decide(state: Folded, now: int) -> budget.Decision:
+        return budget.decide_open_account(state.budget, command, now_us=now, zones=zones)
+
+    return decide
+
+
+def _resolution(
+    command: budget.SettleHold | budget.RefundHold,
+) -> Callable[[Folded, int], budget.Decision]:
+    def decide(state: Folded, now: int) -> budget.Decision:
+        if isinstance(command, budget.SettleHold):
+            return budget.decide_settle_hold(state.budget, command, now_us=now)
+        return budget.decide_refund_hold(state.budget, command, now_us=now)
+
+    return decide
+
+
+def _seed_of(request_id: str) -> int:
+    """A deterministic 63-bit seed from the request id (never Python's salted hash)."""
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest()) >> 1
+
+
+# --- one request ---------------------------------------------------------------
+
+
+class Attempt:
+    """One routed attempt: call ``upstream_model`` with ``credential_id``, then report."""
+
+    def __init__(self, handle: RequestHandle, routed: AttemptRouted) -> None:
+        self._handle = handle
+        self.attempt_id = routed.attempt_id
+        self.number = routed.attempt_no
+        self.credential_id = routed.credential_id
+        self.upstream_model = routed.upstream_model
+        self.owner_scope = routed.owner_scope
+        self.continuation = routed.continuation
+        #: Output already delivered to the caller by earlier attempts.
+        self.delivered_chars = routed.delivered_chars
+        self.probe = routed.probe
+        self.endpoint = handle.engine.endpoint(routed.credential_id)
+        self.outcome: Succeeded | Failed | None = None
+
+    @property
+    def continues(self) -> bool:
+        """Whether this attempt continues a partial answer (prefill) instead of restarting."""
+        return self.continuation is Continuation.CONTINUE
+
+    def succeeded(
+        self,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        evidence: Evidence = Evidence.UPSTREAM,
+    ) -> None:
+        """The upstream answered completely (a truncated answer is a failure, never this)."""
+        self._report(
+            Succeeded(evidence=evidence, input_tokens=input_tokens, output_tokens=output_tokens)
+        )
+        self._handle._usage = Usage(
+            cost_micros=self._handle._cost(self.upstream_model, input_tokens, output_tokens),
+            tokens=input_tokens + output_tokens,
+            requests=1,
+        )
+
+    def failed(
+        self,
+        failure: FailureClass | Failed,
+        *,
+        phase: Phase = Phase.BEFORE_RESPONSE,
+        status: int | None = None,
+        detail: str = "",
+        hint_us: int | None = None,
+        billed: bool = False,
+        observed_usage: Usage | None = None,
+    ) -> None:
+        """The attempt failed; ``detail`` is scrubbed and capped before it is recorded."""
+        outcome = (
+            failure
+            if isinstance(failure, Failed)
+            else Failed(
+                failure=failure,
+                phase=phase,
+                delivered_chars=self.delivered_chars,
+                hint_us=hint_us,
+                status=status,
+                detail=self._handle.engine.scrubber(detail)[:300],
+                billed=billed,
+            )
+        )
+        self._report(outcome)
+        if outcome.phase is Phase.MID_STREAM or outcome.billed:
+            self._handle._partial = True
+            if observed_usage is not None:
+                self._handle._observed = observed_usage
+
+    def observed(self, observation: Observation) -> None:
+        """Report what an adapter observed (a response, an exception, a stream)."""
+        outcome = observation.outcome
+        if isinstance(outcome, Succeeded):
+            self.succeeded(
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+                evidence=outcome.evidence,
+            )
+        else:
+            self.failed(
+                attrs.evolve(
+                    outcome,
+                    delivered_chars=max(outcome.delivered_chars, self.delivered_chars),
+                    status=observation.status,
+                    detail=observation.detail[:300],
+                    billed=observation.billed,
+                )
+            )
+
+    def failed_from_exception(self, error: BaseException) -> None:
+        """Classify an SDK/httpx exception (adapters/observe.py) and report it."""
+        self.observed(
+            observe_exception(
+                error,
+                now_us=self._handle.engine.clock.now_us(),
+                scrubber=self._handle.engine.scrubber,
+            )
+        )
+
+    def observe_response(self, response: object) -> None:
+        """Classify an ``httpx.Response`` and report it."""
+        import httpx
+
+        if not isinstance(response, httpx.Response):
+            raise UsageError(f"observe_response needs an httpx.Response, got {type(response)!r}")
+        self.observed(
+            observe_response(
+                response,
+                now_us=self._handle.engine.clock.now_us(),
+                scrubber=self._handle.engine.scrubber,
+            )
+        )
+
+    def _report(self, outcome: Succeeded | Failed) -> None:
+        if self.outcome is not None:
+            raise UsageError(f"attempt {self.attempt_id} already has an outcome")
+        engine = self._handle.engine
+        command = RecordOutcome(
+            request_id=self._handle.request_id, attempt_id=self.attempt_id, outcome=outcome
+        )
+        engine.runtime.append(
+            lambda s, now: decide_outcome(engine.config.policy, s.routing, command, now_us=now)
+        )
+        self.outcome = outcome
+        self._handle._attempts += 1
+
+
+class RequestHandle:
+    """A request in flight: a sync and async context manager that never leaks its hold."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        start: StartRequest,
+        *,
+        accounts: tuple[str, ...],
+        max_output_tokens: int | None,
+    ) -> None:
+        self.engine = engine
+        self.start = start
+        self.request_id = start.request_id
+        self.accounts = accounts
+        self.estimate = engine.estimate(
+            start.route, start.backups, start.input_tokens, max_output_tokens
+        )
+        self.result: Result | None = None
+        self._entered = False
+        self._held = False
+        self._resolved = False
+        self._attempts = 0
+        self._usage: Usage | None = None
+        self._observed: Usage | None = None
+        self._partial = False
+        self._current: Attempt | None = None
+
+    # -- entering: record the request and place the hold, atomically ------------
+
+    def _enter(self) -> RequestHandle:
+        if self._entered:
+            raise UsageError(f"request {self.request_id} was already entered")
+        self._entered = True
+        engine = self.engine
+        hold = budget.PlaceHold(
+            hold_id=self.request_id,
+            account_ids=self.accounts,
+            estimate=self.estimate,
+            ttl_us=engine.hold_ttl_us(),
+        )
+
+        def decide(s: Folded, now: int) -> tuple[Sequence[Event], Rejection | None]:
+            started = decide_start(engine.config.policy, s.routing, self.start, now_us=now)
+            if not self.accounts:
+                return started, None
+            held = budget.decide_place_hold(s.budget, hold, now_us=now)
+            return (*started, *held.events), held.rejection
+
+        _, rejection = engine.runtime.run(decide, lambda r: r[0])
+        if rejection is not None:
+            self.result = BudgetRejected(rejection=rejection)
+            self._resolved = True
+        else:
+            self._held = bool(self.accounts)
+        return self
+
+    def __enter__(self) -> RequestHandle:
+        return self._enter()
+
+    async def __aenter__(self) -> RequestHandle:
+        return self._enter()
+
+    # -- attempts ---------------------------------------------------------------
+
+    def _next(self) -> Attempt | float | None:
+        """The next attempt, seconds to wait, or ``None`` when the request has ended."""
+        if self._current is not None and self._current.outcome is None:
+            raise UsageError(
+                f"attempt {self._current.attempt_id} has no outcome: report succeeded() or "
+                f"failed() before asking for the next attempt"
+            )
+        if self.result is not None:
+            return None
+        engine = self.engine
+        command = NextStep(
+            request_id=self.request_id, attempt_id=f"{self.request_id}/{self._attempts + 1}"
+        )
+        events = engine.runtime.append(
+            lambda s, now: decide_next(engine.config.policy, s.routing, command, now_us=now)
+        )
+        for evt in events:
+            if isinstance(evt, AttemptRouted):
+                self._current = Attempt(self, evt)
+                return self._current
+            if isinstance(evt, WaitDecided):
+                return max(0.0, (evt.until_us - engine.clock.now_us()) / US_PER_S)
+            if isinstance(evt, FallbackExhausted):
+                self.result = Exhausted(
+                    attempts=self._attempts,
+                    retry_at_us=evt.retry_at_us,
+                    failures=tuple(f.failure for f in evt.failures),
+                )
+                return None
+            if isinstance(evt, Degraded):
+                self.result = Degradation(reason=evt.reason.value)
+                return None
+        request = engine.state.routing.requests.get(self.request_id)
+        if request is None or request.terminal:
+            return None
+        # Nothing decided: a decided wait has not elapsed yet; wait for it.
+        return max(0.0, (request.wait_until_us - engine.clock.now_us()) / US_PER_S)
+
+    def _served(self) -> bool:
+        current = self._current
+        if current is not None and isinstance(current.outcome, Succeeded):
+            usage = self._usage or Usage()
+            self.result = Served(
+                credential_id=current.credential_id,
+                upstream_model=current.upstream_model,
+                attempts=self._attempts,
+                input_tokens=current.outcome.input_tokens,
+                output_tokens=current.outcome.output_tokens,
+                cost_micros=usage.cost_micros,
+            )
+            return True
+        return False
+
+    def sync_attempts(self) -> Iterator[Attempt]:
+        """Iterate attempts, blocking through waits (sync gateways)."""
+        for _ in range(REQUEST_STEPS_MAX):
+            if self._served():
+                return
+            step = self._next()
+            if step is None:
+                return
+            if isinstance(step, Attempt):
+                yield step
+            else:
+                self.engine.clock.sleep(step)
+        raise UsageError(f"request {self.request_id} took more than {REQUEST_STEPS_MAX} steps")
+
+    async def attempts(self) -> AsyncIterator[Attempt]:
+        """Iterate attempts, awaiting through waits."""
+        for _ in range(REQUEST_STEPS_MAX):
+            if self._served():
+                return
+            step = self._next()
+            if step is None:
+                return
+            if isinstance(step, Attempt):
+                yield step
+            else:
+                await self.engine.clock.asleep(step)
+        raise UsageError(f"request {self.request_id} took more than {REQUEST_STEPS_MAX} steps")
+
+    # -- leaving: always resolve the hold -----------------------------------------
+
+    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> int:
+        price = self.engine.config.prices.get(model)
+        if price is None:
+            return 0
+        return price.estimate_micros(input_tokens, output_tokens)
+
+    def _exit(self, error: BaseException | None) -> None:
+        current = self._current
+        if current is not None and current.outcome is None:
+            # The caller left mid-attempt (an exception, a cancel): record why.
+            failure = (
+                FailureClass.CALLER_CANCELLED
+                if error is None
+                or isinstance(error, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt))
+                else FailureClass.UNKNOWN
+            )
+            current.failed(
+                failure,
+                phase=Phase.MID_STREAM if current.delivered_chars else Phase.BEFORE_RESPONSE,
+                detail=type(error).__name__ if error is not None else "left without an outcome",
+            )
+        self._served()
+        self._resolve()
+
+    def _resolve(self) -> None:
+        if not self._held or self._resolved:
+            return
+        sink = LocalLedgerSink(
+            hold_id=self.request_id,
+            command_id=f"{self.request_id}/resolve",
+            estimate=self.estimate,
+        )
+        if isinstance(self.result, Served):
+            if self._usage is not None and not self._usage.is_zero():
+                sink.on_success(self._usage)
+            else:
+                sink.on_no_usage()
+        elif self._partial:
+            sink.on_incomplete(self._observed)
+        else:
+            sink.on_error_before_output()
+        engine = self.engine
+        for command in sink.commands:
+            engine.runtime.run(_resolution(command), _events_of)
+        self._resolved = True
+
+    def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        self._exit(error)
+
+    async def __aexit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
+        # No awaits here: a cancellation cannot interrupt the resolution.
+        self._exit(error)

@@ -1,0 +1,257 @@
+"""The embedding engine: request lifecycle, holds never leak, decisions are appended first."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from routeledger.adapters.config import EngineConfig, ModelPrice, parse_config
+from routeledger.adapters.engine import (
+    BudgetRejected,
+    Degradation,
+    Engine,
+    Exhausted,
+    FakeClock,
+    Served,
+    counter_ids,
+)
+from routeledger.core.budget.values import HoldStatus
+from routeledger.core.routing import FailureClass, Phase
+from routeledger.core.routing.events import AttemptRouted, WaitDecided
+
+CONFIG = """
+[credentials.a]
+provider = "openai"
+[credentials.b]
+provider = "openai"
+
+[models.m1]
+input_micros_per_mtok = 1_000_000
+output_micros_per_mtok = 2_000_000
+max_output_tokens = 100
+[models.m2]
+prefill = true
+input_micros_per_mtok = 1_000_000
+output_micros_per_mtok = 4_000_000
+max_output_tokens = 100
+
+[routes.chat]
+[[routes.chat.chain]]
+members = [{ credential = "a", model = "m1" }]
+[[routes.chat.chain]]
+members = [{ credential = "b", model = "m2" }]
+
+[limits]
+attempts_max = 4
+wait_total_us_max = 10_000_000
+
+[accounts.team]
+scope = "team"
+limit = 1_000
+"""
+
+
+def make_engine(config: str = CONFIG, store: str = "memory://") -> tuple[Engine, FakeClock]:
+    clock = FakeClock()
+    engine = Engine.open(store, parse_config(config), clock=clock, ids=counter_ids())
+    return engine, clock
+
+
+def hold_status(engine: Engine, request_id: str) -> HoldStatus:
+    return engine.state.budget.holds[request_id].status
+
+
+def test_a_served_request_settles_its_hold_at_the_actual_cost() -> None:
+    """L3: a served request settles at the cost of the model that served it."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",), input_tokens=10) as req:
+        assert req.estimate.cost_micros == 410  # worst case over the chain: 10 x 1 + 100 x 4 micros
+        for attempt in req.sync_attempts():
+            assert (attempt.credential_id, attempt.upstream_model) == ("a", "m1")
+            attempt.succeeded(input_tokens=10, output_tokens=50)
+    assert isinstance(req.result, Served)
+    assert req.result.attempts == 1
+    assert hold_status(engine, req.request_id) is HoldStatus.SETTLED
+    assert engine.state.budget.accounts["team"].reserved == 0
+
+
+def test_a_failure_falls_back_and_the_fallback_uses_its_own_model() -> None:
+    """I3: after a failure the next target is tried with its own model id."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+        seen = []
+        for attempt in req.sync_attempts():
+            seen.append((attempt.credential_id, attempt.upstream_model))
+            if attempt.credential_id == "a":
+                attempt.failed(FailureClass.PROVIDER_UNAVAILABLE, status=503, detail="down")
+            else:
+                attempt.succeeded(input_tokens=1, output_tokens=1)
+    assert seen == [("a", "m1"), ("b", "m2")]
+    assert isinstance(req.result, Served)
+    assert req.result.upstream_model == "m2"
+
+
+def test_exhaustion_refunds_the_hold_and_reports_retry_time() -> None:
+    """I2/A7: when every candidate fails before output the hold is refunded; exhaustion says when to retry."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+        for attempt in req.sync_attempts():
+            attempt.failed(FailureClass.RATE_LIMITED, status=429, hint_us=60_000_000)
+    assert isinstance(req.result, Exhausted)
+    assert req.result.retry_at_us is not None
+    assert req.result.failures == (FailureClass.RATE_LIMITED, FailureClass.RATE_LIMITED)
+    assert hold_status(engine, req.request_id) is HoldStatus.REFUNDED
+    assert engine.state.budget.accounts["team"].reserved == 0
+
+
+def test_a_mid_stream_failure_bills_the_partial_usage_never_zero() -> None:
+    """L11: a stream cut after output started settles at the estimate when no usage was observed."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+        for attempt in req.sync_attempts():
+            if attempt.credential_id == "a":
+                attempt.failed(FailureClass.STREAM_INTERRUPTED, phase=Phase.MID_STREAM, billed=True)
+            else:
+                assert attempt.delivered_chars == 0 or attempt.continues in (True, False)
+                attempt.failed(FailureClass.PROVIDER_UNAVAILABLE)
+    assert isinstance(req.result, Exhausted)
+    account = engine.state.budget.accounts["team"]
+    assert account.reserved == 0
+    assert account.spent == req.estimate.cost_micros > 0
+
+
+def test_an_exception_in_the_callers_code_refunds_the_hold() -> None:
+    """L5/I2: a crash of the caller's code mid-attempt records the attempt and refunds the hold."""
+    engine, _ = make_engine()
+    req = engine.request(route="chat", caller_scope="u", accounts=("team",))
+
+    def crash() -> None:
+        with req:
+            for _attempt in req.sync_attempts():
+                raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        crash()
+    assert hold_status(engine, req.request_id) is HoldStatus.REFUNDED
+    failed = engine.state.routing.requests[req.request_id].failures
+    assert [f.failure for f in failed] == [FailureClass.UNKNOWN]
+
+
+@pytest.mark.parametrize("stage", ["before-attempts", "in-attempt", "after-success"])
+def test_cancelling_the_task_at_any_stage_leaves_no_open_hold(stage: str) -> None:
+    """L5: CancelledError at every stage resolves the hold (BaseException is not caught by except Exception)."""
+    engine, _ = make_engine()
+    started = asyncio.Event()
+
+    async def run() -> None:
+        async with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+            if stage == "before-attempts":
+                started.set()
+                await asyncio.sleep(3600)
+            async for attempt in req.attempts():
+                if stage == "after-success":
+                    attempt.succeeded(input_tokens=1, output_tokens=1)
+                    started.set()
+                    await asyncio.sleep(3600)
+                started.set()
+                await asyncio.sleep(3600)
+
+    async def main() -> None:
+        task = asyncio.create_task(run())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert engine.state.budget.open_holds == {}
+    assert engine.state.budget.accounts["team"].reserved == 0
+
+
+def test_a_budget_rejection_dispatches_nothing() -> None:
+    """L2/L10: a request whose hold is refused gets BudgetRejected and no attempt is routed."""
+    engine, _ = make_engine(CONFIG.replace("limit = 1_000", "limit = 1"))
+    with engine.request(route="chat", caller_scope="u", accounts=("team",), input_tokens=10) as req:
+        assert list(req.sync_attempts()) == []
+    assert isinstance(req.result, BudgetRejected)
+    assert not any(isinstance(r.event, AttemptRouted) for r in engine.store.read_all())
+
+
+def test_waits_are_honoured_with_the_injected_clock() -> None:
+    """I1.3: when every member cools down within the wait bound, the engine waits, then retries."""
+    single = CONFIG.replace(
+        '[[routes.chat.chain]]\nmembers = [{ credential = "b", model = "m2" }]\n', ""
+    ).replace(
+        "[limits]",
+        '[failures.rate_limited]\nscope = "pair"\naction = "cooldown"\nbase_us = 2_000_000\nmax_us = 2_000_000\nretry_same = 1\n\n[limits]',
+    )
+    engine, clock = make_engine(single)
+    with engine.request(route="chat", caller_scope="u") as req:
+        for tries, attempt in enumerate(req.sync_attempts(), start=1):
+            if tries == 1:
+                attempt.failed(FailureClass.RATE_LIMITED, status=429, hint_us=2_000_000)
+            else:
+                attempt.succeeded(input_tokens=1, output_tokens=1)
+    assert isinstance(req.result, Served)
+    assert sum(clock.slept_s) >= 2.0
+    assert any(isinstance(r.event, WaitDecided) for r in engine.store.read_all())
+
+
+def test_an_unknown_route_degrades() -> None:
+    """I0: a route nothing can serve is a typed Degraded result, never a default model."""
+    engine, _ = make_engine()
+    with engine.request(route="nope", caller_scope="u") as req:
+        assert list(req.sync_attempts()) == []
+    assert isinstance(req.result, (Degradation, Exhausted))
+
+
+def test_the_same_workload_twice_gives_the_same_log() -> None:
+    """D1: with a fake clock and counter ids, two runs append identical logs."""
+
+    def workload() -> list[tuple[str, str, bytes]]:
+        engine, _ = make_engine()
+        for n in range(5):
+            with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+                for attempt in req.sync_attempts():
+                    if (n + attempt.number) % 2:
+                        attempt.failed(FailureClass.PROVIDER_UNAVAILABLE, status=503)
+                    else:
+                        attempt.succeeded(input_tokens=3, output_tokens=4)
+        return [
+            (str(r.originator_id), r.topic, r.state) for r in engine.store.read_raw(0, limit=10_000)
+        ]
+
+    assert workload() == workload()
+
+
+def test_reporting_twice_or_skipping_an_outcome_is_a_usage_error() -> None:
+    """Misuse: two outcomes for one attempt, or asking for the next without reporting, are errors."""
+    from routeledger.core.errors import UsageError
+
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u") as req:
+        attempts = req.sync_attempts()
+        attempt = next(attempts)
+        with pytest.raises(UsageError, match="has no outcome"):
+            next(attempts)
+    with engine.request(route="chat", caller_scope="u") as req:
+        for attempt in req.sync_attempts():
+            attempt.succeeded()
+            with pytest.raises(UsageError, match="already has an outcome"):
+                attempt.succeeded()
+
+
+def test_prices_make_the_worst_case_estimate() -> None:
+    """The hold is the worst case over every model the request could reach."""
+    config = EngineConfig(
+        policy=parse_config(CONFIG).policy, prices={"m2": ModelPrice(output_micros_per_mtok=10**6)}
+    )
+    engine = Engine(engine_store(), config, clock=FakeClock())
+    assert engine.estimate("chat", (), 0, 1_000_000).cost_micros == 1_000_000
+
+
+def engine_store():  # type: ignore[no-untyped-def]
+    from routeledger.adapters.store import open_store
+
+    return open_store("memory://")
