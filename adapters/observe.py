@@ -43,7 +43,7 @@ from __future__ import annotations
 import codecs
 import enum
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
@@ -973,10 +973,13 @@ class StreamObserver:
         provider: Provider | None = None,
         classifier: Classifier = DEFAULT_CLASSIFIER,
         scrubber: Scrubber = DEFAULT_SCRUBBER,
+        on_text: Callable[[str], None] | None = None,
     ) -> None:
         self.provider = provider
         self._classifier = classifier
         self._scrubber = scrubber
+        #: Called with every text delta, in order (an executor forwards them).
+        self._on_text = on_text
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._line = ""
         self._event = ""
@@ -1146,6 +1149,8 @@ class StreamObserver:
             if self.first_token_us is None:
                 self.first_token_us = now_us
             self.delivered_chars += len(text)
+            if self._on_text is not None:
+                self._on_text(text)
 
     def _absorb(self, payload: Mapping[str, Any], now_us: int) -> None:
         kind = payload.get("type")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import orjson
 import pytest
 
 from routeledger.adapters.observe import (
@@ -275,3 +276,19 @@ def test_ended_observer_refuses_further_calls() -> None:
     ):
         with pytest.raises(UsageError, match="illegal in state ended"):
             call()
+
+
+def test_on_text_receives_every_delta_in_order() -> None:
+    """The executor's callback sees each text delta in order, exactly as delivered."""
+    from routeledger.adapters.observe import StreamObserver
+
+    texts: list[str] = []
+    observer = StreamObserver(on_text=texts.append)
+    for piece in ("Hel", "lo", " world"):
+        chunk = orjson.dumps({"choices": [{"delta": {"content": piece}}]}).decode()
+        assert observer.feed(f"data: {chunk}\n\n", now_us=1) is None
+    observer.feed(
+        'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n', now_us=2
+    )
+    assert texts == ["Hel", "lo", " world"]
+    assert observer.end(now_us=3).failure is None
