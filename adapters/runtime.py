@@ -136,6 +136,25 @@ class Runtime:
             fold_log(self.store.read_all(self.state.position), self.state)
             return self.state.events - before
 
+    def _fold_appended(self, events: Sequence[Event], positions: Sequence[int]) -> None:
+        """Fold what we just appended; read the log only if others appended in between.
+
+        When the batch's positions follow on directly from the last folded
+        position, nothing else was appended in between (positions are issued in
+        commit order), so the events in hand are exactly the log's tail.
+        """
+        state = self.state
+        if (
+            positions
+            and positions[0] == state.position + 1
+            and (positions[-1] - positions[0] == len(events) - 1)
+        ):
+            for evt in events:
+                state.apply(evt)
+            state.position = positions[-1]
+            return
+        self.catch_up()
+
     def run(
         self,
         decide: Callable[[Folded, int], T],
@@ -157,11 +176,11 @@ class Runtime:
                 if not events:
                     return result
                 try:
-                    self.store.append(events)
+                    positions = self.store.append(events)
                 except Conflict:
                     self.conflicts += 1
                     continue
-                self.catch_up()
+                self._fold_appended(events, positions)
                 return result
         raise ConflictRetriesExhausted(
             f"a decision conflicted {CONFLICT_RETRIES_MAX + 1} times with other writers; "
