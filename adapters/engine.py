@@ -40,7 +40,7 @@ import hashlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Final, Protocol
@@ -51,6 +51,17 @@ import attrs
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget.sinks import LocalLedgerSink
 from routeledger.core.budget.values import Rejection, Usage
+from routeledger.core.credentials.decide import (
+    CredentialFailure,
+    ProvisionExplicitKey,
+    RecordFailure,
+    RecordModelsResolved,
+    decide_failure,
+    decide_models_resolved,
+    decide_provision_explicit,
+)
+from routeledger.core.credentials.events import CredentialMetadata, RoleModel
+from routeledger.core.credentials.lifecycle import usability
 from routeledger.core.errors import UsageError
 from routeledger.core.events import Event
 from routeledger.core.routing import (
@@ -75,6 +86,7 @@ from routeledger.core.routing.events import (
     WaitDecided,
 )
 from routeledger.core.time import US_PER_S
+from routeledger.core.usability import CredentialUsability
 
 from .config import CredentialEndpoint, EngineConfig, load_config
 from .observe import Observation, observe_exception, observe_response
@@ -102,6 +114,16 @@ REQUEST_STEPS_MAX: Final = 1_000
 #: Hold TTL floor above the request's own time limits, in microseconds. Why: a
 #: hold must outlive the longest request it covers, or it expires under it.
 HOLD_TTL_MARGIN_US: Final = 60 * US_PER_S
+
+
+#: How an attempt's failure class reads for the credential lifecycle (I0): only
+#: AUTH may trigger key recovery; the others are recorded as what they are.
+_LIFECYCLE_FAILURE: Final[Mapping[FailureClass, CredentialFailure]] = {
+    FailureClass.AUTH_ERROR: CredentialFailure.AUTH,
+    FailureClass.QUOTA_EXHAUSTED: CredentialFailure.BUDGET,
+    FailureClass.MODEL_NOT_FOUND: CredentialFailure.INVALID_MODEL,
+    FailureClass.MODEL_NOT_SUPPORTED: CredentialFailure.INVALID_MODEL,
+}
 
 
 class Clock(Protocol):
@@ -218,9 +240,13 @@ class Engine:
         clock: Clock | None = None,
         ids: Callable[[], str] | None = None,
         scrubber: Scrubber = DEFAULT_SCRUBBER,
+        track_credentials: bool = False,
     ) -> None:
         self.store = store
         self.config = config
+        #: Route only to what the credential lifecycle allows (I0); off = every
+        #: configured credential is usable with the model names the policy lists.
+        self.track_credentials = track_credentials
         self.clock: Clock = clock or SystemClock()
         self._ids = ids or _uuid_ids()
         self.scrubber = scrubber
@@ -237,12 +263,20 @@ class Engine:
         clock: Clock | None = None,
         ids: Callable[[], str] | None = None,
         scrubber: Scrubber = DEFAULT_SCRUBBER,
+        track_credentials: bool = False,
     ) -> Engine:
         """Open the store, fold the log, and open the configured budget accounts if missing."""
         loaded = config if isinstance(config, EngineConfig) else load_config(config)
         store = open_store(store_url)
         try:
-            engine = cls(store, loaded, clock=clock, ids=ids, scrubber=scrubber)
+            engine = cls(
+                store,
+                loaded,
+                clock=clock,
+                ids=ids,
+                scrubber=scrubber,
+                track_credentials=track_credentials,
+            )
             engine.runtime.catch_up()
             engine._open_accounts()
         except BaseException:
@@ -325,6 +359,45 @@ class Engine:
                 cost = max(cost, price.estimate_micros(input_tokens, out))
                 tokens = max(tokens, input_tokens + out)
         return Usage(cost_micros=cost, tokens=tokens, requests=1)
+
+    # -- credential lifecycle (adapters perform the calls; the core decides) -------
+
+    def provision_key(self, credential_id: str, metadata: CredentialMetadata) -> None:
+        """Record an operator key (its secret already in the secret store)."""
+        command = ProvisionExplicitKey(
+            installation_id=self.config.engine.installation_id,
+            credential_id=credential_id,
+            metadata=metadata,
+        )
+        self.runtime.append(
+            lambda s, now: decide_provision_explicit(s.credentials, command, now_us=now)
+        )
+
+    def record_models(
+        self, credential_id: str, models: frozenset[str], roles: tuple[RoleModel, ...] = ()
+    ) -> None:
+        """Record the model names the provider listed for a key (an empty list is a failure)."""
+        command = RecordModelsResolved(credential_id=credential_id, models=models, roles=roles)
+        self.runtime.append(
+            lambda s, now: decide_models_resolved(s.credentials, command, now_us=now)
+        )
+
+    def usable_credentials(self) -> Mapping[str, CredentialUsability] | None:
+        """What routing may use now, or ``None`` when lifecycles are not tracked."""
+        if not self.track_credentials:
+            return None
+        return usability(self.state.credentials, self.clock.now_us())
+
+    def _credential_failed(
+        self, credential_id: str, failure: FailureClass, status: int | None
+    ) -> None:
+        kind = _LIFECYCLE_FAILURE.get(failure)
+        if not self.track_credentials or kind is None:
+            return
+        if credential_id not in self.state.credentials.credentials:
+            return
+        command = RecordFailure(credential_id=credential_id, failure=kind, http_status=status)
+        self.runtime.append(lambda s, now: decide_failure(s.credentials, command, now_us=now))
 
     def hold_ttl_us(self) -> int:
         """A hold outlives the longest request: the policy's deadline and waits, plus a margin."""
@@ -511,6 +584,9 @@ class Attempt:
         )
         self.outcome = outcome
         self._handle._attempts += 1
+        if isinstance(outcome, Failed):
+            # Only auth failures may trigger key recovery; budget and invalid-model never (I0).
+            engine._credential_failed(self.credential_id, outcome.failure, outcome.status)
 
 
 class RequestHandle:
@@ -591,8 +667,15 @@ class RequestHandle:
         command = NextStep(
             request_id=self.request_id, attempt_id=f"{self.request_id}/{self._attempts + 1}"
         )
+        track = engine.track_credentials
         events = engine.runtime.append(
-            lambda s, now: decide_next(engine.config.policy, s.routing, command, now_us=now)
+            lambda s, now: decide_next(
+                engine.config.policy,
+                s.routing,
+                command,
+                now_us=now,
+                credentials=usability(s.credentials, now) if track else None,
+            )
         )
         for evt in events:
             if isinstance(evt, AttemptRouted):
