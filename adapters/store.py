@@ -395,6 +395,18 @@ class EventStore:
         row = rows[0]
         return StoredSnapshot(str(row.originator_id), row.originator_version, row.topic, row.state)
 
+    def snapshots(
+        self, stream_id: str, *, after_version: int = 0, limit: int = READ_PAGE_EVENTS_DEFAULT
+    ) -> list[StoredSnapshot]:
+        """Up to ``limit`` snapshots of ``stream_id`` above ``after_version``, oldest first."""
+        if not 1 <= limit <= READ_PAGE_EVENTS_MAX:
+            raise UsageError(f"snapshot page must be in 1..{READ_PAGE_EVENTS_MAX}, got {limit}")
+        rows = self._snapshots.select_events(stream_id, gt=after_version or None, limit=limit)
+        return [
+            StoredSnapshot(str(row.originator_id), row.originator_version, row.topic, row.state)
+            for row in rows
+        ]
+
     # --- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:

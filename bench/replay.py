@@ -1,0 +1,245 @@
+"""F7 figures: ``routeledger replay --verify`` over a 1M-event SQLite log, and projection catch-up.
+
+Figures:
+
+* ``replay.verify.sqlite.eps`` — events/s of ``routeledger replay --verify``
+  end to end (open, read, decode, fold, snapshot and projection checks, state
+  hash), run as its own process on a SQLite log of real events;
+* ``replay.verify.peak_mb`` — that process's peak RSS;
+* ``projection.catchup_1m.s`` — after a restart, time to load the latest
+  snapshot (1,000 events behind the head of the 1M-event log) and fold the tail.
+
+The log is recorded by the real deciders (budget holds placed and settled or
+refunded, requests started, routed, failed, succeeded, exhausted) folded in
+memory and appended to SQLite in batches of 10,000 (one append per decision
+would take far longer than the benchmark's budget on a 2-core machine; the
+events are the same). ``ROUTELEDGER_BENCH_REPLAY_EVENTS`` overrides the count
+(the figure line says which count was used).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import figure
+
+from routeledger.adapters.runtime import Folded, fold_log
+from routeledger.adapters.snapshots import load_snapshot, save_snapshot
+from routeledger.adapters.store import open_store
+from routeledger.core.budget import decide as budget
+from routeledger.core.budget.values import Scope, Unit, Usage
+from routeledger.core.events import Event
+from routeledger.core.routing.decide import (
+    Failed,
+    NextStep,
+    RecordOutcome,
+    StartRequest,
+    Succeeded,
+    decide_next,
+    decide_outcome,
+    decide_start,
+)
+from routeledger.core.routing.events import AttemptRouted
+from routeledger.core.routing.failures import FailureClass
+from routeledger.core.routing.policy import CredentialSpec, Member, ModelSpec, Policy, Route, Target
+
+EVENTS = int(os.environ.get("ROUTELEDGER_BENCH_REPLAY_EVENTS", "1000000"))
+BATCH = 10_000
+SNAPSHOT_BEHIND = 1_000
+T0 = 1_795_356_000_000_000
+
+CREDS = tuple(f"key-{i}" for i in range(8))
+POLICY = Policy(
+    credentials=tuple(CredentialSpec(id=c, provider="openai") for c in CREDS),
+    models=(ModelSpec(id="gpt-4.1"), ModelSpec(id="gpt-4.1-mini")),
+    routes=(
+        Route(
+            alias="chat",
+            chain=(
+                Target(members=tuple(Member(credential=c, model="gpt-4.1") for c in CREDS)),
+                Target(
+                    members=tuple(Member(credential=c, model="gpt-4.1-mini") for c in CREDS[:2])
+                ),
+            ),
+        ),
+    ),
+)
+
+
+def generate(url: str, target: int) -> int:
+    """Record about ``target`` real events in the store at ``url``; return the count."""
+    rng = random.Random(1)
+    state = Folded()
+    pending: list[Event] = []
+    now = T0
+    written = 0
+
+    def act(events: tuple[Event, ...] | list[Event]) -> None:
+        for evt in events:
+            state.apply(evt)
+        pending.extend(events)
+
+    with open_store(url) as store:
+        act(
+            budget.decide_open_account(
+                state.budget,
+                budget.OpenAccount(
+                    command_id="o",
+                    account_id="acct",
+                    scope=Scope.TEAM,
+                    unit=Unit.MICROS,
+                    limit=10**15,
+                ),
+                now_us=now,
+                zones=lambda _: dt.UTC,
+            ).events
+        )
+        n = 0
+        while written + len(pending) < target:
+            n += 1
+            rid = f"r{n}"
+            now += rng.randrange(1_000, 20_000)
+            act(
+                budget.decide_place_hold(
+                    state.budget,
+                    budget.PlaceHold(
+                        hold_id=rid,
+                        account_ids=("acct",),
+                        estimate=Usage(cost_micros=5_000),
+                        ttl_us=600_000_000,
+                    ),
+                    now_us=now,
+                ).events
+            )
+            act(
+                decide_start(
+                    POLICY,
+                    state.routing,
+                    StartRequest(request_id=rid, route="chat", caller_scope="t", seed=n),
+                    now_us=now,
+                )
+            )
+            served = False
+            for step in range(6):
+                decided = decide_next(
+                    POLICY,
+                    state.routing,
+                    NextStep(request_id=rid, attempt_id=f"{rid}.{step}"),
+                    now_us=now,
+                )
+                act(decided)
+                if not any(isinstance(e, AttemptRouted) for e in decided):
+                    break
+                now += rng.randrange(1_000, 50_000)
+                outcome = (
+                    Succeeded(input_tokens=10, output_tokens=20)
+                    if rng.random() < 0.8
+                    else Failed(
+                        failure=FailureClass.RATE_LIMITED,
+                        status=429,
+                        hint_us=rng.choice((None, 2_000_000)),
+                    )
+                )
+                act(
+                    decide_outcome(
+                        POLICY,
+                        state.routing,
+                        RecordOutcome(request_id=rid, attempt_id=f"{rid}.{step}", outcome=outcome),
+                        now_us=now,
+                    )
+                )
+                if isinstance(outcome, Succeeded):
+                    served = True
+                    break
+            if served:
+                decision = budget.decide_settle_hold(
+                    state.budget,
+                    budget.SettleHold(
+                        command_id=f"s{rid}",
+                        hold_id=rid,
+                        usage=Usage(cost_micros=rng.randrange(100, 9_000)),
+                    ),
+                    now_us=now,
+                )
+            else:
+                decision = budget.decide_refund_hold(
+                    state.budget, budget.RefundHold(command_id=f"f{rid}", hold_id=rid), now_us=now
+                )
+            act(decision.events)
+            if len(pending) >= BATCH - 100:
+                store.append(pending)
+                written += len(pending)
+                pending.clear()
+        if pending:
+            store.append(pending)
+            written += len(pending)
+    return written
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        url = f"sqlite:///{Path(directory) / 'replay.db'}"
+        began = time.perf_counter()
+        count = generate(url, EVENTS)
+        print(f"# generated {count:,} events in {time.perf_counter() - began:.1f}s", flush=True)
+        with open_store(url) as store:
+            head = store.max_position()
+            snap = fold_log(
+                r for r in store.read_all(0, page=10_000) if r.position <= head - SNAPSHOT_BEHIND
+            )
+            save_snapshot(store, snap)
+        began = time.perf_counter()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "routeledger.adapters.cli",
+                "replay",
+                "--verify",
+                "--json",
+                "--no-progress",
+                "--store",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        elapsed = time.perf_counter() - began
+        if done.returncode != 0:
+            raise SystemExit(f"replay --verify failed ({done.returncode}): {done.stderr}")
+        report = json.loads(done.stdout)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(
+            f"# replay --verify: {report['events']:,} events, {report['snapshots_checked']} snapshot(s), hash {report['state_hash'][:16]}",
+            flush=True,
+        )
+        figure("replay.verify.sqlite.eps", report["events"] / elapsed, "events/s")
+        figure("replay.verify.peak_mb", peak_mb, "MB")
+        with open_store(url, create=False) as store:
+            began = time.perf_counter()
+            restored = load_snapshot(store)
+            if restored is None:
+                raise SystemExit("the snapshot did not load")
+            tail = fold_log(store.read_all(restored.position, page=10_000), restored)
+            caught_up = time.perf_counter() - began
+        if tail.position != head:
+            raise SystemExit(f"catch-up stopped at {tail.position}, head is {head}")
+        figure("projection.catchup_1m.s", caught_up, "s")
+        if count < 1_000_000:
+            print(f"# NOTE: {count:,} events, not 1M (ROUTELEDGER_BENCH_REPLAY_EVENTS)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
