@@ -253,6 +253,8 @@ class Engine:
         self.runtime = Runtime(store, self.clock.now_us)
         self.runtime.state.routing = routing_state.initial(config.policy)
         self._closed = False
+        #: Events folded when the last snapshot was saved (or restored).
+        self._snapshot_events = 0
 
     @classmethod
     def open(
@@ -277,12 +279,34 @@ class Engine:
                 scrubber=scrubber,
                 track_credentials=track_credentials,
             )
-            engine.runtime.catch_up()
+            engine.restore()
             engine._open_accounts()
         except BaseException:
             store.close()
             raise
         return engine
+
+    def restore(self) -> None:
+        """Start from the latest usable snapshot (if any), then fold the log's tail."""
+        from .snapshots import load_snapshot
+
+        snapshot = load_snapshot(self.store)
+        if snapshot is not None:
+            snapshot.routing = routing_state.reindex(snapshot.routing, self.config.policy)
+            self.runtime.state = snapshot
+            self._snapshot_events = snapshot.events
+        self.runtime.catch_up()
+
+    def maybe_snapshot(self) -> bool:
+        """Save a snapshot when ``snapshot_every_events`` events were folded since the last."""
+        every = self.config.engine.snapshot_every_events
+        if every <= 0 or self.state.events - self._snapshot_events < every:
+            return False
+        from .snapshots import save_snapshot
+
+        save_snapshot(self.store, self.state)
+        self._snapshot_events = self.state.events
+        return True
 
     def _open_accounts(self) -> None:
         def zones(name: str) -> tzinfo:
@@ -767,6 +791,7 @@ class RequestHandle:
             )
         self._served()
         self._resolve()
+        self.engine.maybe_snapshot()
 
     def _resolve(self) -> None:
         if not self._held or self._resolved:

@@ -12,8 +12,9 @@ iteration order, ``id()`` or ``PYTHONHASHSEED``:
 * ``dict`` as its (key, value) pairs sorted by the key's canonical bytes;
 * ``set`` and ``frozenset`` as their members sorted by canonical bytes;
 * ``attrs`` classes by field name (fields declared ``eq=False`` are derived
-  caches and are skipped), ``__slots__`` classes by slot name — both with the
-  class name, so two classes with the same fields differ.
+  caches and are skipped), ``__slots__`` classes by slot name (slots listed in
+  the class's ``DERIVED_SLOTS`` are derived indexes and are skipped) — both
+  with the class name, so two classes with the same fields differ.
 
 Floats are rejected (money and time are integers here, and a float's text is
 not a stable identity); so is any other type, loudly, naming the path where it
@@ -53,7 +54,10 @@ def _slot_names(cls: type) -> tuple[str, ...]:
         if isinstance(slots, str):
             slots = (slots,)
         names.update(name for name in slots if name not in ("__weakref__", "__dict__"))
-    return tuple(sorted(names))
+    # A class may name slots that hold derived data (indexes, caches) rebuilt
+    # from the rest: they are not part of the state's identity.
+    derived = set(getattr(cls, "DERIVED_SLOTS", ()))
+    return tuple(sorted(names - derived))
 
 
 def _str_bytes(text: str) -> bytes:

@@ -72,6 +72,7 @@ __all__ = [
     "evolve",
     "fold",
     "initial",
+    "reindex",
     "status_at",
 ]
 
@@ -194,6 +195,8 @@ class RoutingState:
     """The whole routing state (see the module docstring)."""
 
     __slots__ = ("creds", "cursors", "indexed_for", "pairs", "requests", "tree_leaves", "trees")
+    #: Slots holding the derived pool index (rebuilt by :func:`reindex`), not state.
+    DERIVED_SLOTS: Final = ("indexed_for", "tree_leaves", "trees")
 
     def __init__(self) -> None:
         self.pairs: dict[str, ScopeState] = {}
@@ -227,6 +230,22 @@ def initial(policy: Policy | None = None) -> RoutingState:
                     state.tree_leaves.setdefault(pair_stream, []).append(leaf)
                     state.tree_leaves.setdefault(cred_stream, []).append(leaf)
     return state
+
+
+def reindex(state: RoutingState, policy: Policy) -> RoutingState:
+    """``state`` (e.g. restored from a snapshot) with its large pools indexed for ``policy``.
+
+    The index is derived data: it is rebuilt from the pair and credential
+    states, so the decisions are the same as before, only faster.
+    """
+    fresh = initial(policy)
+    fresh.pairs = state.pairs
+    fresh.creds = state.creds
+    fresh.requests = state.requests
+    fresh.cursors = state.cursors
+    for stream in fresh.tree_leaves:
+        _reindex(fresh, stream)
+    return fresh
 
 
 def _reindex(state: RoutingState, stream: str) -> None:

@@ -255,3 +255,42 @@ def engine_store():  # type: ignore[no-untyped-def]
     from routeledger.adapters.store import open_store
 
     return open_store("memory://")
+
+
+def test_restart_from_a_snapshot_plus_the_tail_equals_a_full_fold(tmp_path: object) -> None:
+    """D2: an engine snapshots every N events; a restart loads it and folds only the tail."""
+    from pathlib import Path
+
+    from routeledger.adapters.runtime import fold_log
+    from routeledger.adapters.snapshots import load_snapshot
+    from routeledger.projections.canonical import state_hash
+
+    url = f"sqlite:///{Path(str(tmp_path)) / 'snap.db'}"
+    config = parse_config(
+        CONFIG.replace("[limits]", "[engine]\nsnapshot_every_events = 20\n\n[limits]")
+    )
+    clock = FakeClock()
+    first = Engine.open(url, config, clock=clock, ids=counter_ids("a"))
+    for n in range(12):
+        with first.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+            for attempt in req.sync_attempts():
+                if n % 3 == 0 and attempt.number == 1:
+                    attempt.failed(FailureClass.PROVIDER_UNAVAILABLE, status=503)
+                else:
+                    attempt.succeeded(input_tokens=2, output_tokens=3)
+    live = state_hash(first.state)
+    first.close()
+    with engine_store_at(url) as store:
+        snapshot = load_snapshot(store)
+        assert snapshot is not None
+        assert snapshot.position < store.max_position()  # there is a tail to fold
+        full = fold_log(store.read_all())
+    restarted = Engine.open(url, config, clock=clock, ids=counter_ids("b"))
+    assert state_hash(restarted.state) == state_hash(full) == live
+    restarted.close()
+
+
+def engine_store_at(url: str):  # type: ignore[no-untyped-def]
+    from routeledger.adapters.store import open_store
+
+    return open_store(url)

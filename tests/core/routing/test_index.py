@@ -40,6 +40,7 @@ from routeledger.core.routing.index import (
     ReadyTree,
     first_ready,
 )
+from routeledger.core.routing.state import reindex
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
 from .support import T0, S, World, policy, target
@@ -144,7 +145,7 @@ def pool_situations(draw: st.DrawFn) -> tuple[object, list[RoutingEvent], dict[s
 def test_indexed_and_scanning_states_decide_the_same(
     situation: tuple[object, list[RoutingEvent], dict[str, object]],
 ) -> None:
-    """D3: with or without the pool index, the next-step decision is the same event for every situation."""
+    """D3: indexed, scanning or re-indexed after the fact, the next-step decision is the same event."""
     pol, events, request = situation
     credentials = {
         f"c{i}": CredentialUsability(
@@ -166,7 +167,7 @@ def test_indexed_and_scanning_states_decide_the_same(
         decisions.extend(_both(pol, events, request, credentials))
     finally:
         decide_module.TREE_SCAN_FIRST = saved
-    assert decisions[0] == decisions[1]
+    assert decisions[0] == decisions[1] == decisions[2]
 
 
 def _both(
@@ -177,10 +178,13 @@ def _both(
 ) -> list[tuple[RoutingEvent, ...]]:
     """The decision of an indexed and of an unindexed state over the same log."""
     decisions = []
-    for indexed in (True, False):
-        state = initial(pol) if indexed else initial()
-        assert bool(state.trees) is indexed
+    for mode in ("indexed", "scanning", "reindexed"):
+        state = initial(pol) if mode == "indexed" else initial()
+        assert bool(state.trees) is (mode == "indexed")
         fold(events, state)
+        if mode == "reindexed":  # e.g. restored from a snapshot taken under another policy object
+            state = reindex(state, pol)
+            assert state.indexed_for is pol
         state.cursors["routes.chat.chain[0]"] = request["cursor"]
         start = StartRequest(
             request_id="r",
