@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+_COUNTER = itertools.count(1)
 
 
 def figure(name: str, value: float, unit: str) -> None:
@@ -25,5 +29,16 @@ def per_call_us(fn: Callable[[], object], *, calls: int, repeats: int = 5) -> fl
 
 
 def postgres_url() -> str | None:
-    """The URL of the throwaway PostgreSQL that bench/run.py started, if any."""
-    return os.environ.get("ROUTELEDGER_BENCH_POSTGRES_URL")
+    """A fresh database on the throwaway PostgreSQL that bench/run.py started, if any.
+
+    Each call creates a new database, so benchmarks never read each other's logs.
+    """
+    admin = os.environ.get("ROUTELEDGER_BENCH_POSTGRES_URL")
+    if admin is None:
+        return None
+    import psycopg
+
+    name = f"bench_{os.getpid()}_{next(_COUNTER)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
