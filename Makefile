@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	bash .ci/postgres.sh install
-	$(PY) -m pytest --cov --cov-branch --cov-report=term --cov-report=xml:.coverage.xml
+	$(PY) -m pytest --cov --cov-branch --cov-report=term --cov-report=xml:coverage.xml
 	$(PY) -m coverage report --include='*/core/*' --fail-under=100
 
 test: lint typecheck unit
@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.xml
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.xml
