@@ -160,12 +160,11 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--store", "store_url", default=None, help=STORE_OPTION_HELP)
-@click.option("--seed", default=7, show_default=True, help="Seed for the demo workload.")
-def demo(store_url: str | None, seed: int) -> None:
+def demo(store_url: str | None) -> None:
     """Run the demo workload against the store and print a summary."""
     from .demo import run_demo
 
-    run_demo(store_url, seed=seed, echo=click.echo)
+    run_demo(store_url, echo=click.echo)
 
 
 # --------------------------------------------------------------------------- status

@@ -182,7 +182,7 @@ async def _workload(engine: Engine, keys: InMemorySecretStore, run: str) -> list
         await executor.aclose()
 
 
-def run_demo(store_url: str | None, *, seed: int = 7, echo: Callable[[str], None] = print) -> None:
+def run_demo(store_url: str | None, *, echo: Callable[[str], None] = print) -> None:
     """Run the demo workload against ``store_url`` and print a summary."""
     run = _secrets.token_hex(3)
     keys = InMemorySecretStore(
@@ -202,7 +202,7 @@ def run_demo(store_url: str | None, *, seed: int = 7, echo: Callable[[str], None
             )
             outcomes = collections.Counter(_describe(d) for d in done)
             attempts = collections.Counter(d.attempts for d in done)
-            echo(f"RouteLedger demo (run {run}, seed {seed}) on {engine.store.url.masked}")
+            echo(f"RouteLedger demo (run {run}) on {engine.store.url.masked}")
             echo(f"  requests: {len(done)}, provider saw {len(fake.attempts())} attempts")
             for what, count in sorted(outcomes.items()):
                 echo(f"  {count:4d}  {what}")
