@@ -785,6 +785,20 @@ def fake_provider(host: str, port: int) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulate(args: tuple[str, ...]) -> None:
+    """Run the deterministic fleet simulation (see `routeledger simulate --help`, docs/reliability.md)."""
+    from .simulation import main as simulation_main
+
+    code = simulation_main(list(args))
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``routeledger`` console script; returns the exit code."""
     try:

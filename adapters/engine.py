@@ -27,7 +27,7 @@ What it guarantees:
   The resolution runs without awaiting, so cancellation cannot interrupt it.
   A crashed process leaves its hold to expire at its TTL (L5).
 * **Shared state.** Several processes on one store see each other's
-  decisions: the engine reads what it missed before every decision and
+  decisions: the runtime reads what it missed before every decision and
   re-decides after a conflict (see :mod:`.runtime`).
 
 The clock and the id generator are injected (real by default, fake in tests).
@@ -241,6 +241,7 @@ class Engine:
         ids: Callable[[], str] | None = None,
         scrubber: Scrubber = DEFAULT_SCRUBBER,
         track_credentials: bool = False,
+        runtime: Runtime | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -250,8 +251,11 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self._ids = ids or _uuid_ids()
         self.scrubber = scrubber
-        self.runtime = Runtime(store, self.clock.now_us)
-        self.runtime.state.routing = routing_state.initial(config.policy)
+        #: The folded state and the append loop; inject one for seeded retry
+        #: jitter and a virtual sleep (simulations).
+        self.runtime = runtime or Runtime(store, self.clock.now_us)
+        if runtime is None or runtime.state.events == 0:
+            self.runtime.state.routing = routing_state.initial(config.policy)
         self._closed = False
         #: Events folded when the last snapshot was saved (or restored).
         self._snapshot_events = 0
@@ -280,7 +284,7 @@ class Engine:
                 track_credentials=track_credentials,
             )
             engine.restore()
-            engine._open_accounts()
+            engine.open_accounts()
         except BaseException:
             store.close()
             raise
@@ -308,7 +312,9 @@ class Engine:
         self._snapshot_events = self.state.events
         return True
 
-    def _open_accounts(self) -> None:
+    def open_accounts(self) -> None:
+        """Open every configured budget account that the log does not have yet."""
+
         def zones(name: str) -> tzinfo:
             return UTC if name == "UTC" else ZoneInfo(name)
 

@@ -111,6 +111,7 @@ class Runtime:
         *,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        catch_up_first: bool = True,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -118,6 +119,10 @@ class Runtime:
         self._lock = threading.RLock()
         self._sleep = sleep
         self._rng = rng or random.Random()
+        #: Read what other processes appended before every decision, so a
+        #: cooldown decided elsewhere is seen by the very next decision (A5).
+        #: Off only to simulate a lagging process.
+        self.catch_up_first = catch_up_first
         self.conflicts = 0
 
     def _pause(self, attempt: int) -> None:
@@ -170,6 +175,7 @@ class Runtime:
             for attempt in range(CONFLICT_RETRIES_MAX + 1):
                 if attempt:
                     self._pause(attempt)
+                if attempt or self.catch_up_first:
                     self.catch_up()
                 result = decide(self.state, self.now_us())
                 events = events_of(result)
