@@ -843,73 +843,30 @@ def observe_exception(
             scrubber=scrubber,
             provider=provider,
         )
+    detail = _exception_text(exc)
+
+    def fail(failure: FailureClass, **extra: Any) -> Observation:
+        return _failed(
+            failure, status=None, detail=detail, scrubber=scrubber, provider=provider, **extra
+        )
+
     if "ContentFilterFinishReasonError" in names:
-        return _failed(
-            _F.CONTENT_FILTERED,
-            status=None,
-            detail=_exception_text(exc),
-            scrubber=scrubber,
-            provider=provider,
-            billed=True,
-        )
+        return fail(_F.CONTENT_FILTERED, billed=True)
     if "APITimeoutError" in names:
-        return _failed(
-            _F.TIMEOUT_BEFORE_RESPONSE,
-            status=None,
-            detail=_exception_text(exc),
-            scrubber=scrubber,
-            provider=provider,
-        )
+        return fail(_F.TIMEOUT_BEFORE_RESPONSE)
     for link in _cause_chain(exc):
         transport = _httpx_class(link)
         if transport is not None:
-            return _failed(
-                transport,
-                status=None,
-                detail=_exception_text(exc),
-                scrubber=scrubber,
-                provider=provider,
-            )
+            return fail(transport)
     if "APIConnectionError" in names:
-        return _failed(
-            _F.CONNECT_ERROR,
-            status=None,
-            detail=_exception_text(exc),
-            scrubber=scrubber,
-            provider=provider,
-        )
+        return fail(_F.CONNECT_ERROR)
     if isinstance(exc, TimeoutError):
-        return _failed(
-            _F.TIMEOUT_BEFORE_RESPONSE,
-            status=None,
-            detail=_exception_text(exc),
-            scrubber=scrubber,
-            provider=provider,
-        )
+        return fail(_F.TIMEOUT_BEFORE_RESPONSE)
     if isinstance(exc, ConnectionError):
-        return _failed(
-            _F.CONNECT_ERROR,
-            status=None,
-            detail=_exception_text(exc),
-            scrubber=scrubber,
-            provider=provider,
-        )
+        return fail(_F.CONNECT_ERROR)
     if "CancelledError" in names:
-        return _failed(
-            _F.CALLER_CANCELLED,
-            status=None,
-            detail=_exception_text(exc),
-            scrubber=scrubber,
-            provider=provider,
-        )
-    return _failed(
-        _F.UNKNOWN,
-        status=None,
-        detail=_exception_text(exc),
-        scrubber=scrubber,
-        provider=provider,
-        model=model,
-    )
+        return fail(_F.CALLER_CANCELLED)
+    return fail(_F.UNKNOWN, model=model)
 
 
 def _flatten(exc: BaseException, depth: int) -> Iterator[BaseException]:

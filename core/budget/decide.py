@@ -682,6 +682,18 @@ def _expiry(
     return batch
 
 
+def _expired_now(state: LedgerState, hold: HoldState, now_us: int) -> Decision:
+    """An overdue hold met by a command: expire it now and refuse the command (L6)."""
+    return Decision(
+        events=tuple(_expiry(state, hold, now_us, {})),
+        rejection=Rejection(
+            reason=RejectionReason.HOLD_EXPIRED,
+            hold_id=hold.hold_id,
+            resolved_as=HoldStatus.EXPIRED,
+        ),
+    )
+
+
 def _is_overdue(hold: HoldState, now_us: int) -> bool:
     """An open hold whose deadline passed (L6: at ``placed_at + ttl``, never earlier)."""
     return hold.status is HoldStatus.OPEN and now_us >= hold.expires_at_us
@@ -805,14 +817,7 @@ def decide_refund_hold(state: LedgerState, command: RefundHold, *, now_us: int) 
     if isinstance(hold, Decision):
         return hold
     if _is_overdue(hold, now_us):
-        return Decision(
-            events=tuple(_expiry(state, hold, now_us, {})),
-            rejection=Rejection(
-                reason=RejectionReason.HOLD_EXPIRED,
-                hold_id=hold.hold_id,
-                resolved_as=HoldStatus.EXPIRED,
-            ),
-        )
+        return _expired_now(state, hold, now_us)
     if (hold.status, Action.REFUND) not in TRANSITIONS:
         return _resolved(hold, Action.REFUND)
     batch: list[ev.BudgetEvent] = [
@@ -855,14 +860,7 @@ def decide_adjust_hold(state: LedgerState, command: AdjustHold, *, now_us: int) 
     if isinstance(hold, Decision):
         return hold
     if _is_overdue(hold, now_us):
-        return Decision(
-            events=tuple(_expiry(state, hold, now_us, {})),
-            rejection=Rejection(
-                reason=RejectionReason.HOLD_EXPIRED,
-                hold_id=hold.hold_id,
-                resolved_as=HoldStatus.EXPIRED,
-            ),
-        )
+        return _expired_now(state, hold, now_us)
     if (hold.status, Action.ADJUST) not in TRANSITIONS:
         return _resolved(hold, Action.ADJUST)
     legs: list[Leg] = []

@@ -443,17 +443,23 @@ def decide_provision_explicit(
     return (evt, added)
 
 
+def _claimed_trial(state: CredentialsState, installation_id: str, credential_id: str) -> TrialState:
+    """The installation's trial state; a result for another id than the claimed one is refused."""
+    inst = state.installations.get(installation_id)
+    trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
+    claimed = None if inst is None else inst.trial_credential_id
+    if trial is not TrialState.NOT_CLAIMED and claimed != credential_id:
+        raise TrialClaimMismatch(installation_id, claimed, credential_id)
+    return trial
+
+
 def decide_trial_provisioned(
     state: CredentialsState, command: RecordTrialProvisioned, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record the claimed trial's key; only the claimed id is accepted, once (I0)."""
     _check_now(now_us)
     _check_metadata(command, command.metadata)
-    inst = state.installations.get(command.installation_id)
-    trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
-    claimed = None if inst is None else inst.trial_credential_id
-    if trial is not TrialState.NOT_CLAIMED and claimed != command.credential_id:
-        raise TrialClaimMismatch(command.installation_id, claimed, command.credential_id)
+    trial = _claimed_trial(state, command.installation_id, command.credential_id)
     if trial is TrialState.PROVISIONED:
         return ()
     stream = cred_stream(command.credential_id)
@@ -475,11 +481,7 @@ def decide_trial_failed(
 ) -> tuple[CredentialEvent, ...]:
     """Record that the claimed trial could not be obtained; the trial stays spent."""
     _check_now(now_us)
-    inst = state.installations.get(command.installation_id)
-    trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
-    claimed = None if inst is None else inst.trial_credential_id
-    if trial is not TrialState.NOT_CLAIMED and claimed != command.credential_id:
-        raise TrialClaimMismatch(command.installation_id, claimed, command.credential_id)
+    trial = _claimed_trial(state, command.installation_id, command.credential_id)
     if trial is TrialState.FAILED:
         return ()
     stream = install_stream(command.installation_id)
