@@ -116,7 +116,8 @@ class Runtime:
         self.store = store
         self.clock = clock
         self.state = folded or Folded()
-        self._lock = threading.RLock()
+        #: Held while deciding and appending (re-entrant); group committers take it too.
+        self.lock = threading.RLock()
         self._sleep = sleep
         self._rng = rng or random.Random()
         #: Read what other processes appended before every decision, so a
@@ -136,7 +137,7 @@ class Runtime:
 
     def catch_up(self) -> int:
         """Fold every event appended since the last position; return how many."""
-        with self._lock:
+        with self.lock:
             before = self.state.events
             fold_log(self.store.read_all(self.state.position), self.state)
             return self.state.events - before
@@ -171,7 +172,7 @@ class Runtime:
         conflict); ``events_of`` extracts the events to append from its result.
         Returns the result whose events were recorded.
         """
-        with self._lock:
+        with self.lock:
             for attempt in range(CONFLICT_RETRIES_MAX + 1):
                 if attempt:
                     self._pause(attempt)

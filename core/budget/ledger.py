@@ -127,6 +127,13 @@ class AccountState:
         self.overage: int = 0
         self.version: int = e.version
 
+    def copy(self) -> AccountState:
+        """An independent copy (a group decision folds into copies, never the live state)."""
+        new = AccountState.__new__(AccountState)
+        for name in AccountState.__slots__:
+            setattr(new, name, getattr(self, name))
+        return new
+
 
 class HoldState:
     """One hold (read-only outside the fold)."""
@@ -174,6 +181,13 @@ class HoldState:
         self.expires_at_us = expires_at_us
         self.rejection = rejection
         self.version = version
+
+    def copy(self) -> HoldState:
+        """An independent copy (a group decision folds into copies, never the live state)."""
+        new = HoldState.__new__(HoldState)
+        for name in HoldState.__slots__:
+            setattr(new, name, getattr(self, name))
+        return new
 
 
 class LedgerState:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, tzinfo
 
+import pytest
+
+from routeledger.adapters.grouping import HoldCommitter
 from routeledger.adapters.runtime import Runtime, fold_log
 from routeledger.adapters.store import open_store
 from routeledger.core.budget import ledger
@@ -35,6 +40,46 @@ def utc(_: str) -> tzinfo:
 
 def wall_clock_us() -> int:
     return time.time_ns() // 1_000
+
+
+def _grouped_worker(url: str, worker: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """Like :func:`_worker`, but 3 threads per process share commits through a HoldCommitter."""
+    admitted: list[str] = []
+    with open_store(url) as store:
+        runtime = Runtime(store, wall_clock_us)
+        runtime.catch_up()
+        committer = HoldCommitter(runtime)
+
+        def caller(thread: int) -> None:
+            rng = random.Random(worker * 10 + thread)
+            for i in range(HOLDS_PER_PROCESS // 3):
+                hold_id = f"w{worker}-t{thread}-h{i}"
+                amount = rng.choice([1, 50, 100, 250, LIMIT_MICROS // 4])
+                decision = committer.submit(
+                    PlaceHold(
+                        hold_id=hold_id,
+                        account_ids=("team",),
+                        estimate=Usage(cost_micros=amount),
+                        ttl_us=TTL_US,
+                    )
+                )
+                if not decision.accepted:
+                    continue
+                admitted.append(hold_id)
+                if rng.random() < 0.5:
+                    usage = Usage(cost_micros=rng.randint(0, amount))
+                    committer.submit(
+                        SettleHold(command_id=f"{hold_id}/settle", hold_id=hold_id, usage=usage)
+                    )
+                else:
+                    committer.submit(RefundHold(command_id=f"{hold_id}/refund", hold_id=hold_id))
+
+        threads = [threading.Thread(target=caller, args=(t,)) for t in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    results.put((worker, admitted, runtime.conflicts))
 
 
 def _worker(url: str, worker: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -75,8 +120,9 @@ def _worker(url: str, worker: int, results: multiprocessing.Queue) -> None:  # t
     results.put((worker, admitted, runtime.conflicts))
 
 
+@pytest.mark.parametrize("worker", [_worker, _grouped_worker], ids=["serial", "grouped"])
 def test_four_processes_on_one_account_never_overspend_and_lose_no_hold(
-    shared_store_url: str,
+    shared_store_url: str, worker: Callable[..., None]
 ) -> None:
     """D4/L1/L2: with 4 writers, every prefix of the log keeps spent + reserved <= limit."""
     with open_store(shared_store_url) as store:
@@ -100,7 +146,7 @@ def test_four_processes_on_one_account_never_overspend_and_lose_no_hold(
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
     workers = [
-        ctx.Process(target=_worker, args=(shared_store_url, w, results)) for w in range(PROCESSES)
+        ctx.Process(target=worker, args=(shared_store_url, w, results)) for w in range(PROCESSES)
     ]
     for process in workers:
         process.start()

@@ -1,0 +1,126 @@
+"""Group commit: decide several hold commands as one batch, exactly as if one by one.
+
+A durable store pays one sync per commit (~0.25 ms on SQLite here), so a
+gateway placing one hold per commit tops out near 2k holds/s. Holds arriving
+together can share a commit: :func:`decide_holds` decides them in order, each
+seeing the effect of those before it (a hot account's ``reserved`` grows hold
+by hold, so L2 is judged exactly as if they were appended one at a time), and
+returns every decision; the caller appends all their events in one atomic
+batch.
+
+Why it is exact without touching the live state: a hold command reads only
+the hold it names, the accounts of that hold's legs (or, for a placement, the
+accounts it names) and the idempotency record of its own command id. The
+group decides and folds into a *scratch* ledger holding copies of exactly
+those, so the live state is never modified before the batch is recorded (L10)
+and nothing needs undoing when the append conflicts: the caller catches up
+and decides the group again. ``tests/core/budget/test_group.py`` checks the
+equivalence with deciding one by one on random histories.
+
+A command that is misuse (:class:`~..errors.UsageError`) gets its error back
+in its slot and changes nothing; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final, TypeAlias
+
+from ..errors import UsageError
+from .decide import (
+    AdjustHold,
+    Decision,
+    PlaceHold,
+    RefundHold,
+    SettleHold,
+    decide_adjust_hold,
+    decide_place_hold,
+    decide_refund_hold,
+    decide_settle_hold,
+    hold_stream,
+)
+from .ledger import LedgerState, fold
+
+__all__ = ["GROUP_COMMANDS_MAX", "HoldCommand", "Outcome", "decide_holds"]
+
+#: Commands decided as one batch, at most. Why: one commit on SQLite costs
+#: ~0.25 ms and a hold ~30 µs of CPU (decide, encode, insert, fold), so 64
+#: holds already spend ~90% of the commit in work rather than waiting; larger
+#: groups only lengthen the tail latency of the first command in them.
+GROUP_COMMANDS_MAX: Final = 64
+
+HoldCommand: TypeAlias = PlaceHold | SettleHold | RefundHold | AdjustHold
+#: What one command of a group came to: its decision, or the misuse it was.
+Outcome: TypeAlias = Decision | UsageError
+
+_DECIDERS: Final[dict[type[object], Callable[..., Decision]]] = {
+    PlaceHold: decide_place_hold,
+    SettleHold: decide_settle_hold,
+    RefundHold: decide_refund_hold,
+    AdjustHold: decide_adjust_hold,
+}
+
+
+def _scratch(state: LedgerState, commands: Sequence[HoldCommand]) -> LedgerState:
+    """A ledger with copies of everything ``commands`` can read, and nothing else."""
+    scratch = LedgerState()
+    account_ids: list[object] = []
+    for command in commands:
+        if type(command) not in _DECIDERS:
+            continue  # returned as misuse, reads nothing
+        hold_id = command.hold_id
+        if type(hold_id) is not str:
+            continue  # the decider refuses it before reading anything
+        hold = state.holds.get(hold_id)
+        if hold is not None and hold_id not in scratch.holds:
+            copied = hold.copy()
+            scratch.holds[hold_id] = copied
+            if hold_id in state.open_holds:
+                scratch.open_holds[hold_id] = copied
+            account_ids.extend(leg.account_id for leg in hold.legs)
+        if isinstance(command, PlaceHold):
+            if type(command.account_ids) is tuple:
+                account_ids.extend(command.account_ids)
+            continue
+        command_id = command.command_id
+        if type(command_id) is str:
+            key = (hold_stream(hold_id), command_id)
+            record = state.commands.get(key)
+            if record is not None:
+                scratch.commands[key] = record
+    accounts = state.accounts
+    for account_id in account_ids:
+        if type(account_id) is str and account_id not in scratch.accounts:
+            account = accounts.get(account_id)
+            if account is not None:
+                scratch.accounts[account_id] = account.copy()
+    return scratch
+
+
+def decide_holds(
+    state: LedgerState, commands: Sequence[HoldCommand], *, now_us: int
+) -> tuple[Outcome, ...]:
+    """Decide ``commands`` in order, each seeing those before it; ``state`` is not modified.
+
+    Appending every returned decision's events in order, as one batch, records
+    exactly what deciding and appending them one at a time would have.
+    """
+    if not 1 <= len(commands) <= GROUP_COMMANDS_MAX:
+        raise UsageError(f"a group holds 1..{GROUP_COMMANDS_MAX} commands, got {len(commands)}")
+    scratch = _scratch(state, commands)
+    outcomes: list[Outcome] = []
+    for index, command in enumerate(commands):
+        decide = _DECIDERS.get(type(command))
+        if decide is None:
+            outcomes.append(
+                UsageError(f"group command {index}: not a hold command: {type(command).__name__}")
+            )
+            continue
+        try:
+            decision = decide(scratch, command, now_us=now_us)
+        except UsageError as error:
+            outcomes.append(error)
+            continue
+        fold(decision.events, scratch)
+        outcomes.append(decision)
+    return tuple(outcomes)
