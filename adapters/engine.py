@@ -43,13 +43,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, tzinfo
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 import attrs
 
 from routeledger.core.budget import decide as budget
-from routeledger.core.budget.sinks import LocalLedgerSink
+from routeledger.core.budget.sinks import LocalLedgerSink, PlatformReport, SinkMode, open_sink
 from routeledger.core.budget.values import Rejection, Usage
 from routeledger.core.credentials.decide import (
     CredentialFailure,
@@ -76,6 +76,7 @@ from routeledger.core.routing import (
     decide_next,
     decide_outcome,
     decide_start,
+    succeeded_problem,
 )
 from routeledger.core.routing import state as routing_state
 from routeledger.core.routing.events import (
@@ -242,9 +243,13 @@ class Engine:
         scrubber: Scrubber = DEFAULT_SCRUBBER,
         track_credentials: bool = False,
         runtime: Runtime | None = None,
+        platform: Callable[[PlatformReport], None] | None = None,
     ) -> None:
         self.store = store
         self.config = config
+        #: Where platform-mode requests report their billing (the gateway's
+        #: own function: enqueue for the platform; it must not block).
+        self.platform = platform
         #: Route only to what the credential lifecycle allows (I0); off = every
         #: configured credential is usable with the model names the policy lists.
         self.track_credentials = track_credentials
@@ -270,6 +275,7 @@ class Engine:
         ids: Callable[[], str] | None = None,
         scrubber: Scrubber = DEFAULT_SCRUBBER,
         track_credentials: bool = False,
+        platform: Callable[[PlatformReport], None] | None = None,
     ) -> Engine:
         """Open the store, fold the log, and open the configured budget accounts if missing."""
         loaded = config if isinstance(config, EngineConfig) else load_config(config)
@@ -282,6 +288,7 @@ class Engine:
                 ids=ids,
                 scrubber=scrubber,
                 track_credentials=track_credentials,
+                platform=platform,
             )
             engine.restore()
             engine.open_accounts()
@@ -351,10 +358,25 @@ class Engine:
         model_owner: str | None = None,
         request_id: str | None = None,
         seed: int | None = None,
+        settlement: SinkMode = SinkMode.STANDALONE,
     ) -> RequestHandle:
-        """Prepare a request; entering the handle records it and places its hold."""
+        """Prepare a request; entering the handle records it and places its hold.
+
+        ``settlement`` chooses, once for the request, where its usage goes: the
+        local ledger (standalone: a hold on ``accounts``, settled or refunded at
+        exit) or the platform (no local hold; at exit the billing is reported
+        to the engine's ``platform`` function). The exit path is the same for
+        both: only the sink differs (I2).
+        """
         if self._closed:
             raise UsageError("the engine is closed")
+        if type(settlement) is not SinkMode:
+            raise UsageError(f"settlement must be a SinkMode, got {settlement!r}")
+        if settlement is SinkMode.PLATFORM:
+            if accounts:
+                raise UsageError("a platform-mode request holds no local budget: pass no accounts")
+            if self.platform is None:
+                raise UsageError("platform-mode requests need Engine(platform=...) to report to")
         request_id = request_id or self._ids()
         return RequestHandle(
             self,
@@ -370,6 +392,7 @@ class Engine:
             ),
             accounts=tuple(accounts),
             max_output_tokens=max_output_tokens,
+            settlement=settlement,
         )
 
     def estimate(
@@ -460,6 +483,18 @@ def _events_of(decision: budget.Decision) -> Sequence[Event]:
     return decision.events
 
 
+class _Opened(NamedTuple):
+    """What entering decided: the batch, a budget rejection, and the first step's events."""
+
+    events: Sequence[Event]
+    rejection: Rejection | None
+    step: Sequence[Event] | None
+
+
+def _opened_events(opened: _Opened) -> Sequence[Event]:
+    return opened.events
+
+
 def _open_account(
     command: budget.OpenAccount, zones: Callable[[str], tzinfo]
 ) -> Callable[[Folded, int], budget.Decision]:
@@ -513,18 +548,27 @@ class Attempt:
     def succeeded(
         self,
         *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
         evidence: Evidence = Evidence.UPSTREAM,
     ) -> None:
-        """The upstream answered completely (a truncated answer is a failure, never this)."""
-        self._report(
-            Succeeded(evidence=evidence, input_tokens=input_tokens, output_tokens=output_tokens)
-        )
-        self._handle._usage = Usage(
-            cost_micros=self._handle._cost(self.upstream_model, input_tokens, output_tokens),
-            tokens=input_tokens + output_tokens,
-            requests=1,
+        """The upstream answered completely (a truncated answer is a failure, never this).
+
+        Leave both token counts out when the provider reported no usage: the
+        request is then billed its estimate, never zero (L11).
+        """
+        reported = input_tokens is not None or output_tokens is not None
+        tokens_in = input_tokens or 0
+        tokens_out = output_tokens or 0
+        self._report(Succeeded(evidence=evidence, input_tokens=tokens_in, output_tokens=tokens_out))
+        self._handle._usage = (
+            Usage(
+                cost_micros=self._handle._cost(self.upstream_model, tokens_in, tokens_out),
+                tokens=tokens_in + tokens_out,
+                requests=1,
+            )
+            if reported
+            else None
         )
 
     def failed(
@@ -562,9 +606,10 @@ class Attempt:
         """Report what an adapter observed (a response, an exception, a stream)."""
         outcome = observation.outcome
         if isinstance(outcome, Succeeded):
+            reported = observation.usage_reported
             self.succeeded(
-                input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens,
+                input_tokens=outcome.input_tokens if reported else None,
+                output_tokens=outcome.output_tokens if reported else None,
                 evidence=outcome.evidence,
             )
         else:
@@ -609,9 +654,18 @@ class Attempt:
         command = RecordOutcome(
             request_id=self._handle.request_id, attempt_id=self.attempt_id, outcome=outcome
         )
-        engine.runtime.append(
-            lambda s, now: decide_outcome(engine.config.policy, s.routing, command, now_us=now)
-        )
+        if isinstance(outcome, Succeeded):
+            # A success ends the request: nothing is decided from it before the
+            # settlement, so it is recorded with the settlement in one commit
+            # (checked now, so misuse is raised here and not at exit).
+            problem = succeeded_problem(outcome)
+            if problem is not None:
+                raise UsageError(f"attempt {self.attempt_id}: {problem}")
+            self._handle._deferred = command
+        else:
+            engine.runtime.append(
+                lambda s, now: decide_outcome(engine.config.policy, s.routing, command, now_us=now)
+            )
         self.outcome = outcome
         self._handle._attempts += 1
         if isinstance(outcome, Failed):
@@ -629,8 +683,10 @@ class RequestHandle:
         *,
         accounts: tuple[str, ...],
         max_output_tokens: int | None,
+        settlement: SinkMode = SinkMode.STANDALONE,
     ) -> None:
         self.engine = engine
+        self.settlement = settlement
         self.start = start
         self.request_id = start.request_id
         self.accounts = accounts
@@ -646,6 +702,11 @@ class RequestHandle:
         self._observed: Usage | None = None
         self._partial = False
         self._current: Attempt | None = None
+        #: The first step, decided and recorded with the request at entry.
+        self._first_step: Sequence[Event] | None = None
+        #: A success reported but not yet recorded: it is appended with the
+        #: settlement, in one commit, when the request is left.
+        self._deferred: RecordOutcome | None = None
 
     # -- entering: record the request and place the hold, atomically ------------
 
@@ -660,20 +721,41 @@ class RequestHandle:
             estimate=self.estimate,
             ttl_us=engine.hold_ttl_us(),
         )
+        first = NextStep(request_id=self.request_id, attempt_id=f"{self.request_id}/1")
+        track = engine.track_credentials
 
-        def decide(s: Folded, now: int) -> tuple[Sequence[Event], Rejection | None]:
-            started = decide_start(engine.config.policy, s.routing, self.start, now_us=now)
-            if not self.accounts:
-                return started, None
-            held = budget.decide_place_hold(s.budget, hold, now_us=now)
-            return (*started, *held.events), held.rejection
+        def decide(s: Folded, now: int) -> _Opened:
+            # Routing and budget read and write disjoint state, so deciding both
+            # from ``s`` and appending them as one batch is exact. The first step
+            # is decided beside the unfolded start (``opening``): one commit
+            # records the request, its hold and where its first attempt goes.
+            policy = engine.config.policy
+            started = decide_start(policy, s.routing, self.start, now_us=now)
+            held: Sequence[Event] = ()
+            if self.accounts:
+                decision = budget.decide_place_hold(s.budget, hold, now_us=now)
+                if decision.rejection is not None:
+                    return _Opened((*started, *decision.events), decision.rejection, None)
+                held = decision.events
+            if len(started) != 1:
+                return _Opened((*started, *held), None, None)  # already started: step later
+            step = decide_next(
+                policy,
+                s.routing,
+                first,
+                now_us=now,
+                credentials=usability(s.credentials, now) if track else None,
+                opening=started[0],  # type: ignore[arg-type]
+            )
+            return _Opened((*started, *held, *step), None, step)
 
-        _, rejection = engine.runtime.run(decide, lambda r: r[0])
-        if rejection is not None:
-            self.result = BudgetRejected(rejection=rejection)
+        opened = engine.runtime.run(decide, _opened_events)
+        if opened.rejection is not None:
+            self.result = BudgetRejected(rejection=opened.rejection)
             self._resolved = True
         else:
             self._held = bool(self.accounts)
+            self._first_step = opened.step
         return self
 
     def __enter__(self) -> RequestHandle:
@@ -694,19 +776,23 @@ class RequestHandle:
         if self.result is not None:
             return None
         engine = self.engine
-        command = NextStep(
-            request_id=self.request_id, attempt_id=f"{self.request_id}/{self._attempts + 1}"
-        )
-        track = engine.track_credentials
-        events = engine.runtime.append(
-            lambda s, now: decide_next(
-                engine.config.policy,
-                s.routing,
-                command,
-                now_us=now,
-                credentials=usability(s.credentials, now) if track else None,
+        events = self._first_step
+        if events is not None:
+            self._first_step = None
+        else:
+            command = NextStep(
+                request_id=self.request_id, attempt_id=f"{self.request_id}/{self._attempts + 1}"
             )
-        )
+            track = engine.track_credentials
+            events = engine.runtime.append(
+                lambda s, now: decide_next(
+                    engine.config.policy,
+                    s.routing,
+                    command,
+                    now_us=now,
+                    credentials=usability(s.credentials, now) if track else None,
+                )
+            )
         for evt in events:
             if isinstance(evt, AttemptRouted):
                 self._current = Attempt(self, evt)
@@ -732,7 +818,7 @@ class RequestHandle:
     def _served(self) -> bool:
         current = self._current
         if current is not None and isinstance(current.outcome, Succeeded):
-            usage = self._usage or Usage()
+            usage = self._usage if self._usage is not None else self.estimate  # billed (L11)
             self.result = Served(
                 credential_id=current.credential_id,
                 upstream_model=current.upstream_model,
@@ -800,26 +886,54 @@ class RequestHandle:
         self.engine.maybe_snapshot()
 
     def _resolve(self) -> None:
-        if not self._held or self._resolved:
-            return
-        sink = LocalLedgerSink(
-            hold_id=self.request_id,
-            command_id=f"{self.request_id}/resolve",
-            estimate=self.estimate,
-        )
-        if isinstance(self.result, Served):
-            if self._usage is not None and not self._usage.is_zero():
-                sink.on_success(self._usage)
+        commands: list[budget.SettleHold | budget.RefundHold] = []
+        reports: list[PlatformReport] = []
+        platform = self.settlement is SinkMode.PLATFORM
+        if (self._held or platform) and not self._resolved:
+            # The sink is chosen once; the hooks below are the same in every mode.
+            sink = open_sink(
+                self.settlement,
+                hold_id=self.request_id,
+                command_id=f"{self.request_id}/resolve",
+                estimate=self.estimate,
+            )
+            if isinstance(self.result, Served):
+                if self._usage is not None and not self._usage.is_zero():
+                    sink.on_success(self._usage)
+                else:
+                    sink.on_no_usage()
+            elif self._partial:
+                sink.on_incomplete(self._observed)
             else:
-                sink.on_no_usage()
-        elif self._partial:
-            sink.on_incomplete(self._observed)
-        else:
-            sink.on_error_before_output()
+                sink.on_error_before_output()
+            if isinstance(sink, LocalLedgerSink):
+                commands = sink.commands
+            else:
+                reports = sink.reports
+        deferred, self._deferred = self._deferred, None
         engine = self.engine
-        for command in sink.commands:
+        if deferred is not None:
+            first = commands[0] if commands else None
+            commands = commands[1:]
+
+            def decide(s: Folded, now: int) -> Sequence[Event]:
+                # The outcome (routing) and the settlement (budget) read and
+                # write disjoint state: one batch records both exactly.
+                observed = decide_outcome(engine.config.policy, s.routing, deferred, now_us=now)
+                if first is None:
+                    return observed
+                return (*observed, *_resolution(first)(s, now).events)
+
+            engine.runtime.append(decide)
+        for command in commands:
             engine.runtime.run(_resolution(command), _events_of)
-        self._resolved = True
+        if self._held or platform:
+            self._resolved = True
+        if reports:
+            deliver = engine.platform
+            assert deliver is not None  # checked when the request was made
+            for report in reports:
+                deliver(report)
 
     def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
         self._exit(error)

@@ -135,6 +135,9 @@ class Observation:
     hint_source: str | None = None
     #: Whether the provider may have charged for the attempt (usage or output seen).
     billed: bool = False
+    #: Whether a success came with a usage report (without one, the request is
+    #: billed its estimate, never zero: L11).
+    usage_reported: bool = True
 
     @property
     def failure(self) -> FailureClass | None:
@@ -680,7 +683,8 @@ def observe_response(
                 provider=dialect,
                 billed=True,
             )
-        tokens = _usage(body) or (0, 0)
+        reported = _usage(body)
+        tokens = reported or (0, 0)
         return Observation(
             outcome=Succeeded(
                 evidence=Evidence.UPSTREAM, input_tokens=tokens[0], output_tokens=tokens[1]
@@ -689,6 +693,7 @@ def observe_response(
             provider=dialect,
             model=_text(body.get("model")) or _text(body.get("modelVersion")),
             billed=True,
+            usage_reported=reported is not None,
         )
     text = content[:BODY_CHARS_MAX].decode("utf-8", "replace") if body is None else ""
     return _observe_error(
@@ -948,6 +953,8 @@ class StreamObserver:
         self.delivered_chars = 0
         self.input_tokens = 0
         self.output_tokens = 0
+        #: Whether any usage report was seen in the stream.
+        self.usage_seen = False
         self.finish_reason: str | None = None
         self.done = False
 
@@ -1044,6 +1051,7 @@ class StreamObserver:
             status=200,
             provider=self.provider,
             billed=True,
+            usage_reported=self.usage_seen,
         )
 
     def _line_received(self, line: str, now_us: int) -> Observation | None:
@@ -1133,6 +1141,7 @@ class StreamObserver:
         if kind == "message_start" and isinstance(payload.get("message"), dict):
             usage = payload["message"].get("usage")
             if isinstance(usage, dict):
+                self.usage_seen = True
                 self.input_tokens = _int(usage.get("input_tokens"), self.input_tokens)
                 self.output_tokens = _int(usage.get("output_tokens"), self.output_tokens)
         elif kind == "content_block_delta" and isinstance(payload.get("delta"), dict):
@@ -1156,6 +1165,7 @@ class StreamObserver:
                     self.finish_reason = str(candidate["finishReason"])
         tokens = _usage(payload)
         if tokens is not None:
+            self.usage_seen = True
             self.input_tokens = tokens[0] or self.input_tokens
             self.output_tokens = tokens[1] or self.output_tokens
 

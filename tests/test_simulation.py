@@ -23,7 +23,8 @@ from routeledger.adapters.simulation import (
 )
 from routeledger.core.budget import decide as budget_decide
 from routeledger.core.budget.ledger import AccountState
-from routeledger.core.budget.sinks import LocalLedgerSink
+from routeledger.core.budget.sinks import LocalLedgerSink, SinkMode
+from routeledger.core.budget.values import Usage
 
 #: The fixed seed set `make test` runs (small fleets, short workloads: ~10 s here).
 FIXED_SEEDS = range(24)
@@ -115,13 +116,20 @@ class _RefundSkipped(LocalLedgerSink):
         return None
 
 
+def _open_refund_skipped(
+    mode: SinkMode, *, hold_id: str, command_id: str, estimate: Usage
+) -> LocalLedgerSink:
+    assert mode is SinkMode.STANDALONE
+    return _RefundSkipped(hold_id=hold_id, command_id=command_id, estimate=estimate)
+
+
 def test_an_injected_skipped_refund_is_caught_by_a_fixed_seed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """I2/L5: with the refund skipped on a pre-output failure, seed 6 fails naming the
     leaked hold; the failure saves, replays exactly and shrinks; without the bug it passes."""
     assert simulate(REFUND_SEED, **FIXED_OPTIONS).ok
-    monkeypatch.setattr(engine_module, "LocalLedgerSink", _RefundSkipped)
+    monkeypatch.setattr(engine_module, "open_sink", _open_refund_skipped)
     report = simulate(REFUND_SEED, **FIXED_OPTIONS)
     assert not report.ok
     assert report.failure is not None

@@ -26,6 +26,7 @@ from .decide import (
     decide_next,
     decide_outcome,
     decide_start,
+    succeeded_problem,
 )
 from .failures import (
     DEFAULT_FAILURE_TABLE,
@@ -86,4 +87,5 @@ __all__ = [
     "fold",
     "initial",
     "status_at",
+    "succeeded_problem",
 ]

@@ -88,6 +88,7 @@ __all__ = [
     "decide_outcome",
     "decide_start",
     "mix64",
+    "succeeded_problem",
 ]
 
 #: Skipped candidates recorded on one decision; the rest are counted. Why: a
@@ -199,6 +200,19 @@ def _check_text(name: str, value: object) -> None:
 def _check_count(name: str, value: object, high: int = INT64_MAX) -> None:
     if type(value) is not int or not 0 <= value <= high:
         raise CommandError(f"{name} must be an int in 0..{high}, got {value!r}")
+
+
+def succeeded_problem(outcome: Succeeded) -> str | None:
+    """Why ``outcome`` cannot be recorded (malformed evidence or token counts), or ``None``."""
+    if not isinstance(outcome.evidence, Evidence):
+        return f"evidence must be an Evidence, got {outcome.evidence!r}"
+    for name, value in (
+        ("input_tokens", outcome.input_tokens),
+        ("output_tokens", outcome.output_tokens),
+    ):
+        if type(value) is not int or not 0 <= value <= INT64_MAX:
+            return f"{name} must be an int in 0..{INT64_MAX}, got {value!r}"
+    return None
 
 
 def decide_start(
@@ -338,11 +352,25 @@ def decide_next(
     *,
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None = None,
+    opening: RequestReceived | None = None,
 ) -> tuple[RoutingEvent, ...]:
-    """Decide the request's next step (see the module docstring)."""
-    request = state.requests.get(command.request_id)
-    if request is None:
-        raise CommandError(f"unknown request {command.request_id!r}: start it first")
+    """Decide the request's next step (see the module docstring).
+
+    ``opening`` is the :class:`RequestReceived` that :func:`decide_start` just
+    decided for this request, when the first step is to be appended in the same
+    batch (one commit per request opened): the step is decided exactly as if
+    that event had been folded first (it only creates the request's own entry).
+    """
+    if opening is None:
+        request = state.requests.get(command.request_id)
+        if request is None:
+            raise CommandError(f"unknown request {command.request_id!r}: start it first")
+    elif type(opening) is RequestReceived and opening.request_id == command.request_id:
+        if command.request_id in state.requests:
+            raise CommandError(f"request {command.request_id!r} was already started")
+        request = RequestState(opening)
+    else:
+        raise CommandError(f"opening must be this request's RequestReceived, got {opening!r}")
     if request.terminal or request.in_flight is not None:
         return ()
     attempt_id = command.attempt_id
@@ -786,10 +814,9 @@ def decide_outcome(
     version = request.version + 1
     observed: AttemptSucceeded | AttemptFailed
     if isinstance(outcome, Succeeded):
-        if not isinstance(outcome.evidence, Evidence):
-            raise CommandError(f"evidence must be an Evidence, got {outcome.evidence!r}")
-        _check_count("input_tokens", outcome.input_tokens)
-        _check_count("output_tokens", outcome.output_tokens)
+        problem = succeeded_problem(outcome)
+        if problem is not None:
+            raise CommandError(problem)
         observed = AttemptSucceeded(
             stream_id=stream_id,
             version=version,

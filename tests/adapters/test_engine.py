@@ -17,6 +17,7 @@ from routeledger.adapters.engine import (
     counter_ids,
 )
 from routeledger.core.budget.values import HoldStatus
+from routeledger.core.errors import UsageError
 from routeledger.core.routing import FailureClass, Phase
 from routeledger.core.routing.events import AttemptRouted, WaitDecided
 
@@ -294,3 +295,116 @@ def engine_store_at(url: str):  # type: ignore[no-untyped-def]
     from routeledger.adapters.store import open_store
 
     return open_store(url)
+
+
+# --- settlement mode: the same exit path, only the sink differs (I2) ----------------
+
+
+def _scenario(engine: Engine, kind: str, **mode: object) -> str:
+    """Run one request that ends as ``kind``; return its request id."""
+    with engine.request(route="chat", caller_scope="u", input_tokens=10, **mode) as req:  # type: ignore[arg-type]
+        for attempt in req.sync_attempts():
+            if kind == "served":
+                attempt.succeeded(input_tokens=10, output_tokens=50)
+            elif kind == "no-usage":
+                attempt.succeeded()
+            elif kind == "cut":
+                attempt.failed(FailureClass.STREAM_INTERRUPTED, phase=Phase.MID_STREAM, billed=True)
+                break
+            else:
+                attempt.failed(FailureClass.PROVIDER_UNAVAILABLE)
+    return req.request_id
+
+
+@pytest.mark.parametrize("kind", ["served", "no-usage", "cut", "before-output"])
+def test_platform_mode_reports_exactly_what_standalone_mode_books(kind: str) -> None:
+    """I2: for every way a request ends, the platform is told the usage the local ledger would book."""
+    from routeledger.core.budget.sinks import Outcome, PlatformReport, SinkMode
+
+    reports: list[PlatformReport] = []
+    platform_engine = Engine.open(
+        "memory://",
+        parse_config(CONFIG),
+        clock=FakeClock(),
+        ids=counter_ids(),
+        platform=reports.append,
+    )
+    standalone_engine, _ = make_engine()
+
+    platform_id = _scenario(platform_engine, kind, settlement=SinkMode.PLATFORM)
+    standalone_id = _scenario(standalone_engine, kind, accounts=("team",))
+
+    (report,) = reports
+    assert report.hold_id == platform_id
+    assert (
+        report.outcome
+        is {
+            "served": Outcome.SUCCESS,
+            "no-usage": Outcome.NO_USAGE,
+            "cut": Outcome.INCOMPLETE,
+            "before-output": Outcome.ERROR_BEFORE_OUTPUT,
+        }[kind]
+    )
+    assert not platform_engine.state.budget.holds  # nothing held locally in platform mode
+    account = standalone_engine.state.budget.accounts["team"]
+    booked = account.spent
+    assert (report.usage.cost_micros if report.usage is not None else 0) == booked
+    assert (report.usage is None) == (
+        hold_status(standalone_engine, standalone_id) is HoldStatus.REFUNDED
+    )
+
+
+def test_platform_mode_is_checked_when_the_request_is_made() -> None:
+    """A platform-mode request with local accounts, or with no platform to report to, is a UsageError."""
+    from routeledger.core.budget.sinks import SinkMode
+
+    engine, _ = make_engine()
+    with pytest.raises(UsageError, match="platform"):
+        engine.request(route="chat", caller_scope="u", settlement=SinkMode.PLATFORM)
+    engine.platform = lambda report: None
+    with pytest.raises(UsageError, match="no accounts"):
+        engine.request(
+            route="chat", caller_scope="u", accounts=("team",), settlement=SinkMode.PLATFORM
+        )
+    with pytest.raises(UsageError, match="SinkMode"):
+        engine.request(route="chat", caller_scope="u", settlement="platform")  # type: ignore[arg-type]
+
+
+def test_a_success_without_a_usage_report_bills_the_estimate() -> None:
+    """L11: a served request whose provider reported no usage settles at its estimate, never zero."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",), input_tokens=10) as req:
+        for attempt in req.sync_attempts():
+            attempt.succeeded()
+    assert isinstance(req.result, Served)
+    assert req.result.cost_micros == req.estimate.cost_micros == 410
+    account = engine.state.budget.accounts["team"]
+    assert (account.spent, account.reserved) == (410, 0)
+
+
+def test_a_success_is_recorded_with_its_settlement_in_one_commit() -> None:
+    """A served request takes two commits: request + hold + first attempt, then outcome + settlement."""
+    engine, _ = make_engine()
+    appends: list[int] = []
+    real_append = engine.store.append
+
+    def counting(events: object) -> tuple[int, ...]:
+        positions = real_append(events)  # type: ignore[arg-type]
+        appends.append(len(positions))
+        return positions
+
+    engine.store.append = counting  # type: ignore[method-assign]
+    with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+        for attempt in req.sync_attempts():
+            attempt.succeeded(input_tokens=1, output_tokens=1)
+    assert appends == [4, 3]
+    kinds = [type(r.event).__name__ for r in engine.store.read_all(engine.store.max_position() - 7)]
+    assert kinds == [
+        "RequestReceived",
+        "HoldPlaced",
+        "AmountReserved",
+        "AttemptRouted",
+        "AttemptSucceeded",
+        "HoldSettled",
+        "AmountPosted",
+    ]

@@ -232,12 +232,14 @@ def test_openai_success_carries_usage() -> None:
     )
     assert observation.model == "gpt-4o-2024-08-06" and observation.billed
     assert observation.failure is None
+    assert observation.usage_reported
 
 
-def test_openai_success_without_usage_counts_zero() -> None:
-    """A 200 without usage is still a success, with zero tokens."""
+def test_openai_success_without_usage_says_none_was_reported() -> None:
+    """A 200 without usage is still a success, with zero tokens, marked as not reporting usage (L11)."""
     observation = observe_response(response(200, {"choices": []}), now_us=NOW_US)
     assert observation.outcome == Succeeded(evidence=Evidence.UPSTREAM)
+    assert not observation.usage_reported
 
 
 def test_content_filter_finish_reason_is_a_failure() -> None:

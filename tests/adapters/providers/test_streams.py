@@ -57,6 +57,7 @@ def test_openai_stream_success_with_done() -> None:
     )
     observation = observer.end(now_us=60)
     assert observation.outcome == Succeeded(input_tokens=5, output_tokens=2)
+    assert observation.usage_reported
     assert (
         observer.first_byte_us,
         observer.first_token_us,
@@ -64,6 +65,14 @@ def test_openai_stream_success_with_done() -> None:
         observer.delivered_chars,
     ) == (10, 30, 5, 5)
     assert observer.provider is Provider.OPENAI and observer.state is StreamState.ENDED
+
+
+def test_a_stream_without_usage_says_none_was_reported() -> None:
+    """A complete stream that never reported usage is a success marked as not reporting usage (L11)."""
+    observer = StreamObserver()
+    observer.feed(_openai_chunk("hi", "stop") + b"data: [DONE]\n\n", now_us=1)
+    observation = observer.end(now_us=2)
+    assert isinstance(observation.outcome, Succeeded) and not observation.usage_reported
 
 
 def test_chunks_split_anywhere_reassemble() -> None:

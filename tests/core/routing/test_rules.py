@@ -887,3 +887,27 @@ def test_failed_outcome_records_status_detail_and_billing_for_the_report() -> No
     )
     failed = [e for e in world.outcome(outcome) if isinstance(e, AttemptFailed)]
     assert [(e.status, e.detail, e.billed) for e in failed] == [(503, "overloaded", True)]
+
+
+def test_opening_must_be_this_new_requests_received_event() -> None:
+    """decide_next refuses an opening of another request, or one for a request already started."""
+    world = World(policy({"chat": [target("k1/a")]}))
+    command = StartRequest(request_id="r1", route="chat", caller_scope="caller")
+    (received,) = decide_start(world.policy, world.state, command, now_us=T0)
+    with pytest.raises(CommandError, match="opening must be"):
+        decide_next(
+            world.policy,
+            world.state,
+            NextStep(request_id="r2", attempt_id="a"),
+            now_us=T0,
+            opening=received,
+        )
+    world.start("r1")
+    with pytest.raises(CommandError, match="already started"):
+        decide_next(
+            world.policy,
+            world.state,
+            NextStep(request_id="r1", attempt_id="a"),
+            now_us=T0,
+            opening=received,
+        )

@@ -19,10 +19,12 @@ from routeledger.core.routing import (
     Phase,
     RecordOutcome,
     RequestLimits,
+    StartRequest,
     Strategy,
     Succeeded,
     decide_next,
     decide_outcome,
+    decide_start,
     fold,
     initial,
 )
@@ -128,7 +130,23 @@ class RoutingMachine(RuleBasedStateMachine):
     )
     def start_request(self, backups: list[str], seed: int) -> None:
         self.requests += 1
-        self.world.start(f"r{self.requests}", backups=tuple(backups), seed=seed, stream=True)
+        request_id = f"r{self.requests}"
+        world = self.world
+        command = StartRequest(
+            request_id=request_id,
+            route="chat",
+            caller_scope="caller",
+            backups=tuple(backups),
+            seed=seed,
+            stream=True,
+        )
+        (received,) = decide_start(world.policy, world.state, command, now_us=world.now)
+        # One commit per request opened: the first step decided beside the
+        # unfolded start equals the step decided after folding it.
+        step = NextStep(request_id=request_id, attempt_id=f"first-{request_id}")
+        opened = decide_next(world.policy, world.state, step, now_us=world.now, opening=received)
+        world.start(request_id, backups=tuple(backups), seed=seed, stream=True)
+        assert decide_next(world.policy, world.state, step, now_us=world.now) == opened
 
     def _open(self) -> list[str]:
         return [
