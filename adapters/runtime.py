@@ -26,10 +26,12 @@ import attrs
 
 from routeledger.core import catalog  # noqa: F401  (registers every event type)
 from routeledger.core.budget import ledger as budget
+from routeledger.core.budget.events import BudgetEvent
 from routeledger.core.credentials import lifecycle as credentials
 from routeledger.core.errors import RouteLedgerError
 from routeledger.core.events import Event
 from routeledger.core.routing import state as routing
+from routeledger.core.routing.events import RoutingEvent
 
 from .store import Conflict, EventStore, Recorded
 
@@ -49,6 +51,11 @@ RETRY_PAUSE_S_MIN: Final = 0.001
 RETRY_PAUSE_S_MAX: Final = 0.1
 
 T = TypeVar("T")
+
+#: Streams more than one context folds: the credential lifecycle and
+#: credential-wide availability share ``cred:<id>``; the lifecycle tracks
+#: ``install:`` stream versions whatever wrote them.
+SHARED_STREAM_PREFIXES: Final = ("cred:", "install:")
 
 
 class ConflictRetriesExhausted(RouteLedgerError):
@@ -70,13 +77,30 @@ class Folded:
     at_us_max: int = 0
 
     def apply(self, evt: Event) -> None:
-        """Fold one event into every context (each ignores what is not its own)."""
-        self.routing = routing.evolve(self.routing, evt)
-        self.budget = budget.evolve(self.budget, evt)
-        self.credentials = credentials.evolve(self.credentials, evt)
+        """Fold one event into every context that reads it (the others would ignore it).
+
+        A routing or budget event on a stream of its own context is read by that
+        context alone; an event on a shared ``cred:``/``install:`` stream, or of
+        any other kind, goes through every context (each ignores what is not its
+        own). ``tests/adapters/test_runtime.py`` checks this equals folding every
+        event through every context.
+        """
+        if evt.stream_id.startswith(SHARED_STREAM_PREFIXES):
+            self._apply_all(evt)
+        elif isinstance(evt, RoutingEvent):
+            self.routing = routing.evolve(self.routing, evt)
+        elif isinstance(evt, BudgetEvent):
+            self.budget = budget.evolve(self.budget, evt)
+        else:
+            self._apply_all(evt)
         self.events += 1
         if evt.at_us > self.at_us_max:
             self.at_us_max = evt.at_us
+
+    def _apply_all(self, evt: Event) -> None:
+        self.routing = routing.evolve(self.routing, evt)
+        self.budget = budget.evolve(self.budget, evt)
+        self.credentials = credentials.evolve(self.credentials, evt)
 
     def check_invariants(self) -> None:
         """Every context's invariants (raises InvariantViolation)."""
