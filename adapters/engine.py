@@ -36,6 +36,7 @@ The clock and the id generator are injected (real by default, fake in tests).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import time
@@ -49,6 +50,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from routeledger.core.budget import decide as budget
+from routeledger.core.budget.group import HoldGroup
 from routeledger.core.budget.sinks import LocalLedgerSink, PlatformReport, SinkMode, open_sink
 from routeledger.core.budget.values import Rejection, Usage
 from routeledger.core.credentials.decide import (
@@ -86,10 +88,12 @@ from routeledger.core.routing.events import (
     FallbackExhausted,
     WaitDecided,
 )
+from routeledger.core.routing.state import group_view, note_in_view, request_local
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability
 
 from .config import CredentialEndpoint, EngineConfig, load_config
+from .grouping import GroupCommitter, Slot
 from .observe import Observation, observe_exception, observe_response
 from .runtime import Folded, Runtime
 from .scrub import DEFAULT_SCRUBBER, Scrubber
@@ -262,6 +266,13 @@ class Engine:
         if runtime is None or runtime.state.events == 0:
             self.runtime.state.routing = routing_state.initial(config.policy)
         self._closed = False
+        #: Entries and exits of concurrent requests share commits (see
+        #: ``_decide_group`` and ``adapters/grouping.py``).
+        self.committer: GroupCommitter[_Item, _Opened] = GroupCommitter(
+            self.runtime, functools.partial(_decide_group, self), _opened_events
+        )
+        #: Resolutions of entries whose caller was cancelled (kept referenced).
+        self._background: set[asyncio.Task[None]] = set()
         #: Events folded when the last snapshot was saved (or restored).
         self._snapshot_events = 0
 
@@ -495,6 +506,99 @@ def _opened_events(opened: _Opened) -> Sequence[Event]:
     return opened.events
 
 
+class _Enter(NamedTuple):
+    """Entering a request: its start, its hold (if any) and its first step."""
+
+    handle: RequestHandle
+    hold: budget.PlaceHold | None
+
+
+class _Leave(NamedTuple):
+    """Leaving a request: a success kept for this commit, the first settlement command."""
+
+    handle: RequestHandle
+    deferred: RecordOutcome | None
+    resolution: budget.SettleHold | budget.RefundHold | None
+    #: Further commands (appended on their own) and platform reports, after the commit.
+    later: tuple[budget.SettleHold | budget.RefundHold, ...]
+    reports: tuple[PlatformReport, ...]
+
+
+_Item = _Enter | _Leave
+
+
+def _decide_group(
+    engine: Engine, state: Folded, items: Sequence[_Item], now: int
+) -> list[_Opened | Exception]:
+    """Decide the entries and exits of several requests as one batch, exactly.
+
+    Budget commands go through a :class:`HoldGroup` (each sees the ones
+    before). Routing decisions go through a :func:`group_view`: exact while
+    every routing event so far is request-local, so the group ends after an
+    item with any other routing event, and before a second item of the same
+    request (the committer queues the rest for the next group).
+    """
+    policy = engine.config.policy
+    holds = HoldGroup(
+        state.budget,
+        [c for i in items for c in ((i.hold,) if isinstance(i, _Enter) else (i.resolution,)) if c],
+    )
+    # A lone item is decided on the state itself (nothing follows it to mislead).
+    view = group_view(state.routing) if len(items) > 1 else state.routing
+    track = engine.track_credentials
+    seen: set[str] = set()
+    outcomes: list[_Opened | Exception] = []
+    for item in items:
+        request_id = item.handle.request_id
+        if request_id in seen:
+            break
+        seen.add(request_id)
+        held: budget.Decision | None = None
+        try:
+            if isinstance(item, _Enter):
+                started = decide_start(policy, view, item.handle.start, now_us=now)
+                routed: Sequence[Event] = started
+                opened: _Opened
+                if item.hold is not None:
+                    held = holds.peek(item.hold, now_us=now)
+                if held is not None and held.rejection is not None:
+                    opened = _Opened((*started, *held.events), held.rejection, None)
+                elif len(started) != 1:
+                    opened = _Opened((*started, *(held.events if held else ())), None, None)
+                else:
+                    step = decide_next(
+                        policy,
+                        view,
+                        NextStep(request_id=request_id, attempt_id=f"{request_id}/1"),
+                        now_us=now,
+                        credentials=usability(state.credentials, now) if track else None,
+                        opening=started[0],  # type: ignore[arg-type]
+                    )
+                    routed = (*started, *step)
+                    opened = _Opened((*started, *(held.events if held else ()), *step), None, step)
+            else:
+                routed = (
+                    decide_outcome(policy, view, item.deferred, now_us=now)
+                    if item.deferred is not None
+                    else ()
+                )
+                if item.resolution is not None:
+                    held = holds.peek(item.resolution, now_us=now)
+                opened = _Opened((*routed, *(held.events if held else ())), None, None)
+        except UsageError as error:
+            outcomes.append(error)
+            continue
+        if held is not None:
+            holds.keep(held)
+        outcomes.append(opened)
+        if len(items) == 1:
+            break
+        note_in_view(view, routed)
+        if not request_local(routed, request_id):
+            break
+    return outcomes
+
+
 def _open_account(
     command: budget.OpenAccount, zones: Callable[[str], tzinfo]
 ) -> Callable[[Folded, int], budget.Decision]:
@@ -710,46 +814,23 @@ class RequestHandle:
 
     # -- entering: record the request and place the hold, atomically ------------
 
-    def _enter(self) -> RequestHandle:
+    def _enter_item(self) -> _Enter:
         if self._entered:
             raise UsageError(f"request {self.request_id} was already entered")
         self._entered = True
-        engine = self.engine
-        hold = budget.PlaceHold(
-            hold_id=self.request_id,
-            account_ids=self.accounts,
-            estimate=self.estimate,
-            ttl_us=engine.hold_ttl_us(),
-        )
-        first = NextStep(request_id=self.request_id, attempt_id=f"{self.request_id}/1")
-        track = engine.track_credentials
-
-        def decide(s: Folded, now: int) -> _Opened:
-            # Routing and budget read and write disjoint state, so deciding both
-            # from ``s`` and appending them as one batch is exact. The first step
-            # is decided beside the unfolded start (``opening``): one commit
-            # records the request, its hold and where its first attempt goes.
-            policy = engine.config.policy
-            started = decide_start(policy, s.routing, self.start, now_us=now)
-            held: Sequence[Event] = ()
-            if self.accounts:
-                decision = budget.decide_place_hold(s.budget, hold, now_us=now)
-                if decision.rejection is not None:
-                    return _Opened((*started, *decision.events), decision.rejection, None)
-                held = decision.events
-            if len(started) != 1:
-                return _Opened((*started, *held), None, None)  # already started: step later
-            step = decide_next(
-                policy,
-                s.routing,
-                first,
-                now_us=now,
-                credentials=usability(s.credentials, now) if track else None,
-                opening=started[0],  # type: ignore[arg-type]
+        hold = (
+            budget.PlaceHold(
+                hold_id=self.request_id,
+                account_ids=self.accounts,
+                estimate=self.estimate,
+                ttl_us=self.engine.hold_ttl_us(),
             )
-            return _Opened((*started, *held, *step), None, step)
+            if self.accounts
+            else None
+        )
+        return _Enter(self, hold)
 
-        opened = engine.runtime.run(decide, _opened_events)
+    def _entered_with(self, opened: _Opened) -> RequestHandle:
         if opened.rejection is not None:
             self.result = BudgetRejected(rejection=opened.rejection)
             self._resolved = True
@@ -758,11 +839,29 @@ class RequestHandle:
             self._first_step = opened.step
         return self
 
+    def _enter(self) -> RequestHandle:
+        return self._entered_with(self.engine.committer.submit(self._enter_item()))
+
     def __enter__(self) -> RequestHandle:
         return self._enter()
 
     async def __aenter__(self) -> RequestHandle:
-        return self._enter()
+        item = self._enter_item()
+        opened = await self.engine.committer.asubmit(item, on_abandoned=self._entry_abandoned)
+        return self._entered_with(opened)
+
+    def _entry_abandoned(self, slot: Slot[_Item, _Opened]) -> None:
+        """The caller was cancelled while entering; the entry was recorded anyway: close it."""
+        try:
+            opened = slot.result()
+        except Exception:
+            return  # nothing was recorded
+        self._entered_with(opened)
+        task = asyncio.get_running_loop().create_task(
+            self._aleave(asyncio.CancelledError("cancelled while entering"))
+        )
+        self.engine._background.add(task)
+        task.add_done_callback(self.engine._background.discard)
 
     # -- attempts ---------------------------------------------------------------
 
@@ -866,7 +965,10 @@ class RequestHandle:
             return 0
         return price.estimate_micros(input_tokens, output_tokens)
 
-    def _exit(self, error: BaseException | None) -> None:
+    def _leave_item(self, error: BaseException | None) -> _Leave | None:
+        """Record an unfinished attempt, pick the sink and build the resolution to commit."""
+        if self._first_step is not None and self.result is None:
+            self._next()  # the first step was decided at entry but never taken: take it now
         current = self._current
         if current is not None and current.outcome is None:
             # The caller left mid-attempt (an exception, a cancel): record why.
@@ -882,10 +984,6 @@ class RequestHandle:
                 detail=type(error).__name__ if error is not None else "left without an outcome",
             )
         self._served()
-        self._resolve()
-        self.engine.maybe_snapshot()
-
-    def _resolve(self) -> None:
         commands: list[budget.SettleHold | budget.RefundHold] = []
         reports: list[PlatformReport] = []
         platform = self.settlement is SinkMode.PLATFORM
@@ -910,34 +1008,47 @@ class RequestHandle:
                 commands = sink.commands
             else:
                 reports = sink.reports
-        deferred, self._deferred = self._deferred, None
-        engine = self.engine
-        if deferred is not None:
-            first = commands[0] if commands else None
-            commands = commands[1:]
-
-            def decide(s: Folded, now: int) -> Sequence[Event]:
-                # The outcome (routing) and the settlement (budget) read and
-                # write disjoint state: one batch records both exactly.
-                observed = decide_outcome(engine.config.policy, s.routing, deferred, now_us=now)
-                if first is None:
-                    return observed
-                return (*observed, *_resolution(first)(s, now).events)
-
-            engine.runtime.append(decide)
-        for command in commands:
-            engine.runtime.run(_resolution(command), _events_of)
-        if self._held or platform:
             self._resolved = True
-        if reports:
-            deliver = engine.platform
-            assert deliver is not None  # checked when the request was made
-            for report in reports:
-                deliver(report)
+        deferred, self._deferred = self._deferred, None
+        if deferred is None and not commands and not reports:
+            return None
+        return _Leave(
+            self,
+            deferred,
+            commands[0] if commands else None,
+            tuple(commands[1:]),
+            tuple(reports),
+        )
+
+    def _left(self, item: _Leave | None) -> None:
+        """After the resolution is recorded: any further command, platform reports, a snapshot."""
+        engine = self.engine
+        if item is not None:
+            for command in item.later:
+                engine.runtime.run(_resolution(command), _events_of)
+            if item.reports:
+                deliver = engine.platform
+                assert deliver is not None  # checked when the request was made
+                for report in item.reports:
+                    deliver(report)
+        engine.maybe_snapshot()
+
+    def _exit(self, error: BaseException | None) -> None:
+        item = self._leave_item(error)
+        if item is not None:
+            self.engine.committer.submit(item)
+        self._left(item)
+
+    async def _aleave(self, error: BaseException | None) -> None:
+        item = self._leave_item(error)
+        if item is not None:
+            await self.engine.committer.asubmit(item, on_abandoned=lambda slot: self._left(item))
+        self._left(item)
 
     def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
         self._exit(error)
 
     async def __aexit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
-        # No awaits here: a cancellation cannot interrupt the resolution.
-        self._exit(error)
+        # The resolution is queued before the only await; a cancellation there
+        # does not withdraw it (the committer records it and ``_left`` runs).
+        await self._aleave(error)

@@ -39,22 +39,22 @@ import asyncio
 import functools
 import threading
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from routeledger.core.budget.decide import Decision
 from routeledger.core.budget.group import GROUP_COMMANDS_MAX, HoldCommand, Outcome, decide_holds
-from routeledger.core.errors import UsageError
+from routeledger.core.errors import InvariantViolation, UsageError
 from routeledger.core.events import Event
 
 from .runtime import Folded, Runtime
 
-__all__ = ["GroupCommitter", "HoldCommitter"]
+__all__ = ["GroupCommitter", "HoldCommitter", "Slot"]
 
 C = TypeVar("C")
 R = TypeVar("R")
 
 
-class _Slot(Generic[C, R]):
+class Slot(Generic[C, R]):
     """One queued command and, once committed, what it came to."""
 
     __slots__ = ("command", "done", "error", "future", "loop", "outcome", "wake")
@@ -100,7 +100,9 @@ class GroupCommitter(Generic[C, R]):
 
     ``decide_group(state, commands, now_us)`` must decide the commands in order,
     each seeing the ones before, without modifying ``state``, and return one
-    outcome per command: a result, or the exception its caller should get.
+    outcome per command (a result, or the exception its caller should get) for
+    the commands it took: all of them, or a prefix of at least one when the
+    rest cannot be decided exactly in the same batch (they wait for the next).
     ``events_of(outcome)`` gives the events an outcome records.
     """
 
@@ -120,7 +122,7 @@ class GroupCommitter(Generic[C, R]):
         self.group_max = group_max
         self._decide_group = decide_group
         self._events_of = events_of
-        self._queue: list[_Slot[C, R]] = []
+        self._queue: list[Slot[C, R]] = []
         #: Guards the queue and the leader flag (held only for list operations).
         self._mutex = threading.Lock()
         #: Whether someone leads commits (a thread caller or a loop's driver).
@@ -139,7 +141,7 @@ class GroupCommitter(Generic[C, R]):
         the store's error if its group could not be recorded (then nothing of it
         was).
         """
-        slot: _Slot[C, R] = _Slot(command)
+        slot: Slot[C, R] = Slot(command)
         with self._mutex:
             self._queue.append(slot)
             lead = not self._leading
@@ -154,17 +156,30 @@ class GroupCommitter(Generic[C, R]):
 
     # --- async callers ----------------------------------------------------------
 
-    async def asubmit(self, command: C) -> R:
-        """:meth:`submit` for coroutines: the event loop runs while the group is recorded."""
+    async def asubmit(
+        self, command: C, *, on_abandoned: Callable[[Slot[C, R]], None] | None = None
+    ) -> R:
+        """:meth:`submit` for coroutines: the event loop runs while the group is recorded.
+
+        If the awaiting task is cancelled, the command is still decided and
+        recorded; ``on_abandoned(slot)`` is then called on the loop once it is
+        done (``slot.result()`` gives the outcome or raises its error), so the
+        caller can resolve what it started.
+        """
         loop = asyncio.get_running_loop()
-        slot: _Slot[C, R] = _Slot(command, loop)
+        slot: Slot[C, R] = Slot(command, loop)
         with self._mutex:
             self._queue.append(slot)
             lead = not self._leading
             self._leading = True
         if lead:
             self._start_driver()
-        await asyncio.shield(slot.future)
+        try:
+            await asyncio.shield(slot.future)
+        except asyncio.CancelledError:
+            if on_abandoned is not None:
+                slot.future.add_done_callback(lambda _: on_abandoned(slot))
+            raise
         return slot.result()
 
     def _start_driver(self) -> None:
@@ -173,37 +188,50 @@ class GroupCommitter(Generic[C, R]):
         task.add_done_callback(self._drivers.discard)
 
     async def _drive(self) -> None:
-        """Commit groups in the executor while the queue's oldest caller is a coroutine."""
+        """Commit groups in the executor while the queue's oldest caller is a coroutine.
+
+        The commit *and* the hand-over run in the worker thread, so a thread
+        caller waiting to lead is woken even if this loop is blocked.
+        """
         loop = asyncio.get_running_loop()
+        keep = functools.partial(_same_loop, loop)
         while True:
             group = self._take()
-            pending = loop.run_in_executor(None, self._commit_locked, group)
+            pending = loop.run_in_executor(None, self._commit_and_hand_over, group, keep)
             try:
-                await asyncio.shield(pending)
+                keep_leading = await asyncio.shield(pending)
             except asyncio.CancelledError:
-                # The commit goes on in its thread: tell the callers when it ends.
-                pending.add_done_callback(functools.partial(self._after_cancel, group))
+                # The commit and hand-over go on in the thread; only this driver
+                # stops, so a kept leadership must pass to a new driver.
+                pending.add_done_callback(self._after_cancel)
                 raise
-            if not self._after(group, lambda head: head.loop is loop):
+            if not keep_leading:
                 return
 
-    def _after_cancel(self, group: list[_Slot[C, R]], _: object) -> None:
-        self._after(group, lambda head: False)
+    def _after_cancel(self, pending: asyncio.Future[bool]) -> None:
+        if not pending.cancelled() and pending.exception() is None and pending.result():
+            self._start_driver()
 
-    def _after(self, group: list[_Slot[C, R]], keep: Callable[[_Slot[C, R]], bool]) -> bool:
-        for slot in group:
-            slot.resume()
+    def _commit_and_hand_over(
+        self, group: list[Slot[C, R]], keep: Callable[[Slot[C, R]], bool]
+    ) -> bool:
+        try:
+            self._commit_locked(group)
+        finally:
+            for slot in group:
+                if slot.done:
+                    slot.resume()
         return self._hand_over(keep)
 
     # --- both -----------------------------------------------------------------
 
-    def _take(self) -> list[_Slot[C, R]]:
+    def _take(self) -> list[Slot[C, R]]:
         with self._mutex:
             group = self._queue[: self.group_max]
             del self._queue[: self.group_max]
         return group
 
-    def _hand_over(self, keep: Callable[[_Slot[C, R]], bool]) -> bool:
+    def _hand_over(self, keep: Callable[[Slot[C, R]], bool]) -> bool:
         """After a commit: keep leading if ``keep(oldest waiting)``; else wake the next leader.
 
         Leadership never lapses while commands wait, so none is left behind.
@@ -221,18 +249,19 @@ class GroupCommitter(Generic[C, R]):
             head.loop.call_soon_threadsafe(self._start_driver)
         return False
 
-    def _commit_next(self, own: _Slot[C, R]) -> None:
+    def _commit_next(self, own: Slot[C, R]) -> None:
         """A thread caller leads one group (its own command first in it), then hands over."""
         group = self._take()
         try:
             self._commit_locked(group)
         finally:
             for slot in group:
-                if slot is not own:
+                if slot.done and slot is not own:
                     slot.resume()
-            self._hand_over(lambda head: False)
+            self._hand_over(_never)
 
-    def _commit_locked(self, group: list[_Slot[C, R]]) -> None:
+    def _commit_locked(self, group: list[Slot[C, R]]) -> None:
+        """Decide and record ``group`` (or the prefix the decider takes; the rest wait again)."""
         commands = [slot.command for slot in group]
         decide_group = self._decide_group
         events_of = self._events_of
@@ -246,6 +275,10 @@ class GroupCommitter(Generic[C, R]):
         try:
             with self.runtime.lock:
                 outcomes = self.runtime.run(decide, events)
+            if not 1 <= len(outcomes) <= len(group):
+                raise InvariantViolation(
+                    f"a group decider returned {len(outcomes)} outcomes for {len(group)} commands"
+                )
         except BaseException as error:
             # Every caller of the group hears of it; only an interrupt also
             # propagates here (the callers have been told).
@@ -256,10 +289,23 @@ class GroupCommitter(Generic[C, R]):
                 raise
             return
         self.commits += 1
-        self.commands += len(group)
-        for slot, outcome in zip(group, outcomes, strict=True):
+        self.commands += len(outcomes)
+        for slot, outcome in zip(group, outcomes, strict=False):
             slot.outcome = outcome  # type: ignore[assignment]
             slot.done = True
+        later = group[len(outcomes) :]
+        if later:
+            # Not decided in this group (see the decider): first in line again.
+            with self._mutex:
+                self._queue[0:0] = later
+
+
+def _same_loop(loop: asyncio.AbstractEventLoop, head: Slot[Any, Any]) -> bool:
+    return head.loop is loop
+
+
+def _never(head: Slot[Any, Any]) -> bool:
+    return False
 
 
 def _decide_holds(state: Folded, commands: Sequence[HoldCommand], now_us: int) -> Sequence[Outcome]:

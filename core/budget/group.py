@@ -41,7 +41,7 @@ from .decide import (
 )
 from .ledger import LedgerState, fold
 
-__all__ = ["GROUP_COMMANDS_MAX", "HoldCommand", "Outcome", "decide_holds"]
+__all__ = ["GROUP_COMMANDS_MAX", "HoldCommand", "HoldGroup", "Outcome", "decide_holds"]
 
 #: Commands decided as one batch, at most. Why: one commit on SQLite costs
 #: ~0.25 ms and a hold ~30 µs of CPU (decide, encode, insert, fold), so 64
@@ -97,6 +97,37 @@ def _scratch(state: LedgerState, commands: Sequence[HoldCommand]) -> LedgerState
     return scratch
 
 
+class HoldGroup:
+    """Hold commands decided one after another on a scratch ledger, each seeing the ones before.
+
+    Build it with every command the group may decide (so the scratch holds
+    what they read), then :meth:`peek` a command's decision and :meth:`keep`
+    it once the caller has decided to record it; a peeked decision that is not
+    kept leaves no trace. ``state`` is never modified.
+    """
+
+    __slots__ = ("scratch", "_alone")
+
+    def __init__(self, state: LedgerState, commands: Sequence[HoldCommand]) -> None:
+        #: A lone command is decided on ``state`` itself: nothing follows it in
+        #: the group, so there is nothing to keep and nothing to copy.
+        self._alone = len(commands) <= 1
+        self.scratch = state if self._alone else _scratch(state, commands)
+
+    def peek(self, command: HoldCommand, *, now_us: int) -> Decision:
+        """The decision for ``command`` after those kept so far (raises UsageError on misuse)."""
+        decide = _DECIDERS.get(type(command))
+        if decide is None:
+            raise UsageError(f"not a hold command: {type(command).__name__}")
+        return decide(self.scratch, command, now_us=now_us)
+
+    def keep(self, decision: Decision) -> None:
+        """Count ``decision`` as recorded: the next commands see it."""
+        if self._alone:
+            return  # the live state is folded by its owner once the batch is recorded
+        fold(decision.events, self.scratch)
+
+
 def decide_holds(
     state: LedgerState, commands: Sequence[HoldCommand], *, now_us: int
 ) -> tuple[Outcome, ...]:
@@ -107,20 +138,16 @@ def decide_holds(
     """
     if not 1 <= len(commands) <= GROUP_COMMANDS_MAX:
         raise UsageError(f"a group holds 1..{GROUP_COMMANDS_MAX} commands, got {len(commands)}")
-    scratch = _scratch(state, commands)
+    group = HoldGroup(state, commands)
     outcomes: list[Outcome] = []
     for index, command in enumerate(commands):
-        decide = _DECIDERS.get(type(command))
-        if decide is None:
-            outcomes.append(
-                UsageError(f"group command {index}: not a hold command: {type(command).__name__}")
-            )
-            continue
         try:
-            decision = decide(scratch, command, now_us=now_us)
+            decision = group.peek(command, now_us=now_us)
         except UsageError as error:
+            if type(command) not in _DECIDERS:
+                error = UsageError(f"group command {index}: {error}")
             outcomes.append(error)
             continue
-        fold(decision.events, scratch)
+        group.keep(decision)
         outcomes.append(decision)
     return tuple(outcomes)

@@ -71,8 +71,11 @@ __all__ = [
     "check_invariants",
     "evolve",
     "fold",
+    "group_view",
     "initial",
+    "note_in_view",
     "reindex",
+    "request_local",
     "status_at",
 ]
 
@@ -353,8 +356,49 @@ def _on_routed(state: RoutingState, event: AttemptRouted) -> RoutingState:
     request.attempts[event.attempt_id] = AttemptRecord(event)
     request.in_flight = event.attempt_id
     request.position = event.chain_position
-    state.cursors[event.target_path] = event.member_index + 1
+    _advance_cursor(state, event)
     return state
+
+
+def _advance_cursor(state: RoutingState, event: AttemptRouted) -> None:
+    state.cursors[event.target_path] = event.member_index + 1
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def group_view(state: RoutingState) -> RoutingState:
+    """A view for deciding several requests' steps as one batch (group commit).
+
+    A decision of one request reads only that request's own entry, the
+    round-robin cursors and pair / credential availability; a request-local
+    event (on its own ``request:`` stream) changes only its own entry and, when
+    it routes an attempt, one cursor. So the view shares everything with
+    ``state`` (deciders never modify what they read) except a private copy of
+    the cursors, which :func:`note_in_view` advances. Deciding requests one
+    after another on the view, as long as every event so far was request-local
+    (:func:`request_local`), decides exactly what folding each batch before the
+    next decision would have. After a decision with an event on another
+    stream (a probe, a cooldown cleared), the group must end.
+    """
+    view = RoutingState.__new__(RoutingState)
+    for name in RoutingState.__slots__:
+        setattr(view, name, getattr(state, name))
+    view.cursors = dict(state.cursors)
+    return view
+
+
+def note_in_view(view: RoutingState, events: Iterable[Event]) -> None:
+    """Advance the view's cursors as folding ``events`` would (see :func:`group_view`)."""
+    for event in events:
+        if type(event) is AttemptRouted:
+            _advance_cursor(view, event)
+
+
+def request_local(events: Iterable[Event], request_id: str) -> bool:
+    """Whether every event is on ``request_id``'s own stream (or not a routing event at all)."""
+    stream = "request:" + request_id
+    return all(e.stream_id == stream or not isinstance(e, RoutingEvent) for e in events)
 
 
 def _on_succeeded(state: RoutingState, event: AttemptSucceeded) -> RoutingState:

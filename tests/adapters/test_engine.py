@@ -408,3 +408,94 @@ def test_a_success_is_recorded_with_its_settlement_in_one_commit() -> None:
         "HoldSettled",
         "AmountPosted",
     ]
+
+
+# --- concurrent requests share commits -------------------------------------------------
+
+
+def test_concurrent_async_requests_share_commits_and_fold_back(tmp_path: object) -> None:
+    """Thirty-two concurrent requests take far fewer commits than two each, and the log folds to the engine's state."""
+    from routeledger.adapters.runtime import fold_log
+    from routeledger.projections.canonical import state_hash
+
+    engine, _ = make_engine(
+        CONFIG.replace("limit = 1_000", "limit = 1_000_000"), f"sqlite:///{tmp_path}/e.db"
+    )
+    commits: list[int] = []
+    real_append = engine.store.append
+
+    def counting(events: object) -> tuple[int, ...]:
+        positions = real_append(events)  # type: ignore[arg-type]
+        commits.append(len(positions))
+        return positions
+
+    engine.store.append = counting  # type: ignore[method-assign]
+
+    async def one(i: int) -> object:
+        async with engine.request(route="chat", caller_scope=f"u{i}", accounts=("team",)) as req:
+            async for attempt in req.attempts():
+                await asyncio.sleep(0)
+                attempt.succeeded(input_tokens=1, output_tokens=1)
+        return req.result
+
+    async def main() -> list[object]:
+        return list(await asyncio.gather(*(one(i) for i in range(32))))
+
+    results = asyncio.run(main())
+
+    assert all(isinstance(r, Served) for r in results)
+    assert not engine.state.budget.open_holds
+    assert sum(commits) == 32 * 7 and len(commits) < 32 * 2
+    assert max(commits) > 7  # at least one commit carried several requests
+    assert state_hash(fold_log(engine.store.read_all())) == state_hash(engine.state)
+
+
+def test_a_task_cancelled_while_entering_leaves_no_open_hold(tmp_path: object) -> None:
+    """L5: a cancel during the entry commit still records the entry, then refunds its hold."""
+    import time as _time
+
+    engine, _ = make_engine(store=f"sqlite:///{tmp_path}/c.db")
+    real_append = engine.store.append
+
+    def slow(events: object) -> tuple[int, ...]:
+        _time.sleep(0.05)
+        return real_append(events)  # type: ignore[arg-type]
+
+    engine.store.append = slow  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.create_task(_enter_and_wait(engine))
+        await asyncio.sleep(0.01)  # the entry is being committed
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            budget_state = engine.state.budget
+            if budget_state.holds and not budget_state.open_holds and not engine._background:
+                break
+
+    asyncio.run(main())
+    holds = engine.state.budget.holds
+    assert len(holds) == 1
+    (hold,) = holds.values()
+    assert hold.status is HoldStatus.REFUNDED
+    failures = [f.failure for r in engine.state.routing.requests.values() for f in r.failures]
+    assert failures == [FailureClass.CALLER_CANCELLED]
+
+
+async def _enter_and_wait(engine: Engine) -> None:
+    async with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+        async for _attempt in req.attempts():
+            await asyncio.sleep(10)
+
+
+def test_leaving_before_taking_the_first_attempt_records_it_as_not_made() -> None:
+    """The first attempt is decided at entry; leaving without taking it records it failed and refunds the hold."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+        pass
+    request = engine.state.routing.requests[req.request_id]
+    assert request.in_flight is None
+    assert [f.failure for f in request.failures] == [FailureClass.CALLER_CANCELLED]
+    assert hold_status(engine, req.request_id) is HoldStatus.REFUNDED

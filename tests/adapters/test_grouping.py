@@ -11,7 +11,7 @@ from datetime import UTC, tzinfo
 
 import pytest
 
-from routeledger.adapters.grouping import HoldCommitter
+from routeledger.adapters.grouping import GroupCommitter, HoldCommitter
 from routeledger.adapters.runtime import Runtime, fold_log
 from routeledger.adapters.store import EventStore, StoreUnavailable, open_store
 from routeledger.core.budget import ledger
@@ -23,7 +23,7 @@ from routeledger.core.budget.decide import (
     decide_place_hold,
 )
 from routeledger.core.budget.values import RejectionReason, Scope, Unit, Usage
-from routeledger.core.errors import UsageError
+from routeledger.core.errors import InvariantViolation, UsageError
 from routeledger.core.events import Event
 from routeledger.core.time import US_PER_S
 
@@ -317,3 +317,35 @@ def test_threads_and_tasks_can_share_one_committer(tmp_path: object) -> None:
 
         assert all(getattr(r, "accepted", False) for r in [*task_results, *thread_results])
         assert len(runtime.state.budget.open_holds) == 100 == committer.commands
+
+
+def test_commands_a_decider_leaves_wait_for_the_next_group() -> None:
+    """Commands a decider does not take stay first in line and are each served exactly once."""
+    with open_store("memory://") as store:
+        runtime = Runtime(store, clock)
+
+        def one_at_a_time(state: object, commands: Sequence[str], now_us: int) -> list[str]:
+            return [f"took {commands[0]} with {len(commands) - 1} behind"]
+
+        committer: GroupCommitter[str, str] = GroupCommitter(
+            runtime, one_at_a_time, lambda outcome: ()
+        )
+        results = _queued_then_release(committer, ["a", "b", "c", "d"])  # type: ignore[arg-type]
+
+        assert sorted(results) == [  # type: ignore[type-var]
+            "took a with 0 behind",
+            "took b with 2 behind",
+            "took c with 1 behind",
+            "took d with 0 behind",
+        ]
+        assert committer.commits == 4 == committer.commands
+
+
+def test_a_decider_taking_nothing_is_a_bug_reported_to_every_caller() -> None:
+    """A group decider that returns no outcome raises InvariantViolation in its callers."""
+    with open_store("memory://") as store:
+        committer: GroupCommitter[str, str] = GroupCommitter(
+            Runtime(store, clock), lambda state, commands, now: [], lambda outcome: ()
+        )
+        with pytest.raises(InvariantViolation, match="0 outcomes for 1"):
+            committer.submit("a")

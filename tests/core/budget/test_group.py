@@ -128,8 +128,27 @@ def test_group_size_is_bounded() -> None:
 
 def test_a_command_of_another_kind_is_misuse() -> None:
     """A non-hold command in a group is returned as a UsageError naming its index."""
-    (outcome,) = decide_holds(ledger.initial(), [object()], now_us=T0_US)  # type: ignore[list-item]
-    assert isinstance(outcome, UsageError) and "group command 0" in str(outcome)
+    refund = RefundHold(command_id="c", hold_id="h")
+    unknown, outcome = decide_holds(ledger.initial(), [refund, object()], now_us=T0_US)  # type: ignore[list-item]
+    assert isinstance(unknown, Decision) and unknown.rejection is not None
+    assert isinstance(outcome, UsageError) and "group command 1" in str(outcome)
+
+
+def test_a_repeated_command_id_in_a_group_is_judged_against_its_record() -> None:
+    """X1/X2 in a group: the recorded settle is a duplicate again, another payload a conflict."""
+    ledger_ = _history([100, 100, 100], [], T0_US)
+    one_by_one = _history([100, 100, 100], [], T0_US)
+    for history in (ledger_, one_by_one):
+        history.place("h1", 50, "a")
+        history.settle("h1", 20, command_id="c1")
+    same = SettleHold(command_id="c1", hold_id="h1", usage=Usage(cost_micros=20))
+    other = SettleHold(command_id="c1", hold_id="h1", usage=Usage(cost_micros=30))
+
+    outcomes = decide_holds(ledger_.state, [same, other], now_us=T0_US)
+
+    expected = [one_by_one.run(decide_settle_hold, c, now_us=T0_US) for c in (same, other)]
+    assert list(outcomes) == expected
+    assert expected[0].duplicate and expected[1].rejection is not None
 
 
 def test_malformed_commands_are_misuse_in_their_slots() -> None:

@@ -47,9 +47,15 @@ from routeledger.core.routing.events import (
 )
 from routeledger.core.routing.failures import Evidence
 from routeledger.core.routing.policy import COOLDOWN_US_MAX
-from routeledger.core.routing.state import Status, status_at
+from routeledger.core.routing.state import (
+    Status,
+    group_view,
+    note_in_view,
+    request_local,
+    status_at,
+)
 
-from .support import S, World, policy, target
+from .support import S, World, policy, snapshot, target
 
 CALLER_CAUSED = {
     FailureClass.CONTEXT_LENGTH_EXCEEDED,
@@ -147,6 +153,32 @@ class RoutingMachine(RuleBasedStateMachine):
         opened = decide_next(world.policy, world.state, step, now_us=world.now, opening=received)
         world.start(request_id, backups=tuple(backups), seed=seed, stream=True)
         assert decide_next(world.policy, world.state, step, now_us=world.now) == opened
+
+    @rule(count=st.integers(2, 5), seed=st.integers(0, 9))
+    def open_a_group(self, count: int, seed: int) -> None:
+        """Group commit: requests opened one after another on a group view decide what folding each first would."""
+        world = self.world
+        before = snapshot(world.state)
+        view = group_view(world.state)
+        grouped = []
+        for k in range(count):
+            self.requests += 1
+            request_id = f"r{self.requests}"
+            command = StartRequest(
+                request_id=request_id, route="chat", caller_scope="caller", seed=seed + k
+            )
+            (received,) = decide_start(world.policy, view, command, now_us=world.now)
+            step_command = NextStep(request_id=request_id, attempt_id=f"g-{request_id}")
+            step = decide_next(world.policy, view, step_command, now_us=world.now, opening=received)
+            grouped.append((received, step_command, step))
+            note_in_view(view, step)
+            if not request_local(step, request_id):
+                break  # the group ends after an event another request could read
+        assert snapshot(world.state) == before, "deciding on a view never touches the state"
+        for received, step_command, step in grouped:
+            world.apply((received,))
+            assert decide_next(world.policy, world.state, step_command, now_us=world.now) == step
+            world.apply(step)
 
     def _open(self) -> list[str]:
         return [
