@@ -106,7 +106,7 @@ class HoldGroup:
     kept leaves no trace. ``state`` is never modified.
     """
 
-    __slots__ = ("scratch", "_alone")
+    __slots__ = ("_alone", "scratch")
 
     def __init__(self, state: LedgerState, commands: Sequence[HoldCommand]) -> None:
         #: A lone command is decided on ``state`` itself: nothing follows it in
