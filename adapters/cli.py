@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -540,6 +541,9 @@ def _progress(enabled: bool) -> tuple[Callable[[int, int], None], Callable[[], N
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=False,
+        # Redrawn on every update (a page of events) rather than by a thread:
+        # replay --verify forks helpers only while no other thread runs.
+        auto_refresh=False,
     )
     task = progress.add_task("replay", total=1)
     progress.start()
@@ -547,6 +551,7 @@ def _progress(enabled: bool) -> tuple[Callable[[int, int], None], Callable[[], N
 
     def update(position: int, last: int) -> None:
         progress.update(task, total=max(last, 1), advance=position - seen["position"])
+        progress.refresh()
         seen["position"] = position
 
     return update, progress.stop
@@ -576,6 +581,7 @@ def replay(store_url: str | None, as_json: bool, verify: bool, progress: bool | 
     from routeledger.projections.replay import PAGE_EVENTS, verify_log
 
     from .snapshots import gc_paused
+    from .urls import DEFAULT_STORE_URL, STORE_URL_ENV
 
     show = sys.stderr.isatty() if progress is None else progress
     update, stop = _progress(show)
@@ -583,7 +589,9 @@ def replay(store_url: str | None, as_json: bool, verify: bool, progress: bool | 
     try:
         with _read_store(store_url) as store:
             if verify:
-                report = verify_log(store, progress=update)
+                # The URL lets a second process check snapshot tails alongside.
+                url = store_url or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+                report = verify_log(store, progress=update, url=url)
                 document: dict[str, object] = report.as_json()
             else:
                 folded = Folded()

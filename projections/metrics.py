@@ -94,11 +94,28 @@ class Metrics(Projection):
         self.budget = BudgetBoard()
 
     def apply(self, recorded: Recorded) -> None:
-        """Fold one event into the counters and both boards."""
+        """Fold one event into the counters and both boards.
+
+        The same as ``availability.apply``, ``budget.apply`` and the base
+        ``apply`` in turn, with one type lookup per table instead of three
+        method calls (this runs once per event of the log).
+        """
         self.events += 1
-        self.availability.apply(recorded)
-        self.budget.apply(recorded)
-        super().apply(recorded)
+        position = recorded.position
+        evt = recorded.event
+        kind = type(evt)
+        availability = self.availability
+        budget = self.budget
+        handler = availability._HANDLERS.get(kind)
+        if handler is not None:
+            handler(availability, position, evt)
+        handler = budget._HANDLERS.get(kind)
+        if handler is not None:
+            handler(budget, position, evt)
+        handler = self._HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, position, evt)
+        availability.position = budget.position = self.position = position
 
     def _on_received(self, position: int, evt: rev.RequestReceived) -> None:
         self.requests += 1

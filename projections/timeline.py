@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from routeledger.adapters.scrub import DEFAULT_SCRUBBER
+from routeledger.adapters.store import Recorded
 from routeledger.core.budget import events as bev
 from routeledger.core.events import Event
 from routeledger.core.routing import events as rev
@@ -98,11 +99,23 @@ class RequestTimeline(Projection):
         """The request's entries, or ``None`` when the log never mentions it."""
         return self.timelines.get(request_id)
 
+    def apply(self, recorded: Recorded) -> None:
+        """Fold one recorded event: only the kept requests' events get as far as their handler."""
+        evt = recorded.event
+        handler = self._HANDLERS.get(type(evt))
+        if handler is not None:
+            # Why here: building an entry's details costs more than the whole
+            # test, and a sampled timeline drops most events.
+            request_id: str = getattr(
+                evt, "hold_id" if isinstance(evt, bev.BudgetEvent) else "request_id"
+            )
+            if (self.only is None or request_id == self.only) and (
+                self.sample == 1 or not zlib.crc32(request_id.encode()) % self.sample
+            ):
+                handler(self, recorded.position, evt)
+        self.position = recorded.position
+
     def _add(self, request_id: str, position: int, evt: Event, kind: str, details: Detail) -> None:
-        if self.only is not None and request_id != self.only:
-            return
-        if self.sample != 1 and zlib.crc32(request_id.encode()) % self.sample:
-            return
         self.timelines.setdefault(request_id, []).append(
             Entry(
                 position=position,

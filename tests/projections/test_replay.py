@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import multiprocessing
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 import pytest
 
-from routeledger.adapters.runtime import fold_log
+from routeledger.adapters.runtime import Folded, fold_log
 from routeledger.adapters.snapshots import (
     SNAPSHOT_STREAM,
     SNAPSHOT_TOPIC,
@@ -16,7 +20,10 @@ from routeledger.adapters.snapshots import (
     save_snapshot,
 )
 from routeledger.adapters.store import EventStore, Recorded, StoredSnapshot, open_store
+from routeledger.core.budget import decide as budget
 from routeledger.core.budget import events as bev
+from routeledger.core.budget.values import Scope, Unit
+from routeledger.core.errors import DataError
 from routeledger.core.events import Event
 from routeledger.core.routing.decide import StartRequest, decide_start
 from routeledger.core.routing.policy import CredentialSpec, Member, ModelSpec, Policy, Route, Target
@@ -25,6 +32,7 @@ from routeledger.projections import replay as replay_module
 from routeledger.projections.canonical import state_hash
 from routeledger.projections.replay import verify_log
 from routeledger.projections.whatif import what_if
+from tests.backends import sqlite_url
 from tests.projections.workload import POLICY, T0, build
 
 
@@ -318,3 +326,130 @@ def test_what_if_follows_the_recorded_credential_lifecycle() -> None:
         report.as_json() != baseline.as_json()
         or report.what_if.attempts <= baseline.what_if.attempts
     )
+
+
+def _count_forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the pid of every child forked from now on (in the parent)."""
+    children: list[int] = []
+    fork = os.fork
+
+    def counting() -> int:
+        pid = fork()
+        if pid:
+            children.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting)
+    return children
+
+
+def test_forked_and_in_process_snapshot_checks_agree(
+    monkeypatch: pytest.MonkeyPatch, store: EventStore
+) -> None:
+    """D2: checking snapshots in forked helpers reports exactly what checking them in turn reports."""
+    records = list(store.read_all(0))
+    k = len(records) // 2
+    honest = fold_log(records[:k])
+    liar = fold_log(records[:k])
+    liar.budget.accounts["acct-team"].limit += 1
+    save_snapshot(store, fold_log(records[: len(records) // 3]))
+    store.save_snapshot(
+        StoredSnapshot(
+            SNAPSHOT_STREAM,
+            honest.position,
+            SNAPSHOT_TOPIC,
+            encode_snapshot(liar, state_hash(honest)),
+        )
+    )
+    store.save_snapshot(
+        StoredSnapshot(SNAPSHOT_STREAM, records[10].position, "routeledger.snapshot/0.x", b"")
+    )
+    save_snapshot(store, fold_log(records))
+    monkeypatch.setattr(replay_module, "PARALLEL_EVENTS_MIN", 0)
+    children = _count_forks(monkeypatch)
+    forked = verify_log(store).as_json()
+    assert len(children) >= 2  # the tails, and the fold's hash at a snapshot
+    monkeypatch.setattr(replay_module, "PARALLEL", False)
+    in_turn = verify_log(store).as_json()
+    assert forked == in_turn
+    assert forked["snapshots_checked"] == 3 and forked["snapshots_ignored"] == 1
+    assert [m["position"] for m in forked["mismatches"]] == [records[k].position]  # type: ignore[union-attr]
+
+
+def test_an_error_in_a_forked_check_reaches_the_caller(
+    monkeypatch: pytest.MonkeyPatch, store: EventStore
+) -> None:
+    """An exception raised in a forked helper is raised by verify_log, not lost."""
+    records = list(store.read_all(0))
+    save_snapshot(store, fold_log(records[: len(records) // 2]))
+
+    def unreadable(stored: StoredSnapshot) -> object:
+        raise DataError("snapshot unreadable here")
+
+    monkeypatch.setattr(replay_module, "decode_snapshot", unreadable)
+    monkeypatch.setattr(replay_module, "PARALLEL_EVENTS_MIN", 0)
+    children = _count_forks(monkeypatch)
+    with pytest.raises(DataError, match="snapshot unreadable here"):
+        verify_log(store)
+    assert children
+
+
+def test_verify_folds_the_log_as_it_stood_when_it_began(
+    monkeypatch: pytest.MonkeyPatch, store: EventStore
+) -> None:
+    """Events appended while verifying are left for the next run: the pass stops at the head it started from."""
+    monkeypatch.setattr(replay_module, "PAGE_EVENTS", 7)
+    head = store.max_position()
+    late = budget.decide_open_account(
+        Folded().budget,
+        budget.OpenAccount(
+            command_id="late", account_id="late", scope=Scope.TEAM, unit=Unit.MICROS, limit=1
+        ),
+        now_us=T0 + 10**12,
+        zones=lambda _: dt.UTC,
+    ).events
+
+    def append_once(position: int, last: int) -> None:
+        if store.max_position() == head:
+            store.append(late)
+
+    report = verify_log(store, progress=append_once)
+    assert store.max_position() > head
+    assert report.ok and report.position == head
+
+
+def test_a_helper_with_its_own_connection_reports_what_checking_in_turn_reports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """D2: on SQLite, snapshot tails checked by a started helper on its own connection give the in-process report."""
+    url = sqlite_url(tmp_path)
+    with open_store(url) as sqlite:
+        build(sqlite, requests=20, seed=3)
+        records = list(sqlite.read_all(0))
+        k = len(records) // 2
+        liar = fold_log(records[:k])
+        liar.budget.accounts["acct-team"].spent += 1
+        save_snapshot(sqlite, fold_log(records[: k // 2]))
+        sqlite.save_snapshot(
+            StoredSnapshot(
+                SNAPSHOT_STREAM,
+                records[k - 1].position,
+                SNAPSHOT_TOPIC,
+                encode_snapshot(liar, state_hash(fold_log(records[:k]))),
+            )
+        )
+        monkeypatch.setattr(replay_module, "PARALLEL_EVENTS_MIN", 0)
+        started: list[str] = []
+        real_context = multiprocessing.get_context
+
+        def recording(method: str | None = None) -> Any:
+            started.append(str(method))
+            return real_context(method)
+
+        monkeypatch.setattr(multiprocessing, "get_context", recording)
+        helped = verify_log(sqlite, url=url).as_json()
+        assert "spawn" in started
+        monkeypatch.setattr(replay_module, "PARALLEL", False)
+        in_turn = verify_log(sqlite, url=url).as_json()
+    assert helped == in_turn and helped["snapshots_checked"] == 2
+    assert [m["position"] for m in helped["mismatches"]] == [records[k].position]  # type: ignore[union-attr]
