@@ -83,18 +83,19 @@ def _queued_then_release(committer: HoldCommitter, commands: Sequence[PlaceHold]
     The first command is committed alone; the others are all queued by then and
     go to the next leader's group.
     """
-    out: list[object] = []
+    led: list[object] = []
+    followed: list[object] = []
     first, rest = commands[0], commands[1:]
     with committer.runtime.lock:
-        lead = threading.Thread(target=lambda: out.extend(_submit_all(committer, [first])))
+        lead = threading.Thread(target=lambda: led.extend(_submit_all(committer, [first])))
         lead.start()
         _wait_for(lambda: committer._leading and not committer._queue)  # group taken
-        follow = threading.Thread(target=lambda: out.extend(_submit_all(committer, rest)))
+        follow = threading.Thread(target=lambda: followed.extend(_submit_all(committer, rest)))
         follow.start()
         _wait_for(lambda: len(committer._queue) == len(rest))
     lead.join(30)
     follow.join(30)
-    return out
+    return [*led, *followed]  # in command order, whichever thread ended first
 
 
 def _wait_for(condition: Callable[[], bool]) -> None:
