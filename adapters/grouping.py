@@ -36,6 +36,7 @@ engine does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Sequence
@@ -127,6 +128,8 @@ class GroupCommitter(Generic[C, R]):
         self._mutex = threading.Lock()
         #: Whether someone leads commits (a thread caller or a loop's driver).
         self._leading = False
+        #: The event loop whose driver leads (``None`` while a thread leads).
+        self._leader_loop: asyncio.AbstractEventLoop | None = None
         self._drivers: set[asyncio.Task[None]] = set()
         #: Commits made and commands they carried (for benchmarks and metrics).
         self.commits = 0
@@ -143,9 +146,12 @@ class GroupCommitter(Generic[C, R]):
         """
         slot: Slot[C, R] = Slot(command)
         with self._mutex:
+            self._recover_from_closed_loop()
             self._queue.append(slot)
             lead = not self._leading
             self._leading = True
+            if lead:
+                self._leader_loop = None
         if not lead:
             # Woken when our command is done, or to lead the next group (we are
             # then the oldest waiting caller: our command is first in it).
@@ -169,6 +175,7 @@ class GroupCommitter(Generic[C, R]):
         loop = asyncio.get_running_loop()
         slot: Slot[C, R] = Slot(command, loop)
         with self._mutex:
+            self._recover_from_closed_loop()
             self._queue.append(slot)
             lead = not self._leading
             self._leading = True
@@ -182,8 +189,33 @@ class GroupCommitter(Generic[C, R]):
             raise
         return slot.result()
 
+    def _recover_from_closed_loop(self) -> None:
+        """Under the mutex: if the leading loop was closed mid-commit, nobody can drive it.
+
+        Its queued callers are gone with it (they are told so), and leadership
+        is free again; without this, the next caller would wait forever.
+        """
+        loop = self._leader_loop
+        if self._leading and loop is not None and loop.is_closed():
+            self._drop_loop_locked(loop)
+
+    def _drop_loop_locked(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Under the mutex: ``loop`` can drive no more; fail its callers, pass leadership on."""
+        error = RuntimeError("the event loop driving this commit was closed")
+        for slot in [q for q in self._queue if q.loop is loop]:
+            slot.error, slot.done = error, True
+        self._queue = [q for q in self._queue if q.loop is not loop]
+        self._leader_loop = None
+        if self._queue:
+            self._hand_over_locked()
+        else:
+            self._leading = False
+
     def _start_driver(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._drive())
+        loop = asyncio.get_running_loop()
+        with self._mutex:
+            self._leader_loop = loop
+        task = loop.create_task(self._drive())
         self._drivers.add(task)
         task.add_done_callback(self._drivers.discard)
 
@@ -197,7 +229,14 @@ class GroupCommitter(Generic[C, R]):
         keep = functools.partial(_same_loop, loop)
         while True:
             group = self._take()
-            pending = loop.run_in_executor(None, self._commit_and_hand_over, group, keep)
+            try:
+                pending = loop.run_in_executor(None, self._commit_and_hand_over, group, keep)
+            except RuntimeError as error:  # the loop is shutting down: nothing commits here
+                with self._mutex:
+                    for slot in group:
+                        slot.error, slot.done = error, True
+                    self._drop_loop_locked(loop)
+                return
             try:
                 keep_leading = await asyncio.shield(pending)
             except asyncio.CancelledError:
@@ -240,14 +279,22 @@ class GroupCommitter(Generic[C, R]):
             if not self._queue:
                 self._leading = False
                 return False
-            head = self._queue[0]
-            if keep(head):
+            if keep(self._queue[0]):
                 return True
+            self._hand_over_locked()
+        return False
+
+    def _hand_over_locked(self) -> None:
+        """Wake the oldest waiting caller to lead (a thread), or start a driver on its loop."""
+        head = self._queue[0]
         if head.loop is None:
+            self._leader_loop = None
             head.resume()  # a thread caller: it leads the next group
         else:
-            head.loop.call_soon_threadsafe(self._start_driver)
-        return False
+            self._leader_loop = head.loop
+            # A closed loop raises; the next caller recovers (_recover_from_closed_loop).
+            with contextlib.suppress(RuntimeError):
+                head.loop.call_soon_threadsafe(self._start_driver)
 
     def _commit_next(self, own: Slot[C, R]) -> None:
         """A thread caller leads one group (its own command first in it), then hands over."""

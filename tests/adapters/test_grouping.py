@@ -350,3 +350,36 @@ def test_a_decider_taking_nothing_is_a_bug_reported_to_every_caller() -> None:
         )
         with pytest.raises(InvariantViolation, match="0 outcomes for 1"):
             committer.submit("a")
+
+
+def test_a_loop_closed_mid_commit_does_not_leave_the_committer_stuck(tmp_path: object) -> None:
+    """After an event loop is torn down with a commit in flight and a caller queued, the next loop is served."""
+    url = f"sqlite:///{tmp_path}/closed.db"
+    with open_store(url) as store:
+        runtime = Runtime(store, clock)
+        _open(runtime)
+        real_append = store.append
+
+        def slow(events: Sequence[Event]) -> tuple[int, ...]:
+            time.sleep(0.2)
+            return real_append(events)
+
+        store.append = slow  # type: ignore[method-assign]
+        committer = HoldCommitter(runtime)
+
+        async def abandon() -> None:
+            asyncio.get_running_loop().create_task(committer.asubmit(_place("first", 1)))
+            await asyncio.sleep(0.05)  # "first" is being committed
+            asyncio.get_running_loop().create_task(committer.asubmit(_place("queued", 1)))
+            await asyncio.sleep(0.01)  # "queued" waits; the loop now ends, cancelling both
+
+        asyncio.run(abandon())
+        store.append = real_append  # type: ignore[method-assign]
+
+        async def later() -> object:
+            return await asyncio.wait_for(committer.asubmit(_place("later", 1)), timeout=10)
+
+        decision = asyncio.run(later())
+
+        assert getattr(decision, "accepted", False)
+        assert "later" in runtime.state.budget.open_holds
