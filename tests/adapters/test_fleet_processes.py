@@ -18,6 +18,8 @@ from routeledger.projections.canonical import state_hash
 
 PROCESSES = 4
 REQUESTS_PER_PROCESS = 12
+#: Requests in flight at once in each process (their commits are grouped).
+LANES = 3
 LIMIT_MICROS = 3_000  # near the limit: a few requests' worst case at a time
 
 CONFIG = """
@@ -79,34 +81,40 @@ def _gateway(
     keys = InMemorySecretStore({"a": f"sk-fleet-a-{os.getpid()}", "b": f"sk-fleet-b-{os.getpid()}"})
     engine = Engine.open(url, config, clock=SystemClock())
 
-    async def run() -> list[str]:
-        executor = Executor(engine, secrets=keys)
+    async def lane(executor: Executor, lane_no: int) -> list[str]:
         results = []
+        for n in range(lane_no, REQUESTS_PER_PROCESS, LANES):
+            done = await executor.chat(
+                {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200},
+                route="chat",
+                caller_scope=f"user:{worker}",
+                accounts=("shared",),
+                request_id=f"w{worker}-r{n}",
+            )
+            results.append(type(done.result).__name__)
+        return results
+
+    async def run() -> list[str]:
+        # Concurrent requests in each process: their entries and exits share commits.
+        executor = Executor(engine, secrets=keys)
         try:
-            for n in range(REQUESTS_PER_PROCESS):
-                done = await executor.chat(
-                    {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200},
-                    route="chat",
-                    caller_scope=f"user:{worker}",
-                    accounts=("shared",),
-                    request_id=f"w{worker}-r{n}",
-                )
-                results.append(type(done.result).__name__)
+            lanes = await asyncio.gather(*(lane(executor, k) for k in range(LANES)))
         finally:
             await executor.aclose()
-        return results
+        return [result for results in lanes for result in results]
 
     results = asyncio.run(run())
     done.wait(120)  # every gateway has finished: now each catches up and reports its state
     engine.runtime.catch_up()
-    out.put((worker, results, state_hash(engine.state)))
+    committer = engine.committer
+    out.put((worker, results, state_hash(engine.state), committer.commands - committer.commits))
     engine.close()
 
 
 def test_four_gateway_processes_never_overspend_leak_no_hold_and_converge(
     postgres_url: str,
 ) -> None:
-    """D4/L5/D2: 4 engines on one PostgreSQL with flaky upstreams: no overspend, no open hold, same state."""
+    """D4/L5/D2: 4 engines, 3 requests in flight each, on one PostgreSQL with flaky upstreams: no overspend, no open hold, same state."""
     scripts = {"flaky": ["ok", "overloaded", "cut:2", "ok", "server_error"], "steady": "ok"}
     with FakeProvider(scripts) as fake:
         with open_store(postgres_url):
@@ -124,7 +132,7 @@ def test_four_gateway_processes_never_overspend_leak_no_hold_and_converge(
         for process in workers:
             process.join(60)
             assert process.exitcode == 0
-    outcomes = [r for _, results, _ in reports for r in results]
+    outcomes = [r for _, results, _, _ in reports for r in results]
     assert len(outcomes) == PROCESSES * REQUESTS_PER_PROCESS
     assert "Served" in outcomes
     with open_store(postgres_url, create=False) as store:
@@ -143,4 +151,6 @@ def test_four_gateway_processes_never_overspend_leak_no_hold_and_converge(
     assert folded.budget.open_holds == {}
     assert folded.budget.accounts["shared"].reserved == 0
     # Every gateway, caught up after all finished, holds exactly the log's state.
-    assert {digest for _, _, digest in reports} == {state_hash(folded)}
+    assert {digest for _, _, digest, _ in reports} == {state_hash(folded)}
+    # Concurrent requests shared commits (entries or exits decided as one group).
+    assert all(shared > 0 for _, _, _, shared in reports)
