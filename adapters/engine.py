@@ -64,7 +64,7 @@ from routeledger.core.credentials.decide import (
 )
 from routeledger.core.credentials.events import CredentialMetadata, RoleModel
 from routeledger.core.credentials.lifecycle import usability
-from routeledger.core.errors import UsageError
+from routeledger.core.errors import InvariantViolation, UsageError
 from routeledger.core.events import Event
 from routeledger.core.routing import (
     Evidence,
@@ -514,13 +514,12 @@ class _Enter(NamedTuple):
 
 
 class _Leave(NamedTuple):
-    """Leaving a request: a success kept for this commit, the first settlement command."""
+    """Leaving a request: a success kept for this commit, and the settlement command."""
 
     handle: RequestHandle
     deferred: RecordOutcome | None
     resolution: budget.SettleHold | budget.RefundHold | None
-    #: Further commands (appended on their own) and platform reports, after the commit.
-    later: tuple[budget.SettleHold | budget.RefundHold, ...]
+    #: Delivered to the platform after the commit.
     reports: tuple[PlatformReport, ...]
 
 
@@ -604,17 +603,6 @@ def _open_account(
 ) -> Callable[[Folded, int], budget.Decision]:
     def decide(state: Folded, now: int) -> budget.Decision:
         return budget.decide_open_account(state.budget, command, now_us=now, zones=zones)
-
-    return decide
-
-
-def _resolution(
-    command: budget.SettleHold | budget.RefundHold,
-) -> Callable[[Folded, int], budget.Decision]:
-    def decide(state: Folded, now: int) -> budget.Decision:
-        if isinstance(command, budget.SettleHold):
-            return budget.decide_settle_hold(state.budget, command, now_us=now)
-        return budget.decide_refund_hold(state.budget, command, now_us=now)
 
     return decide
 
@@ -1012,25 +1000,19 @@ class RequestHandle:
         deferred, self._deferred = self._deferred, None
         if deferred is None and not commands and not reports:
             return None
-        return _Leave(
-            self,
-            deferred,
-            commands[0] if commands else None,
-            tuple(commands[1:]),
-            tuple(reports),
-        )
+        # One hook was called, so the local sink holds one command at most.
+        if len(commands) > 1:
+            raise InvariantViolation(f"request {self.request_id}: {len(commands)} settlements")
+        return _Leave(self, deferred, commands[0] if commands else None, tuple(reports))
 
     def _left(self, item: _Leave | None) -> None:
-        """After the resolution is recorded: any further command, platform reports, a snapshot."""
+        """After the resolution is recorded: platform reports, a snapshot."""
         engine = self.engine
-        if item is not None:
-            for command in item.later:
-                engine.runtime.run(_resolution(command), _events_of)
-            if item.reports:
-                deliver = engine.platform
-                assert deliver is not None  # checked when the request was made
-                for report in item.reports:
-                    deliver(report)
+        if item is not None and item.reports:
+            deliver = engine.platform
+            assert deliver is not None  # checked when the request was made
+            for report in item.reports:
+                deliver(report)
         engine.maybe_snapshot()
 
     def _exit(self, error: BaseException | None) -> None:

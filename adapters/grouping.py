@@ -320,8 +320,7 @@ class GroupCommitter(Generic[C, R]):
             return [e for o in outcomes if not isinstance(o, BaseException) for e in events_of(o)]
 
         try:
-            with self.runtime.lock:
-                outcomes = self.runtime.run(decide, events)
+            outcomes = self.runtime.run(decide, events)  # under the runtime's lock
             if not 1 <= len(outcomes) <= len(group):
                 raise InvariantViolation(
                     f"a group decider returned {len(outcomes)} outcomes for {len(group)} commands"

@@ -74,17 +74,18 @@ def open_accounts(url: str, accounts: list[str]) -> None:
             )
 
 
+def _hold(hold_id: str, accounts: tuple[str, ...]) -> PlaceHold:
+    return PlaceHold(
+        hold_id=hold_id, account_ids=accounts, estimate=Usage(cost_micros=10), ttl_us=600 * US_PER_S
+    )
+
+
 def place_many(url: str, prefix: str, count: int, accounts: tuple[str, ...]) -> tuple[int, int]:
     with open_store(url) as store:
         runtime = Runtime(store, clock)
         runtime.catch_up()
         for i in range(count):
-            command = PlaceHold(
-                hold_id=f"{prefix}-{i}",
-                account_ids=accounts,
-                estimate=Usage(cost_micros=10),
-                ttl_us=600 * US_PER_S,
-            )
+            command = _hold(f"{prefix}-{i}", accounts)
             runtime.run(
                 lambda s, now, c=command: decide_place_hold(s.budget, c, now_us=now),
                 lambda d: d.events,
@@ -106,14 +107,7 @@ def place_grouped(
 
         def caller(c: int) -> None:
             for i in range(per_caller):
-                committer.submit(
-                    PlaceHold(
-                        hold_id=f"{prefix}-{c}-{i}",
-                        account_ids=accounts,
-                        estimate=Usage(cost_micros=10),
-                        ttl_us=600 * US_PER_S,
-                    )
-                )
+                committer.submit(_hold(f"{prefix}-{c}-{i}", accounts))
 
         threads = [threading.Thread(target=caller, args=(c,)) for c in range(callers)]
         for thread in threads:
@@ -134,14 +128,7 @@ def place_async(
 
         async def caller(c: int) -> None:
             for i in range(per_caller):
-                await committer.asubmit(
-                    PlaceHold(
-                        hold_id=f"{prefix}-{c}-{i}",
-                        account_ids=accounts,
-                        estimate=Usage(cost_micros=10),
-                        ttl_us=600 * US_PER_S,
-                    )
-                )
+                await committer.asubmit(_hold(f"{prefix}-{c}-{i}", accounts))
 
         async def main() -> None:
             await asyncio.gather(*(caller(c) for c in range(callers)))
