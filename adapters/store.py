@@ -179,6 +179,13 @@ class EventStore:
         self._lock = threading.Lock()
         #: In memory, positions are 1..n without gaps (the recorder is a list).
         self._counts_in_memory = url.backend == "memory"
+        #: SQLite: the page query :meth:`read` runs itself (see :meth:`_read_sqlite`).
+        self._sqlite_page = (
+            f"SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {events.events_table_name} WHERE rowid>? ORDER BY rowid LIMIT ?"  # type: ignore[attr-defined]
+            if url.backend == "sqlite"
+            else None
+        )
 
     # --- properties ---------------------------------------------------------
 
@@ -337,8 +344,28 @@ class EventStore:
             # The engine reads before every decision and almost always finds
             # nothing: in memory the head is a list's length, cheaper than a scan.
             return []
+        if self._sqlite_page is not None:
+            return self._read_sqlite(after, limit)
         rows = self._events.select_notifications(start=after, limit=limit, inclusive_of_start=False)
         return [Recorded(row.id, self._decode(row, row.id)) for row in rows]
+
+    def _read_sqlite(self, after: int, limit: int) -> list[Recorded]:
+        """:meth:`read` on SQLite: the recorder's own query and connection, rows as tuples.
+
+        Why: eventsourcing's ``select_notifications`` builds a ``Notification``
+        per row from name-indexed rows (~2.3 us a row against ~1 us for the rows
+        themselves, measured on a 1M-event log); replays read every row.
+        """
+        decode = self.codec.decode
+        with self._events.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            cursor.execute(self._sqlite_page, (after, limit))
+            rows = cursor.fetchall()
+        return [
+            Recorded(
+                row[0], decode(row[3], row[4], stream_id=row[1], version=row[2], position=row[0])
+            )
+            for row in rows
+        ]
 
     def read_all(
         self, after: int = 0, *, page: int = READ_PAGE_EVENTS_DEFAULT
