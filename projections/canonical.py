@@ -220,6 +220,11 @@ def _fast(obj: Any, out: list[bytes], depth: int, sink: Any) -> None:
         (_ENCODERS.get(kind) or _compile(kind))(obj, out, depth, sink)
 
 
+def _fast_any(obj: Any, out: list[bytes], depth: int, sink: Any) -> None:
+    """:func:`_fast` for a value whose kind has no compiled encoder yet (or is a scalar)."""
+    _fast(obj, out, depth, sink)
+
+
 def _fast_sub(obj: object, depth: int) -> bytes:
     out: list[bytes] = []
     _fast(obj, out, depth, None)
@@ -248,9 +253,11 @@ def _fast_dict(obj: dict[Any, Any], out: list[bytes], depth: int, sink: Any) -> 
         elif kind is str:
             data = value.encode("utf-8", "surrogatepass")
             append(key_bytes + b"s%d:%b" % (len(data), data))
+        elif value is None:
+            append(key_bytes + b"N")
         else:
             append(key_bytes)
-            _fast(value, out, inner, sink)
+            (_ENCODERS.get(kind) or _fast_any)(value, out, inner, sink)
             if sink is not None and len(out) > _FLUSH_PIECES:
                 sink.update(b"".join(out))
                 out.clear()
@@ -272,7 +279,7 @@ def _fast_sequence(
         elif kind is int:
             append(b"i%d;" % item)
         else:
-            _fast(item, out, inner, sink)
+            (_ENCODERS.get(kind) or _fast_any)(item, out, inner, sink)
 
 
 def _fast_set(obj: frozenset[Any] | set[Any], out: list[bytes], depth: int, sink: Any) -> None:
@@ -349,6 +356,10 @@ _FIELD_TEMPLATE = """
         append(P{i}T if v{i} else P{i}F)
     elif kind is tuple and not v{i}:
         append(P{i}E)
+    elif kind is list and not v{i}:
+        append(P{i}L)
+    elif kind is dict and not v{i}:
+        append(P{i}D)
     else:
         append(P{i})
         (_encoder(kind) or _compile(kind))(v{i}, out, inner, sink)
@@ -377,6 +388,8 @@ def _object_encoder(name: str, spec: _Spec) -> _Encoder:
                 f"P{i}T": piece + b"T",
                 f"P{i}F": piece + b"F",
                 f"P{i}E": piece + b"(0:",
+                f"P{i}L": piece + b"[0:",
+                f"P{i}D": piece + b"{0:",
             }
         )
     source = _OBJECT_TEMPLATE.format(
