@@ -105,12 +105,15 @@ def bench_memory() -> None:
     creds = "\n".join(f'[credentials.c{i}]\nprovider = "openai"' for i in range(1000))
     models = "\n".join(f"[models.m{i}]" for i in range(10))
     text = f"{creds}\n{models}\n[routes.chat]\n[[routes.chat.chain]]\nmembers = [{members}]\n"
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and
+    # exec, so a child started by this (large) process would report our peak.
     script = (
-        "import resource, sys\n"
+        "import sys\n"
         "from routeledger.adapters.config import parse_config\n"
         "from routeledger.adapters.engine import Engine\n"
         "engine = Engine.open('memory://', parse_config(sys.stdin.read()))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "status = open('/proc/self/status').read().splitlines()\n"
+        "print(next(line.split()[1] for line in status if line.startswith('VmHWM:')))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script], input=text, capture_output=True, text=True, check=True
