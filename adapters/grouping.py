@@ -145,14 +145,7 @@ class GroupCommitter(Generic[C, R]):
         was).
         """
         slot: Slot[C, R] = Slot(command)
-        with self._mutex:
-            self._recover_from_closed_loop()
-            self._queue.append(slot)
-            lead = not self._leading
-            self._leading = True
-            if lead:
-                self._leader_loop = None
-        if not lead:
+        if not self._enqueue(slot):
             # Woken when our command is done, or to lead the next group (we are
             # then the oldest waiting caller: our command is first in it).
             slot.wake.acquire()
@@ -174,12 +167,7 @@ class GroupCommitter(Generic[C, R]):
         """
         loop = asyncio.get_running_loop()
         slot: Slot[C, R] = Slot(command, loop)
-        with self._mutex:
-            self._recover_from_closed_loop()
-            self._queue.append(slot)
-            lead = not self._leading
-            self._leading = True
-        if lead:
+        if self._enqueue(slot):
             self._start_driver()
         try:
             await asyncio.shield(slot.future)
@@ -188,6 +176,17 @@ class GroupCommitter(Generic[C, R]):
                 slot.future.add_done_callback(lambda _: on_abandoned(slot))
             raise
         return slot.result()
+
+    def _enqueue(self, slot: Slot[C, R]) -> bool:
+        """Queue ``slot``; return whether its caller leads the next group (nobody was leading)."""
+        with self._mutex:
+            self._recover_from_closed_loop()
+            self._queue.append(slot)
+            lead = not self._leading
+            self._leading = True
+            if lead:
+                self._leader_loop = slot.loop
+        return lead
 
     def _recover_from_closed_loop(self) -> None:
         """Under the mutex: if the leading loop was closed mid-commit, nobody can drive it.
@@ -212,9 +211,8 @@ class GroupCommitter(Generic[C, R]):
             self._leading = False
 
     def _start_driver(self) -> None:
+        # The leading loop is this one: set by _enqueue or _hand_over_locked.
         loop = asyncio.get_running_loop()
-        with self._mutex:
-            self._leader_loop = loop
         task = loop.create_task(self._drive())
         self._drivers.add(task)
         task.add_done_callback(self._drivers.discard)

@@ -27,6 +27,7 @@ from routeledger.core.budget.decide import (
 )
 from routeledger.core.budget.values import Scope, Unit, Usage
 from routeledger.core.time import US_PER_S
+from tests.batches import folded_between_decisions
 
 PROCESSES = 4
 HOLDS_PER_PROCESS = 30
@@ -158,16 +159,7 @@ def test_four_processes_on_one_account_never_overspend_and_lose_no_hold(
     with open_store(shared_store_url) as store:
         records = list(store.read_all())
     folded = fold_log([])
-    for index, recorded in enumerate(records):
-        fold_log([recorded], folded)
-        # A decision is one atomic batch: a hold event and its account entries
-        # (same hold id). Decisions are taken between batches, so L1/L2 are
-        # checked wherever the next event belongs to another decision.
-        upcoming = records[index + 1].event if index + 1 < len(records) else None
-        if upcoming is not None and getattr(upcoming, "hold_id", None) == getattr(
-            recorded.event, "hold_id", None
-        ):
-            continue
+    for folded in folded_between_decisions(records):
         account = folded.budget.accounts["team"]
         assert account.spent + account.reserved <= LIMIT_MICROS
         ledger.check_invariants(folded.budget)

@@ -15,6 +15,7 @@ from routeledger.adapters.runtime import fold_log
 from routeledger.adapters.store import open_store
 from routeledger.core.credentials.secrets import InMemorySecretStore
 from routeledger.projections.canonical import state_hash
+from tests.batches import folded_between_decisions
 
 PROCESSES = 4
 REQUESTS_PER_PROCESS = 12
@@ -138,13 +139,7 @@ def test_four_gateway_processes_never_overspend_leak_no_hold_and_converge(
     with open_store(postgres_url, create=False) as store:
         records = list(store.read_all())
     folded = fold_log([])
-    for index, recorded in enumerate(records):
-        fold_log([recorded], folded)
-        upcoming = records[index + 1].event if index + 1 < len(records) else None
-        if upcoming is not None and getattr(upcoming, "hold_id", None) == getattr(
-            recorded.event, "hold_id", None
-        ):
-            continue  # inside one decision's batch
+    for folded in folded_between_decisions(records):
         account = folded.budget.accounts["shared"]
         assert account.spent - account.overage + account.reserved <= LIMIT_MICROS
     folded.check_invariants()

@@ -26,6 +26,7 @@ from routeledger.core.budget.values import RejectionReason, Scope, Unit, Usage
 from routeledger.core.errors import InvariantViolation, UsageError
 from routeledger.core.events import Event
 from routeledger.core.time import US_PER_S
+from tests.batches import folded_between_decisions
 
 LIMIT = 1_000
 TTL_US = 60 * US_PER_S
@@ -159,13 +160,7 @@ def test_hot_account_from_many_threads_never_overspends(store_url: str) -> None:
 
         records = list(store.read_all())
         folded = fold_log([])
-        for index, recorded in enumerate(records):
-            fold_log([recorded], folded)
-            upcoming = records[index + 1].event if index + 1 < len(records) else None
-            if upcoming is not None and getattr(upcoming, "hold_id", None) == getattr(
-                recorded.event, "hold_id", None
-            ):
-                continue  # inside one decision's events
+        for folded in folded_between_decisions(records):
             ledger.check_invariants(folded.budget)
             account = folded.budget.accounts["team"]
             assert account.reserved <= LIMIT

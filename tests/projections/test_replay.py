@@ -255,6 +255,21 @@ def test_what_if_unknown_request_starts_are_never_conflicts() -> None:
     assert len(events) == 1
 
 
+def _save_lying_snapshot(store: EventStore, records: list[Recorded], k: int) -> None:
+    """Save a snapshot at position ``k`` recording the fold's hash over a state that differs."""
+    honest = fold_log(records[:k])
+    liar = fold_log(records[:k])
+    liar.budget.accounts["acct-team"].limit += 1
+    store.save_snapshot(
+        StoredSnapshot(
+            SNAPSHOT_STREAM,
+            honest.position,
+            SNAPSHOT_TOPIC,
+            encode_snapshot(liar, state_hash(honest)),
+        )
+    )
+
+
 def test_verify_reads_many_pages_and_bounds_the_lockstep(
     monkeypatch: pytest.MonkeyPatch, store: EventStore
 ) -> None:
@@ -267,17 +282,7 @@ def test_verify_reads_many_pages_and_bounds_the_lockstep(
     monkeypatch.setattr(replay_module, "LOCKSTEP_EVENTS_MAX", 10**6)
     records = list(store.read_all(0))
     k = len(records) // 2
-    honest = fold_log(records[:k])
-    liar = fold_log(records[:k])
-    liar.budget.accounts["acct-team"].limit += 1
-    store.save_snapshot(
-        StoredSnapshot(
-            SNAPSHOT_STREAM,
-            honest.position,
-            SNAPSHOT_TOPIC,
-            encode_snapshot(liar, state_hash(honest)),
-        )
-    )
+    _save_lying_snapshot(store, records, k)
     report = verify_log(store)
     assert [m.position for m in report.mismatches] == [records[k].position]
 
@@ -349,18 +354,8 @@ def test_forked_and_in_process_snapshot_checks_agree(
     """D2: checking snapshots in forked helpers reports exactly what checking them in turn reports."""
     records = list(store.read_all(0))
     k = len(records) // 2
-    honest = fold_log(records[:k])
-    liar = fold_log(records[:k])
-    liar.budget.accounts["acct-team"].limit += 1
     save_snapshot(store, fold_log(records[: len(records) // 3]))
-    store.save_snapshot(
-        StoredSnapshot(
-            SNAPSHOT_STREAM,
-            honest.position,
-            SNAPSHOT_TOPIC,
-            encode_snapshot(liar, state_hash(honest)),
-        )
-    )
+    _save_lying_snapshot(store, records, k)
     store.save_snapshot(
         StoredSnapshot(SNAPSHOT_STREAM, records[10].position, "routeledger.snapshot/0.x", b"")
     )
