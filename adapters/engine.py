@@ -92,7 +92,7 @@ from routeledger.core.routing.state import group_view, note_in_view, request_loc
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability
 
-from .config import CredentialEndpoint, EngineConfig, load_config
+from .config import CredentialEndpoint, EngineConfig, ModelPrice, load_config
 from .grouping import GroupCommitter, Slot
 from .observe import Observation, observe_exception, observe_response
 from .runtime import Folded, Runtime
@@ -119,6 +119,9 @@ REQUEST_STEPS_MAX: Final = 1_000
 #: Hold TTL floor above the request's own time limits, in microseconds. Why: a
 #: hold must outlive the longest request it covers, or it expires under it.
 HOLD_TTL_MARGIN_US: Final = 60 * US_PER_S
+#: Chains whose reachable prices are remembered for estimates. Why: callers may
+#: name any backups, so the cache is bounded; a gateway has a few dozen routes.
+CHAIN_PRICES_CACHED_MAX: Final = 1_024
 
 
 #: How an attempt's failure class reads for the credential lifecycle (I0): only
@@ -275,6 +278,8 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         #: Events folded when the last snapshot was saved (or restored).
         self._snapshot_events = 0
+        #: (route, backups) -> the prices of the distinct models its chain can reach.
+        self._chain_prices: dict[tuple[str, tuple[str, ...]], tuple[ModelPrice, ...]] = {}
 
     @classmethod
     def open(
@@ -410,19 +415,31 @@ class Engine:
         self, route: str, backups: Sequence[str], input_tokens: int, output_tokens: int | None
     ) -> Usage:
         """Worst-case usage over every model the request could reach (no re-pricing needed)."""
-        policy = self.config.policy
-        chain = policy.chain(route, tuple(backups))
         cost = 0
         tokens = 0
-        for plan in chain.targets if chain is not None else ():
-            for member in plan.members:
-                price = self.config.prices.get(member.model)
-                if price is None:
-                    continue
-                out = output_tokens if output_tokens is not None else price.max_output_tokens
-                cost = max(cost, price.estimate_micros(input_tokens, out))
-                tokens = max(tokens, input_tokens + out)
+        for price in self._prices_reachable(route, tuple(backups)):
+            out = output_tokens if output_tokens is not None else price.max_output_tokens
+            cost = max(cost, price.estimate_micros(input_tokens, out))
+            tokens = max(tokens, input_tokens + out)
         return Usage(cost_micros=cost, tokens=tokens, requests=1)
+
+    def _prices_reachable(self, route: str, backups: tuple[str, ...]) -> tuple[ModelPrice, ...]:
+        """The prices of the distinct priced models ``route`` with ``backups`` can reach (cached)."""
+        key = (route, backups)
+        prices = self._chain_prices.get(key)
+        if prices is None:
+            chain = self.config.policy.chain(route, backups)
+            by_model: dict[str, ModelPrice] = {}
+            for plan in chain.targets if chain is not None else ():
+                for member in plan.members:
+                    price = self.config.prices.get(member.model)
+                    if price is not None:
+                        by_model.setdefault(member.model, price)
+            prices = tuple(by_model.values())
+            if len(self._chain_prices) >= CHAIN_PRICES_CACHED_MAX:
+                self._chain_prices.clear()
+            self._chain_prices[key] = prices
+        return prices
 
     # -- credential lifecycle (adapters perform the calls; the core decides) -------
 
@@ -538,10 +555,8 @@ def _decide_group(
     request (the committer queues the rest for the next group).
     """
     policy = engine.config.policy
-    holds = HoldGroup(
-        state.budget,
-        [c for i in items for c in ((i.hold,) if isinstance(i, _Enter) else (i.resolution,)) if c],
-    )
+    commands = [i.hold if isinstance(i, _Enter) else i.resolution for i in items]
+    holds = HoldGroup(state.budget, [c for c in commands if c is not None])
     # A lone item is decided on the state itself (nothing follows it to mislead).
     view = group_view(state.routing) if len(items) > 1 else state.routing
     track = engine.track_credentials

@@ -162,6 +162,8 @@ class Runtime:
     def catch_up(self) -> int:
         """Fold every event appended since the last position; return how many."""
         with self.lock:
+            if self.store.known_read_up_to(self.state.position):
+                return 0  # the engine reads before every decision: mostly nothing is new
             before = self.state.events
             fold_log(self.store.read_all(self.state.position), self.state)
             return self.state.events - before

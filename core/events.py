@@ -64,6 +64,8 @@ STREAM_ID_LENGTH_MAX: Final = 200
 
 #: Any whitespace (spaces, tabs, newlines, unicode spaces) in a stream id.
 _WHITESPACE_RE: Final = re.compile(r"\s")
+#: Stream ids of printable ASCII without spaces, the common case: always storable.
+_PLAIN_STREAM_ID_RE: Final = re.compile(rf"[!-~]{{1,{STREAM_ID_LENGTH_MAX}}}")
 #: Tag grammar: ``routeledger.`` then a CamelCase past-tense name.
 _TAG_RE: Final = re.compile(r"^routeledger\.[A-Z][A-Za-z0-9]{1,63}$")
 #: Highest schema version a tag may declare (a sanity limit, not a plan).
@@ -214,6 +216,19 @@ def envelope_problem(evt: Event) -> str | None:
     and the engine time (an ``int`` in range). Ordering against the stream's
     head is the store's job.
     """
+    stream_id = evt.stream_id
+    version = evt.version
+    at_us = evt.at_us
+    if (
+        type(evt).TAG
+        and type(stream_id) is str
+        and _PLAIN_STREAM_ID_RE.fullmatch(stream_id) is not None
+        and type(version) is int
+        and version >= 1
+        and type(at_us) is int
+        and ENGINE_TIME_US_MIN <= at_us <= ENGINE_TIME_US_MAX
+    ):
+        return None  # the common case (an ASCII stream id), in one pass
     if not type(evt).TAG:
         return f"{type(evt).__qualname__} is not declared with @event"
     problem = stream_id_problem(evt.stream_id)

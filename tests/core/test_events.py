@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from routeledger.core.errors import UsageError
 from routeledger.core.events import (
@@ -154,3 +156,30 @@ def test_envelope_problem_checks_declaration_version_and_time() -> None:
     too_late = Ticked(stream_id="t:1", version=1, at_us=ENGINE_TIME_US_MAX + 1)
     assert "at_us" in str(envelope_problem(too_late))
     assert "at_us" in str(envelope_problem(Ticked(stream_id="t:1", version=1, at_us=1.0)))  # type: ignore[arg-type]
+
+
+@given(
+    stream_id=st.text(max_size=STREAM_ID_LENGTH_MAX + 2)
+    | st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7F), max_size=210),
+    version=st.integers(-1, 3) | st.booleans(),
+    at_us=st.integers(-1, 2) | st.just(ENGINE_TIME_US_MAX + 1),
+)
+def test_envelope_fast_path_agrees_with_the_field_checks(
+    stream_id: str, version: int, at_us: int
+) -> None:
+    """The one-pass check for ASCII stream ids accepts exactly what the field-by-field rules accept."""
+    registry = EventRegistry()
+
+    @event("routeledger.Ticked", 1, Origin.DECIDED, registry=registry)
+    @attrs.frozen(kw_only=True)
+    class Ticked(Event):
+        pass
+
+    valid = (
+        stream_id_problem(stream_id) is None
+        and type(version) is int
+        and version >= 1
+        and 0 <= at_us <= ENGINE_TIME_US_MAX
+    )
+    problem = envelope_problem(Ticked(stream_id=stream_id, version=version, at_us=at_us))
+    assert (problem is None) == valid, problem
