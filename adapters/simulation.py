@@ -406,6 +406,9 @@ class _GatewayStore:
     def read_all(self, after: int = 0, **kwargs: Any) -> Iterator[Recorded]:
         return self._sim.store.read_all(after, **kwargs)
 
+    def known_read_up_to(self, position: int) -> bool:
+        return self._sim.store.known_read_up_to(position)
+
     def close(self) -> None:
         """The shared store outlives every gateway."""
 

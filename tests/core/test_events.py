@@ -149,6 +149,7 @@ def test_envelope_problem_checks_declaration_version_and_time() -> None:
         pass
 
     assert envelope_problem(Ticked(stream_id="t:1", version=1, at_us=0)) is None
+    assert envelope_problem(Ticked(stream_id="hold:ré-42", version=1, at_us=0)) is None
     assert "not declared" in str(envelope_problem(Undeclared(stream_id="t:1", version=1, at_us=0)))
     assert "empty" in str(envelope_problem(Ticked(stream_id="", version=1, at_us=0)))
     assert "version" in str(envelope_problem(Ticked(stream_id="t:1", version=0, at_us=0)))
