@@ -278,8 +278,10 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         #: Events folded when the last snapshot was saved (or restored).
         self._snapshot_events = 0
-        #: (route, backups) -> the prices of the distinct models its chain can reach.
+        #: (route, backups) -> the prices of the distinct models its chain can reach,
+        #: under ``_prices_config`` (a new ``config`` empties the cache).
         self._chain_prices: dict[tuple[str, tuple[str, ...]], tuple[ModelPrice, ...]] = {}
+        self._prices_config = config
 
     @classmethod
     def open(
@@ -425,6 +427,9 @@ class Engine:
 
     def _prices_reachable(self, route: str, backups: tuple[str, ...]) -> tuple[ModelPrice, ...]:
         """The prices of the distinct priced models ``route`` with ``backups`` can reach (cached)."""
+        if self._prices_config is not self.config:
+            self._chain_prices.clear()
+            self._prices_config = self.config
         key = (route, backups)
         prices = self._chain_prices.get(key)
         if prices is None:

@@ -80,8 +80,10 @@ APPEND_BATCH_EVENTS_MAX: Final = 10_000
 READ_PAGE_EVENTS_MAX: Final = 10_000
 #: Default page for whole-log reads.
 READ_PAGE_EVENTS_DEFAULT: Final = 1_000
-#: Stream heads remembered between appends. Why: one entry is ~200 bytes; 100k
-#: streams is ~20 MB, enough for every live request and pair of a busy gateway.
+#: Stream heads remembered between appends. Why: an entry is the stream's last
+#: appended event (a few hundred bytes, most of them kept by the decision state
+#: anyway) or a ~200-byte head read back; 100k streams is ~20-50 MB, enough for
+#: every live request and pair of a busy gateway.
 HEAD_CACHE_STREAMS_MAX: Final = 100_000
 #: Default polling period for followers without LISTEN/NOTIFY, in seconds.
 FOLLOW_POLL_S_DEFAULT: Final = 0.05

@@ -252,6 +252,22 @@ def test_prices_make_the_worst_case_estimate() -> None:
     assert engine.estimate("chat", (), 0, 1_000_000).cost_micros == 1_000_000
 
 
+def test_estimates_follow_a_replaced_config() -> None:
+    """The cached prices of a chain are those of the engine's current config, never a stale one."""
+    policy = parse_config(CONFIG).policy
+    engine = Engine(
+        engine_store(),
+        EngineConfig(policy=policy, prices={"m2": ModelPrice(output_micros_per_mtok=10**6)}),
+        clock=FakeClock(),
+    )
+    assert engine.estimate("chat", (), 0, 1_000_000).cost_micros == 1_000_000
+    engine.config = EngineConfig(
+        policy=policy, prices={"m2": ModelPrice(output_micros_per_mtok=3 * 10**6)}
+    )
+    assert engine.estimate("chat", (), 0, 1_000_000).cost_micros == 3_000_000
+    assert engine.estimate("chat", (), 0, 1_000).cost_micros == 3_000
+
+
 def engine_store():  # type: ignore[no-untyped-def]
     from routeledger.adapters.store import open_store
 
