@@ -197,6 +197,8 @@ def stream_id_problem(stream_id: object) -> str | None:
     """
     if type(stream_id) is not str:
         return f"stream id must be a str, got {type(stream_id).__name__}"
+    if _PLAIN_STREAM_ID_RE.fullmatch(stream_id) is not None:
+        return None  # printable ASCII without spaces, within the length limit
     if not stream_id:
         return "stream id is empty"
     if len(stream_id) > STREAM_ID_LENGTH_MAX:
