@@ -66,18 +66,27 @@ class Slot(Generic[C, R]):
         self.outcome: R | None = None
         self.error: BaseException | None = None
         self.loop = loop
-        if loop is None:
-            #: Held until a thread caller may go on (its command is done, or it
-            #: is to lead the next group): a bare lock is the cheapest wake-up.
-            self.wake = threading.Lock()
-            self.wake.acquire()
-        else:
+        #: A waiting thread caller's wake-up (see :meth:`will_wait`); a caller
+        #: that leads at once never waits and has none.
+        self.wake: threading.Lock | None = None
+        if loop is not None:
             self.future: asyncio.Future[None] = loop.create_future()
+
+    def will_wait(self) -> threading.Lock:
+        """A thread caller is about to wait (called under the committer's mutex, before queueing).
+
+        The lock is held until the caller may go on (its command is done, or it
+        is to lead the next group): a bare lock is the cheapest wake-up.
+        """
+        wake = self.wake = threading.Lock()
+        wake.acquire()
+        return wake
 
     def resume(self) -> None:
         """Let the caller go on (from any thread)."""
         if self.loop is None:
-            self.wake.release()
+            if self.wake is not None:  # None: the caller leads, it is not waiting
+                self.wake.release()
         else:
             self.loop.call_soon_threadsafe(_settle, self.future)
 
@@ -145,12 +154,25 @@ class GroupCommitter(Generic[C, R]):
         was).
         """
         slot: Slot[C, R] = Slot(command)
-        if not self._enqueue(slot):
+        with self._mutex:
+            self._recover_from_closed_loop()
+            lead = not self._leading
+            if lead:
+                # Nobody leads, so nobody waits (leadership never lapses while
+                # commands wait): lead at once, our command first in the group.
+                self._leading = True
+                self._leader_loop = None
+            else:
+                wake = slot.will_wait()
+                self._queue.append(slot)
+        if lead:
+            self._commit_next(own=slot, queued=False)
+        else:
             # Woken when our command is done, or to lead the next group (we are
             # then the oldest waiting caller: our command is first in it).
-            slot.wake.acquire()
-        if not slot.done:
-            self._commit_next(own=slot)
+            wake.acquire()
+            if not slot.done:
+                self._commit_next(own=slot)
         return slot.result()
 
     # --- async callers ----------------------------------------------------------
@@ -262,10 +284,12 @@ class GroupCommitter(Generic[C, R]):
 
     # --- both -----------------------------------------------------------------
 
-    def _take(self) -> list[Slot[C, R]]:
+    def _take(self, limit: int | None = None) -> list[Slot[C, R]]:
+        """The oldest queued commands, up to ``limit`` (a whole group by default)."""
+        limit = self.group_max if limit is None else limit
         with self._mutex:
-            group = self._queue[: self.group_max]
-            del self._queue[: self.group_max]
+            group = self._queue[:limit]
+            del self._queue[:limit]
         return group
 
     def _hand_over(self, keep: Callable[[Slot[C, R]], bool]) -> bool:
@@ -294,9 +318,18 @@ class GroupCommitter(Generic[C, R]):
             with contextlib.suppress(RuntimeError):
                 head.loop.call_soon_threadsafe(self._start_driver)
 
-    def _commit_next(self, own: Slot[C, R]) -> None:
-        """A thread caller leads one group (its own command first in it), then hands over."""
-        group = self._take()
+    def _commit_next(self, own: Slot[C, R], *, queued: bool = True) -> None:
+        """A thread caller leads one group (its own command first in it), then hands over.
+
+        ``queued``: ``own`` waited in the queue (it is at its head); otherwise the
+        caller took the lead at once and joins whoever queued meanwhile.
+        """
+        if queued:
+            group = self._take()
+        else:
+            # Reading the queue unlocked is safe: a caller queued just after this
+            # check is handed the lead (or served) by the hand-over below.
+            group = [own, *self._take(self.group_max - 1)] if self._queue else [own]
         try:
             self._commit_locked(group)
         finally:
