@@ -43,6 +43,7 @@ import attrs
 import orjson
 from cattrs import transform_error
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
 
@@ -210,6 +211,23 @@ def _is_frozenset(tp: Any) -> bool:
     return typing.get_origin(tp) is frozenset
 
 
+#: Field types orjson writes exactly as the generic unstructuring would, with no
+#: Python call: a scalar, a homogeneous tuple of one (orjson writes a tuple as
+#: an array, as it writes the list cattrs would build), or an optional scalar.
+_SCALARS: Final = (str, int, bool)
+
+
+def _is_plain_json(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS
+    if origin in (typing.Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        return len(args) == 2 and len(rest) == 1 and rest[0] in _SCALARS
+    return False
+
+
 def _build_converter(registry: EventRegistry, *, detailed: bool) -> OrjsonConverter:
     # The fast converter checks the key count instead of the key set (see decode).
     conv = make_converter(forbid_extra_keys=detailed, detailed_validation=detailed)
@@ -281,6 +299,9 @@ def _build_converter(registry: EventRegistry, *, detailed: bool) -> OrjsonConver
 
     conv.register_structure_hook_factory(_is_frozenset, frozenset_structure)
     conv.register_unstructure_hook_factory(_is_frozenset, frozenset_unstructure)
+
+    # Inlined by the generated unstructure functions (cattrs skips identity hooks).
+    conv.register_unstructure_hook_factory(_is_plain_json, lambda _: identity)
 
     omit_envelope = {name: override(omit=True) for name in _ENVELOPE_COLUMNS}
     for cls in registry:
