@@ -923,6 +923,9 @@ class RequestHandle:
         return max(0.0, (request.wait_until_us - engine.clock.now_us()) / US_PER_S)
 
     def _served(self) -> bool:
+        """Whether the current attempt succeeded (then ``result`` is its :class:`Served`)."""
+        if type(self.result) is Served:
+            return True  # set once: a success is the attempt's last outcome
         current = self._current
         if current is not None and isinstance(current.outcome, Succeeded):
             usage = self._usage if self._usage is not None else self.estimate  # billed (L11)
