@@ -339,10 +339,8 @@ class EventStore:
         """Up to ``limit`` events with a position above ``after``, in log order."""
         if not 1 <= limit <= READ_PAGE_EVENTS_MAX:
             raise UsageError(f"read limit must be in 1..{READ_PAGE_EVENTS_MAX}, got {limit}")
-        if self._counts_in_memory and after >= (self._events.max_notification_id() or 0):
-            # The engine reads before every decision and almost always finds
-            # nothing: in memory the head is a list's length, cheaper than a scan.
-            return []
+        if self.known_read_up_to(after):
+            return []  # in memory the head is a list's length, cheaper than a scan
         if self._sqlite_page is not None:
             return self._read_sqlite(after, limit)
         rows = self._events.select_notifications(start=after, limit=limit, inclusive_of_start=False)
