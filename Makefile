@@ -45,7 +45,7 @@ test: lint typecheck unit
 # A long campaign of the deterministic fleet simulation (docs/reliability.md).
 SEEDS ?= 10000
 simulate: $(STAMP)
-	$(PY) -m routeledger.adapters.simulation --seeds $(SEEDS) --jobs 2
+	$(PY) -m routeledger.adapters.testing.simulation --seeds $(SEEDS) --jobs 2
 
 bench: $(STAMP)
 	bash .ci/postgres.sh install

@@ -1,1 +1,118 @@
-"""placeholder"""
+"""RouteLedger's adapters: what a gateway author imports.
+
+::
+
+    from routeledger.adapters import Engine, Executor, Served, load_config, open_store
+
+The sub-packages, by role:
+
+* ``engine`` — :class:`Engine` (the request API), its runtime and group
+  committer, configuration, clock and results;
+* ``store`` — :func:`open_store` and the three backends, the codec, snapshots,
+  store URLs and canonical hashing;
+* ``providers`` — failure classification of responses, streams and SDK
+  exceptions, secret scrubbing, problem details, exhaustion reports;
+* ``http`` — :class:`Executor`, chat completions over httpx (the ``providers``
+  extra);
+* ``audit`` — verified replay and what-if;
+* ``cli`` — the ``routeledger`` command line and the demo;
+* ``testing`` — test doubles and tools: the fake provider, the fleet
+  simulation, :class:`FakeClock`, deterministic ids.
+
+Names are loaded on first use, so importing this package costs nothing and the
+executor's optional dependency (httpx) is needed only when ``Executor`` is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from routeledger.adapters.engine import (
+        Attempt,
+        BudgetRejected,
+        Clock,
+        ConfigError,
+        Degradation,
+        Engine,
+        EngineConfig,
+        Exhausted,
+        RequestHandle,
+        Result,
+        Served,
+        SystemClock,
+        load_config,
+        parse_config,
+    )
+    from routeledger.adapters.http import Completion, Executor
+    from routeledger.adapters.providers import DEFAULT_SCRUBBER, EnvironmentSecretReader
+    from routeledger.adapters.store import Conflict, EventStore, StoreError, open_store
+    from routeledger.adapters.testing import FakeClock, counter_ids
+
+#: Public name -> the sub-package that defines it.
+_HOMES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "Attempt",
+            "BudgetRejected",
+            "Clock",
+            "ConfigError",
+            "Degradation",
+            "Engine",
+            "EngineConfig",
+            "Exhausted",
+            "RequestHandle",
+            "Result",
+            "Served",
+            "SystemClock",
+            "load_config",
+            "parse_config",
+        ),
+        "engine",
+    ),
+    **dict.fromkeys(("Completion", "Executor"), "http"),
+    **dict.fromkeys(("DEFAULT_SCRUBBER", "EnvironmentSecretReader"), "providers"),
+    **dict.fromkeys(("Conflict", "EventStore", "StoreError", "open_store"), "store"),
+    **dict.fromkeys(("FakeClock", "counter_ids"), "testing"),
+}
+
+__all__ = [
+    "DEFAULT_SCRUBBER",
+    "Attempt",
+    "BudgetRejected",
+    "Clock",
+    "Completion",
+    "ConfigError",
+    "Conflict",
+    "Degradation",
+    "Engine",
+    "EngineConfig",
+    "EnvironmentSecretReader",
+    "EventStore",
+    "Executor",
+    "Exhausted",
+    "FakeClock",
+    "RequestHandle",
+    "Result",
+    "Served",
+    "StoreError",
+    "SystemClock",
+    "counter_ids",
+    "load_config",
+    "open_store",
+    "parse_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'routeledger.adapters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"routeledger.adapters.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

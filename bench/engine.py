@@ -20,8 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure
 
-from routeledger.adapters.config import parse_config
-from routeledger.adapters.engine import Engine, SystemClock, counter_ids
+from routeledger.adapters.engine.clock import SystemClock
+from routeledger.adapters.engine.config import parse_config
+from routeledger.adapters.engine.engine import Engine
+from routeledger.adapters.testing.clock import counter_ids
 
 CONFIG = """
 [credentials.a]
@@ -95,7 +97,9 @@ def bench_import() -> None:
     samples = []
     for _ in range(3):
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import routeledger.adapters.engine"], check=True)
+        subprocess.run(
+            [sys.executable, "-c", "import routeledger.adapters.engine.engine"], check=True
+        )
         samples.append(time.perf_counter() - began)
     figure("engine.import.s", min(samples), "s")
 
@@ -109,8 +113,8 @@ def bench_memory() -> None:
     # exec, so a child started by this (large) process would report our peak.
     script = (
         "import sys\n"
-        "from routeledger.adapters.config import parse_config\n"
-        "from routeledger.adapters.engine import Engine\n"
+        "from routeledger.adapters.engine.config import parse_config\n"
+        "from routeledger.adapters.engine.engine import Engine\n"
         "engine = Engine.open('memory://', parse_config(sys.stdin.read()))\n"
         "status = open('/proc/self/status').read().splitlines()\n"
         "print(next(line.split()[1] for line in status if line.startswith('VmHWM:')))\n"

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure, postgres_url
 
-from routeledger.adapters.grouping import HoldCommitter
-from routeledger.adapters.runtime import Runtime
-from routeledger.adapters.store import open_store
+from routeledger.adapters.engine.grouping import HoldCommitter
+from routeledger.adapters.engine.runtime import Runtime
+from routeledger.adapters.store.eventstore import open_store
 from routeledger.core.budget.decide import (
     OpenAccount,
     PlaceHold,

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure, per_call_us
 
-from routeledger.adapters.observe import observe_response
-from routeledger.adapters.scrub import Scrubber
+from routeledger.adapters.providers.observe import observe_response
+from routeledger.adapters.providers.scrub import Scrubber
 from routeledger.core.credentials.secrets import InMemorySecretStore
 
 NOW_US = 1_767_225_600_000_000

@@ -6,7 +6,7 @@ Figures:
   end to end (open, read, decode, fold, snapshot and projection checks, state
   hash), run as its own process on a SQLite log of real events;
 * ``replay.verify.peak_mb`` — that process's peak memory, with the helper
-  processes it starts (``routeledger.projections.replay.PARALLEL``): the
+  processes it starts (``routeledger.adapters.audit.replay.PARALLEL``): the
   larger of the summed PSS of the process tree, sampled every 50 ms, and the
   peak RSS of the largest single process. Measured on a second run: the
   sampling takes CPU the timed run must not lose;
@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure
 
-from routeledger.adapters.runtime import Folded, fold_log
-from routeledger.adapters.snapshots import load_snapshot, save_snapshot
-from routeledger.adapters.store import open_store
+from routeledger.adapters.store.eventstore import open_store
+from routeledger.adapters.store.snapshots import load_snapshot, save_snapshot
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget.values import Scope, Unit, Usage
 from routeledger.core.events import Event
+from routeledger.core.fold import Folded, fold_log
 from routeledger.core.routing.decide import (
     Failed,
     NextStep,
@@ -244,7 +244,7 @@ def _verify(url: str, *, sample: bool) -> tuple[float, str, int]:
         [
             sys.executable,
             "-m",
-            "routeledger.adapters.cli",
+            "routeledger.adapters.cli.main",
             "replay",
             "--verify",
             "--json",

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure
 
-from routeledger.adapters.simulation import run_campaign
+from routeledger.adapters.testing.simulation import run_campaign
 
 #: A short campaign: ~10 s on the 2-core reference machine.
 SEEDS = range(1_000, 1_040)

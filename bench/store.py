@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure, per_call_us, postgres_url
 
-from routeledger.adapters.codec import Codec
-from routeledger.adapters.store import open_store
+from routeledger.adapters.store.codec import Codec
+from routeledger.adapters.store.eventstore import open_store
 from routeledger.core.events import Event, EventRegistry, Origin, event
 
 REG = EventRegistry()

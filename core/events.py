@@ -4,7 +4,7 @@ These names and tags are the storage contract. An event's *tag* (for example
 ``routeledger.HoldPlaced``) and *schema version* are written next to every
 stored event; renaming a class changes nothing, changing a tag or a field
 breaks stored logs and needs a new schema version plus an upcaster (see
-``routeledger.adapters.codec``).
+``routeledger.adapters.store.codec``).
 
 Naming rule (STYLE items 4 and 5). Every event is named in the past tense and
 says where it came from:

@@ -9,18 +9,20 @@ from scratch and resumable from its tracked ``position``:
   holds and their age, overage;
 * :class:`~.timeline.RequestTimeline` — every event of a request in order
   (holds are linked by ``hold_id == request_id``);
-* :class:`~.metrics.Metrics` — the Prometheus text exposition format;
-* :mod:`.canonical` — canonical bytes and the state hash of a folded state (D1).
+* :class:`~.metrics.Metrics` — the Prometheus text exposition format.
+
+The canonical state hash (D1) is the store's
+(``routeledger.adapters.store.canonical``); verified replay and what-if are
+audit tools (``routeledger.adapters.audit``).
 """
 
 from __future__ import annotations
 
-from .availability import AvailabilityBoard, AvailabilityRow
-from .base import Projection, rebuild
-from .budget import AccountRow, BudgetBoard, OpenHold
-from .canonical import canonical_bytes, state_hash
-from .metrics import Metrics
-from .timeline import Entry, RequestTimeline
+from routeledger.projections.availability import AvailabilityBoard, AvailabilityRow
+from routeledger.projections.base import Projection, rebuild
+from routeledger.projections.budget import AccountRow, BudgetBoard, OpenHold
+from routeledger.projections.metrics import Metrics
+from routeledger.projections.timeline import Entry, RequestTimeline
 
 __all__ = [
     "AccountRow",
@@ -32,7 +34,5 @@ __all__ = [
     "OpenHold",
     "Projection",
     "RequestTimeline",
-    "canonical_bytes",
     "rebuild",
-    "state_hash",
 ]

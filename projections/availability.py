@@ -35,8 +35,7 @@ from routeledger.core.routing.events import (
 )
 from routeledger.core.routing.failures import FailureClass
 from routeledger.core.routing.state import Status
-
-from .base import Projection
+from routeledger.projections.base import Projection
 
 __all__ = ["AvailabilityBoard", "AvailabilityRow", "ScopeRecord"]
 

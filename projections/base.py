@@ -5,7 +5,7 @@ apart from the decision state (deciders never read it), rebuildable from
 scratch at any time and resumable from the position it last applied. It never
 writes to the store.
 
-* :meth:`Projection.apply` folds one :class:`~routeledger.adapters.store.Recorded`
+* :meth:`Projection.apply` folds one :class:`~routeledger.adapters.store.eventstore.Recorded`
   event and advances :attr:`Projection.position` to its log position;
 * :meth:`Projection.catch_up` folds an iterable of them (``store.read_all(p.position)``
   resumes after a restart);
@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from routeledger.adapters.store import Recorded
 from routeledger.core.events import Event
+from routeledger.core.fold import Recorded
 
 __all__ = ["Projection", "rebuild"]
 

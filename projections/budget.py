@@ -22,8 +22,7 @@ import attrs
 from routeledger.core.budget import events as ev
 from routeledger.core.budget.values import Leg, Scope, Unit
 from routeledger.core.events import Event
-
-from .base import Projection
+from routeledger.projections.base import Projection
 
 __all__ = ["AccountRecord", "AccountRow", "BudgetBoard", "HoldRecord", "OpenHold"]
 

@@ -30,13 +30,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final
 
-from routeledger.adapters.store import Recorded
 from routeledger.core.events import Event
+from routeledger.core.fold import Recorded
 from routeledger.core.routing import events as rev
-
-from .availability import AvailabilityBoard
-from .base import Projection
-from .budget import BudgetBoard
+from routeledger.projections.availability import AvailabilityBoard
+from routeledger.projections.base import Projection
+from routeledger.projections.budget import BudgetBoard
 
 __all__ = ["CONTENT_TYPE", "Metrics", "escape_help", "escape_label"]
 

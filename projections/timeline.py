@@ -28,13 +28,11 @@ from typing import Any, ClassVar, TypeAlias
 
 import attrs
 
-from routeledger.adapters.scrub import DEFAULT_SCRUBBER
-from routeledger.adapters.store import Recorded
 from routeledger.core.budget import events as bev
 from routeledger.core.events import Event
+from routeledger.core.fold import Recorded
 from routeledger.core.routing import events as rev
-
-from .base import Projection
+from routeledger.projections.base import Projection
 
 __all__ = ["Detail", "Entry", "RequestTimeline"]
 
@@ -83,10 +81,23 @@ def _legs(legs: tuple[Any, ...]) -> str:
 class RequestTimeline(Projection):
     """Timelines of every request, or of one (``request_id``), folded from the log."""
 
-    __slots__ = ("only", "sample", "timelines")
+    __slots__ = ("only", "sample", "scrub", "timelines")
+    #: Not part of the projection's identity (its canonical digest).
+    DERIVED_SLOTS: ClassVar[tuple[str, ...]] = ("scrub",)
 
-    def __init__(self, request_id: str | None = None, *, sample: int = 1) -> None:
+    def __init__(
+        self,
+        request_id: str | None = None,
+        *,
+        sample: int = 1,
+        scrub: Callable[[str], str] | None = None,
+    ) -> None:
         super().__init__()
+        #: Scrubs failure details again on the way out (E1, defence in depth: the
+        #: adapters scrub them before they are recorded). The audit tools pass
+        #: ``routeledger.adapters.providers.scrub.DEFAULT_SCRUBBER``; ``None``
+        #: shows details as recorded.
+        self.scrub = scrub
         #: Keep only this request's timeline (``None``: every request).
         self.only = request_id
         #: Keep one request in ``sample`` (by CRC-32 of its id: the same ones in
@@ -94,6 +105,11 @@ class RequestTimeline(Projection):
         self.sample = sample
         #: Request id -> entries in log order.
         self.timelines: dict[str, list[Entry]] = {}
+
+    def _scrubbed(self, detail: str) -> str:
+        if not detail:
+            return ""
+        return self.scrub(detail) if self.scrub is not None else detail
 
     def entries(self, request_id: str) -> list[Entry] | None:
         """The request's entries, or ``None`` when the log never mentions it."""
@@ -229,7 +245,7 @@ class RequestTimeline(Projection):
                 ("failure", evt.failure.value),
                 ("phase", evt.phase.value),
                 ("status", evt.status),
-                ("detail", DEFAULT_SCRUBBER(evt.detail) if evt.detail else ""),
+                ("detail", self._scrubbed(evt.detail)),
                 ("hint_us", evt.hint_us),
                 ("billed", evt.billed),
                 ("delivered_chars", evt.delivered_chars),

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from routeledger.adapters.runtime import Folded
-from routeledger.adapters.store import Recorded
+from routeledger.core.fold import Folded, Recorded
 
 
 def folded_between_decisions(records: Sequence[Recorded]) -> Iterator[Folded]:

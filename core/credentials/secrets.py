@@ -12,7 +12,7 @@ Two ports:
 
 :class:`InMemorySecretStore` implements both without I/O (tests, short-lived
 processes). The environment-variable reader is an adapter
-(``routeledger.adapters.secrets``).
+(``routeledger.adapters.providers.secrets``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 These names and tags are the storage contract. Renaming a class changes
 nothing; changing a tag or a field breaks stored logs and needs a new schema
-version plus an upcaster (``routeledger.adapters.codec``).
+version plus an upcaster (``routeledger.adapters.store.codec``).
 
 Observed vs decided (STYLE item 5). ``RequestReceived``, ``AttemptSucceeded``
 and ``AttemptFailed`` are what an adapter *observed*; every other event is

@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routeledger.adapters.runtime import fold_log
-from routeledger.adapters.store import EventStore, Recorded, open_store
+from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER
+from routeledger.adapters.store.canonical import canonical_bytes
+from routeledger.adapters.store.eventstore import EventStore, open_store
 from routeledger.core.budget import events as bev
+from routeledger.core.fold import Recorded, fold_log
 from routeledger.core.routing import events as rev
 from routeledger.core.routing.state import Status, status_at
 from routeledger.projections import (
@@ -21,7 +23,6 @@ from routeledger.projections import (
     BudgetBoard,
     Metrics,
     RequestTimeline,
-    canonical_bytes,
     rebuild,
 )
 from routeledger.projections.metrics import escape_help, escape_label
@@ -287,7 +288,7 @@ def test_timeline_equals_the_request_events_in_log_order(log: list[Recorded]) ->
 
 def test_timeline_scrubs_failure_details(log: list[Recorded]) -> None:
     """E1: failure details in a timeline never carry a secret, even if the log did."""
-    timeline = rebuild(RequestTimeline, log)
+    timeline = rebuild(lambda: RequestTimeline(scrub=DEFAULT_SCRUBBER), log)
     failed = [e for entries in timeline.timelines.values() for e in entries if e.kind == "failed"]
     assert failed
     for entry in failed:

@@ -6,15 +6,16 @@ import hashlib
 
 import pytest
 
-from routeledger.adapters.runtime import Folded, fold_log
-from routeledger.adapters.store import Recorded, open_store
+from routeledger.adapters.audit.whatif import what_if
+from routeledger.adapters.store import canonical
+from routeledger.adapters.store.canonical import canonical_bytes, digest, state_hash
+from routeledger.adapters.store.eventstore import open_store
 from routeledger.core.budget import events as bev
 from routeledger.core.budget.values import Leg, Rejection, RejectionReason, Usage
+from routeledger.core.fold import Folded, Recorded, fold_log
 from routeledger.core.routing import events as rev
 from routeledger.core.routing.decide import NextStep, StartRequest, decide_next, decide_start
-from routeledger.projections import RequestTimeline, canonical
-from routeledger.projections.canonical import canonical_bytes, digest, state_hash
-from routeledger.projections.whatif import what_if
+from routeledger.projections import RequestTimeline
 from tests.projections.workload import POLICY, T0, build
 
 

@@ -4,7 +4,7 @@ Requests are routed by the routing deciders under :data:`POLICY`, fail and
 succeed as a seeded script says, wait, exhaust; each request's budget hold
 (``hold_id == request_id``) is placed first, then settled on success or
 refunded on exhaustion; a few holds are left open. Everything goes through
-:class:`~routeledger.adapters.runtime.Runtime`, so the log is exactly what an
+:class:`~routeledger.adapters.engine.runtime.Runtime`, so the log is exactly what an
 embedding gateway would record.
 """
 
@@ -15,10 +15,11 @@ import random
 from collections.abc import Iterator
 from typing import Final
 
-from routeledger.adapters.runtime import Folded, Runtime
-from routeledger.adapters.store import EventStore
+from routeledger.adapters.engine.runtime import Runtime
+from routeledger.adapters.store.eventstore import EventStore
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget.values import Scope, Unit, Usage
+from routeledger.core.fold import Folded
 from routeledger.core.routing.decide import (
     Failed,
     NextStep,

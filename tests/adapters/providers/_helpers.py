@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from routeledger.adapters.observe import Observation
+from routeledger.adapters.providers.observe import Observation
 from routeledger.core.routing.decide import Failed
 from routeledger.core.routing.failures import FailureClass
 

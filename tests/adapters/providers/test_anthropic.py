@@ -6,7 +6,7 @@ import anthropic
 import httpx
 import pytest
 
-from routeledger.adapters.observe import Provider, observe_exception, observe_response
+from routeledger.adapters.providers.observe import Provider, observe_exception, observe_response
 from routeledger.core.routing.decide import Succeeded
 from routeledger.core.routing.failures import FailureClass
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 
-from routeledger.adapters.observe import (
+from routeledger.adapters.providers.observe import (
     Provider,
     StreamObserver,
     cap_detail,

@@ -17,8 +17,12 @@ from pydantic_ai.exceptions import (
     UnexpectedModelBehavior,
 )
 
-from routeledger.adapters.observe import GROUP_DEPTH_MAX, observe_exception, observe_exceptions
-from routeledger.adapters.scrub import Scrubber
+from routeledger.adapters.providers.observe import (
+    GROUP_DEPTH_MAX,
+    observe_exception,
+    observe_exceptions,
+)
+from routeledger.adapters.providers.scrub import Scrubber
 from routeledger.core.routing.failures import FailureClass, Phase
 
 from ._helpers import NOW_US, expect, failed, response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routeledger.adapters.observe import Provider, observe_response
+from routeledger.adapters.providers.observe import Provider, observe_response
 from routeledger.core.routing.decide import Succeeded
 from routeledger.core.routing.failures import FailureClass
 

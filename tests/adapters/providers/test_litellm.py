@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routeledger.adapters.observe import (
+from routeledger.adapters.providers.observe import (
     DEFAULT_CLASSIFIER,
     MessageRule,
     Provider,

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from routeledger.adapters.observe import (
+from routeledger.adapters.providers.observe import (
     DETAIL_CHARS_MAX,
     Provider,
     observe_exception,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routeledger.adapters.problems import (
+from routeledger.adapters.providers.problems import (
     FAILURE_STATUS,
     FAILURE_TITLES,
     PROBLEM_CONTENT_TYPE,
@@ -33,7 +33,7 @@ from routeledger.adapters.problems import (
     stream_error_chunk,
     stream_error_payload,
 )
-from routeledger.adapters.scrub import DEFAULT_SCRUBBER, Scrubber
+from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.core.errors import UsageError
 from routeledger.core.routing.failures import FailureClass
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from routeledger.adapters.scrub import DEFAULT_SCRUBBER, REDACTED, Scrubber, scrub
+from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, REDACTED, Scrubber, scrub
 from routeledger.core.credentials.secrets import InMemorySecretStore
 
 WINDOW = 8

@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from routeledger.adapters.observe import (
+from routeledger.adapters.providers.observe import (
     SSE_LINE_CHARS_MAX,
     Provider,
     StreamObserver,
@@ -289,7 +289,7 @@ def test_ended_observer_refuses_further_calls() -> None:
 
 def test_on_text_receives_every_delta_in_order() -> None:
     """The executor's callback sees each text delta in order, exactly as delivered."""
-    from routeledger.adapters.observe import StreamObserver
+    from routeledger.adapters.providers.observe import StreamObserver
 
     texts: list[str] = []
     observer = StreamObserver(on_text=texts.append)

@@ -10,7 +10,7 @@ import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routeledger.adapters.codec import default_codec
+from routeledger.adapters.store.codec import default_codec
 from routeledger.core.events import REGISTRY, Event, Origin
 from routeledger.core.routing import events as routing_events
 from routeledger.core.routing.events import BlockEvent, RoutingEvent

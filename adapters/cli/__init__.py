@@ -1,0 +1,3 @@
+"""The ``routeledger`` command line (``main``) and the demo it runs."""
+
+from __future__ import annotations

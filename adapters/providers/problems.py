@@ -1,0 +1,406 @@
+"""RFC 9457 ``application/problem+json`` renderers, and the stream ``error`` event (I4, E1).
+
+Input is plain adapter-level values (:class:`FailedAttempt`,
+:class:`ExhaustionReport`, :class:`BudgetRejection`,
+:class:`DegradedCredential`, :class:`FailureProblem`); whoever reads the log
+builds them. Output is a :class:`Problem`: the HTTP status, the headers
+(``Content-Type`` and, when a retry time is known, ``Retry-After``) and the
+body. Rules:
+
+* ``type`` is a stable absolute URI per problem kind (:data:`PROBLEM_BASE_URI`
+  + slug), ``status`` equals the HTTP status returned, ``instance`` is the
+  request id, ``title`` is fixed per type, ``detail`` is a deterministic
+  sentence;
+* every string that reaches a client passes through the scrubber (E1), and
+  every per-attempt detail is capped at :data:`DETAIL_CHARS_MAX` (I4);
+* only fallback exhaustion carries the ``failures`` extension; extension
+  members never shadow the standard members (:data:`STANDARD_MEMBERS`).
+
+Statuses (documented in ``docs/errors.md``): fallback exhausted 502; a single
+terminal failure by class (:data:`FAILURE_STATUS`: 429 rate limited, 503
+unavailable/quota, 504 timeouts, 400 caller-caused, 502 otherwise); budget
+rejected 402; credential degraded 503.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import quote
+
+import attrs
+import orjson
+
+from routeledger.adapters.providers.observe import DETAIL_CHARS_MAX
+from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
+from routeledger.core.errors import UsageError
+from routeledger.core.routing.failures import FailureClass
+
+__all__ = [
+    "FAILURE_STATUS",
+    "FAILURE_TITLES",
+    "PROBLEM_BASE_URI",
+    "PROBLEM_CONTENT_TYPE",
+    "STANDARD_MEMBERS",
+    "BudgetRejection",
+    "DegradedCredential",
+    "ExhaustionReport",
+    "FailedAttempt",
+    "FailureProblem",
+    "Problem",
+    "attempt_summary",
+    "exhaustion_summary",
+    "problem_type",
+    "render_budget_rejection",
+    "render_degraded_credential",
+    "render_exhaustion",
+    "render_failure",
+    "stream_error_chunk",
+    "stream_error_payload",
+]
+
+PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+#: Every ``type`` URI starts here; the slug after it is stable (a storage-like contract).
+PROBLEM_BASE_URI: Final = "https://routeledger.dev/problems/"
+#: RFC 9457 members an extension may never replace.
+STANDARD_MEMBERS: Final = frozenset({"type", "title", "status", "detail", "instance"})
+#: Attempts listed in one report. Why 64: a chain holds at most 16 targets plus
+#: backups and fallbacks, each tried a few times; more is a runaway loop.
+ATTEMPTS_MAX: Final = 64
+
+FALLBACK_EXHAUSTED: Final = "fallback_exhausted"
+BUDGET_EXCEEDED: Final = "budget_exceeded"
+CREDENTIAL_DEGRADED: Final = "credential_degraded"
+
+_F = FailureClass
+#: Human words for each class: the title's lower-case form, used in summaries.
+FAILURE_TITLES: Final[Mapping[FailureClass, str]] = {
+    _F.AUTH_ERROR: "Authentication failed",
+    _F.QUOTA_EXHAUSTED: "Quota exhausted",
+    _F.RATE_LIMITED: "Rate limited",
+    _F.MODEL_NOT_FOUND: "Model not found",
+    _F.MODEL_NOT_SUPPORTED: "Model not supported",
+    _F.CONTEXT_LENGTH_EXCEEDED: "Context length exceeded",
+    _F.CONTENT_FILTERED: "Blocked by content filter",
+    _F.INVALID_REQUEST: "Invalid request",
+    _F.PROVIDER_UNAVAILABLE: "Provider unavailable",
+    _F.CONNECT_ERROR: "Connection failed",
+    _F.TIMEOUT_BEFORE_RESPONSE: "Timed out before response",
+    _F.FIRST_TOKEN_TIMEOUT: "Timed out before first token",
+    _F.STREAM_STALLED: "Stream stalled",
+    _F.STREAM_INTERRUPTED: "Stream interrupted",
+    _F.MALFORMED_RESPONSE: "Malformed response",
+    _F.RESPONSE_REJECTED: "Response rejected",
+    _F.CALLER_CANCELLED: "Cancelled by caller",
+    _F.UNKNOWN: "Unknown failure",
+}
+#: The HTTP status of a request that ended on one failure of this class.
+#: Upstream faults are the gateway's (5xx); caller-caused ones are 400; a rate
+#: limit is passed on as 429 so clients back off; 499 is nginx's "client closed".
+FAILURE_STATUS: Final[Mapping[FailureClass, int]] = {
+    _F.AUTH_ERROR: 502,
+    _F.QUOTA_EXHAUSTED: 503,
+    _F.RATE_LIMITED: 429,
+    _F.MODEL_NOT_FOUND: 502,
+    _F.MODEL_NOT_SUPPORTED: 502,
+    _F.CONTEXT_LENGTH_EXCEEDED: 400,
+    _F.CONTENT_FILTERED: 400,
+    _F.INVALID_REQUEST: 400,
+    _F.PROVIDER_UNAVAILABLE: 503,
+    _F.CONNECT_ERROR: 502,
+    _F.TIMEOUT_BEFORE_RESPONSE: 504,
+    _F.FIRST_TOKEN_TIMEOUT: 504,
+    _F.STREAM_STALLED: 504,
+    _F.STREAM_INTERRUPTED: 502,
+    _F.MALFORMED_RESPONSE: 502,
+    _F.RESPONSE_REJECTED: 502,
+    _F.CALLER_CANCELLED: 499,
+    _F.UNKNOWN: 502,
+}
+
+
+def problem_type(slug: str) -> str:
+    """The ``type`` URI for a failure class value or a problem kind (underscores become hyphens)."""
+    return PROBLEM_BASE_URI + slug.replace("_", "-")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@attrs.frozen(kw_only=True)
+class FailedAttempt:
+    """One failed attempt of a request, as the log recorded it."""
+
+    credential_id: str
+    upstream_model: str
+    failure: FailureClass
+    #: HTTP status the upstream answered, ``None`` without a response.
+    status: int | None = None
+    #: The adapter's detail (scrubbed again and capped when rendered).
+    detail: str = ""
+    #: Whether the provider may have charged for it.
+    billed: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ExhaustionReport:
+    """Every member of the chain failed or was unavailable."""
+
+    request_id: str
+    attempts: tuple[FailedAttempt, ...] = ()
+    #: From now until anything could serve again (→ ``Retry-After``), if known.
+    retry_after_us: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FailureProblem:
+    """A request that ended on one failure without falling back (e.g. a content filter)."""
+
+    request_id: str
+    attempt: FailedAttempt
+    retry_after_us: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BudgetRejection:
+    """A hold was refused: ``scope``'s ``limit`` leaves only ``remaining`` (integer micro-units)."""
+
+    request_id: str
+    scope: str
+    limit: int
+    remaining: int
+    #: The unit of ``limit`` and ``remaining`` (e.g. ``usd_micros``, ``tokens``).
+    unit: str = "usd_micros"
+    #: Until the budget period resets, if known.
+    retry_after_us: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DegradedCredential:
+    """Routing degraded: a credential cannot serve (e.g. models unresolved, I0)."""
+
+    request_id: str
+    credential_id: str
+    reason: str
+    detail: str = ""
+    retry_after_us: int | None = None
+
+
+# --------------------------------------------------------------------------- output
+
+
+@attrs.frozen(kw_only=True)
+class Problem:
+    """A rendered problem: status, headers and body (a JSON object)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: Mapping[str, Any]
+
+    def to_json(self) -> bytes:
+        """The body as UTF-8 JSON, keys in insertion order."""
+        return orjson.dumps(dict(self.body))
+
+
+def _instance(request_id: str) -> str:
+    # A relative URI reference: characters outside RFC 3986's set are percent-encoded.
+    return quote(request_id, safe="-._~:@!$&'()*+,;=/")
+
+
+def _retry_after(retry_after_us: int | None) -> tuple[tuple[str, str], ...]:
+    if retry_after_us is None:
+        return ()
+    return (("Retry-After", str(max(0, math.ceil(retry_after_us / 1_000_000)))),)
+
+
+def _problem(
+    *,
+    kind: str,
+    title: str,
+    status: int,
+    detail: str,
+    request_id: str,
+    retry_after_us: int | None,
+    scrubber: Scrubber,
+    extensions: Mapping[str, Any] | None = None,
+) -> Problem:
+    body: dict[str, Any] = {
+        "type": problem_type(kind),
+        "title": title,
+        "status": status,
+        "detail": scrubber(detail),
+        "instance": _instance(scrubber(request_id)),
+        "code": kind.upper(),
+    }
+    for name, value in (extensions or {}).items():
+        if name in STANDARD_MEMBERS:
+            raise UsageError(f"problem extension {name!r} would replace a standard member")
+        body[name] = value
+    if retry_after_us is not None:
+        body["retry_after_s"] = max(0, math.ceil(retry_after_us / 1_000_000))
+    headers = (("Content-Type", PROBLEM_CONTENT_TYPE), *_retry_after(retry_after_us))
+    return Problem(status=status, headers=headers, body=body)
+
+
+def _cap(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= DETAIL_CHARS_MAX else text[: DETAIL_CHARS_MAX - 1] + "…"
+
+
+def attempt_summary(attempt: FailedAttempt, scrubber: Scrubber = DEFAULT_SCRUBBER) -> str:
+    """One deterministic line: ``<model> on <credential>: <what> (HTTP <status>)[, billed]``."""
+    what = FAILURE_TITLES[attempt.failure].lower()
+    where = f"HTTP {attempt.status}" if attempt.status is not None else "no HTTP status"
+    billed = ", billed" if attempt.billed else ""
+    return scrubber(
+        f"{attempt.upstream_model} on {attempt.credential_id}: {what} ({where}){billed}"
+    )
+
+
+def exhaustion_summary(report: ExhaustionReport, scrubber: Scrubber = DEFAULT_SCRUBBER) -> str:
+    """The overall line: how many attempts failed and each one's summary, in order."""
+    attempts = report.attempts[:ATTEMPTS_MAX]
+    if not attempts:
+        text = "No attempt could be made: every candidate was unavailable."
+    else:
+        noun = "attempt" if len(attempts) == 1 else "attempts"
+        lines = "; ".join(attempt_summary(attempt, scrubber) for attempt in attempts)
+        text = f"All {len(attempts)} {noun} failed: {lines}."
+        if len(report.attempts) > ATTEMPTS_MAX:
+            text += f" ({len(report.attempts) - ATTEMPTS_MAX} more not listed.)"
+    if report.retry_after_us is not None:
+        text += f" Retry after {max(0, math.ceil(report.retry_after_us / 1_000_000))} s."
+    return text
+
+
+def _failure_entry(attempt: FailedAttempt, scrubber: Scrubber) -> dict[str, Any]:
+    return {
+        "credential_id": scrubber(attempt.credential_id),
+        "upstream_model": scrubber(attempt.upstream_model),
+        "failure": attempt.failure.value,
+        "status": attempt.status,
+        "detail": _cap(scrubber(attempt.detail)),
+        "billed": attempt.billed,
+        "summary": attempt_summary(attempt, scrubber),
+    }
+
+
+def render_exhaustion(
+    report: ExhaustionReport, *, scrubber: Scrubber = DEFAULT_SCRUBBER
+) -> Problem:
+    """Fallback exhausted: 502, the ordered ``failures`` extension, ``Retry-After`` when known (I4)."""
+    return _problem(
+        kind=FALLBACK_EXHAUSTED,
+        title="All fallbacks failed",
+        status=502,
+        detail=exhaustion_summary(report, scrubber),
+        request_id=report.request_id,
+        retry_after_us=report.retry_after_us,
+        scrubber=scrubber,
+        extensions={
+            "failures": [_failure_entry(a, scrubber) for a in report.attempts[:ATTEMPTS_MAX]]
+        },
+    )
+
+
+def render_failure(problem: FailureProblem, *, scrubber: Scrubber = DEFAULT_SCRUBBER) -> Problem:
+    """One terminal failure: its class's type and status (:data:`FAILURE_STATUS`); no ``failures``."""
+    attempt = problem.attempt
+    detail = attempt_summary(attempt, scrubber)
+    if attempt.detail:
+        detail += ": " + _cap(scrubber(attempt.detail))
+    return _problem(
+        kind=attempt.failure.value,
+        title=FAILURE_TITLES[attempt.failure],
+        status=FAILURE_STATUS[attempt.failure],
+        detail=detail,
+        request_id=problem.request_id,
+        retry_after_us=problem.retry_after_us,
+        scrubber=scrubber,
+        extensions={
+            "credential_id": scrubber(attempt.credential_id),
+            "upstream_model": scrubber(attempt.upstream_model),
+            "upstream_status": attempt.status,
+        },
+    )
+
+
+def render_budget_rejection(
+    rejection: BudgetRejection, *, scrubber: Scrubber = DEFAULT_SCRUBBER
+) -> Problem:
+    """Budget exceeded: 402 with the scope, its limit and what remains."""
+    return _problem(
+        kind=BUDGET_EXCEEDED,
+        title="Budget exceeded",
+        status=402,
+        detail=(
+            f"Budget {rejection.scope} allows {rejection.limit} {rejection.unit}; "
+            f"{rejection.remaining} remain, not enough for this request."
+        ),
+        request_id=rejection.request_id,
+        retry_after_us=rejection.retry_after_us,
+        scrubber=scrubber,
+        extensions={
+            "scope": scrubber(rejection.scope),
+            "limit": rejection.limit,
+            "remaining": rejection.remaining,
+            "unit": rejection.unit,
+        },
+    )
+
+
+def render_degraded_credential(
+    degraded: DegradedCredential, *, scrubber: Scrubber = DEFAULT_SCRUBBER
+) -> Problem:
+    """A credential cannot serve: 503 with its id and the reason."""
+    detail = f"Credential {degraded.credential_id} cannot serve: {degraded.reason}"
+    if degraded.detail:
+        detail += f" ({_cap(scrubber(degraded.detail))})"
+    return _problem(
+        kind=CREDENTIAL_DEGRADED,
+        title="Credential degraded",
+        status=503,
+        detail=detail + ".",
+        request_id=degraded.request_id,
+        retry_after_us=degraded.retry_after_us,
+        scrubber=scrubber,
+        extensions={
+            "credential_id": scrubber(degraded.credential_id),
+            "reason": scrubber(degraded.reason),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def stream_error_payload(problem: Problem) -> dict[str, Any]:
+    """The OpenAI-compatible ``{"error": {...}}`` object for a problem.
+
+    ``error_type`` is the problem's kind (``fallback_exhausted`` for an
+    exhaustion); ``failures`` is present only when the problem carries it,
+    i.e. only for fallback exhaustion (I4).
+    """
+    body = problem.body
+    kind = str(body["code"]).lower()
+    error: dict[str, Any] = {
+        "message": body["detail"],
+        "type": kind,
+        "code": kind,
+        "param": None,
+        "error_type": kind,
+        "status": problem.status,
+        "problem_type": body["type"],
+        "request_id": body["instance"],
+    }
+    if "failures" in body:
+        error["failures"] = body["failures"]
+    if "retry_after_s" in body:
+        error["retry_after_s"] = body["retry_after_s"]
+    return {"error": error}
+
+
+def stream_error_chunk(problem: Problem) -> bytes:
+    """The SSE bytes that end a stream with ``problem``: one ``data:`` line and a blank line."""
+    return b"data: " + orjson.dumps(stream_error_payload(problem)) + b"\n\n"

@@ -1,0 +1,123 @@
+"""Engine configuration files: the documented example loads; every error names key and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from routeledger.adapters.engine.config import ConfigError, load_config, load_policy, parse_config
+from routeledger.core.budget.values import PeriodKind, Scope, Unit
+from routeledger.core.routing import FailureClass, Strategy
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "docs" / "examples" / "gateway.toml"
+
+MINIMAL = """
+[credentials.k]
+provider = "openai"
+
+[models.m]
+
+[routes.chat]
+[[routes.chat.chain]]
+members = [{ credential = "k", model = "m" }]
+"""
+
+
+def test_the_documented_example_loads_into_policy_endpoints_prices_and_accounts() -> None:
+    """docs/examples/gateway.toml describes a valid engine configuration."""
+    config = load_config(EXAMPLE)
+    assert [route.alias for route in config.policy.routes] == ["chat", "cheap"]
+    assert config.policy.routes[0].chain[0].strategy is Strategy.ROUND_ROBIN
+    assert config.endpoints["primary"].secret_env == "ROUTELEDGER_SECRET_PRIMARY"
+    assert config.prices["ok-model"].estimate_micros(1_000, 512) == 6_096
+    (account,) = config.accounts
+    assert (account.account_id, account.scope, account.unit, account.limit) == (
+        "team-a",
+        Scope.TEAM,
+        Unit.MICROS,
+        5_000_000,
+    )
+    assert account.period.kind is PeriodKind.DAY
+    assert config.engine.installation_id == "demo-gateway"
+    assert load_policy(EXAMPLE) == config.policy
+
+
+def test_defaults_fill_everything_optional() -> None:
+    """A file with only credentials, models and routes is complete."""
+    config = parse_config(MINIMAL)
+    assert config.accounts == ()
+    assert config.timeouts.connect_us > 0
+    assert config.policy.rule(FailureClass.RATE_LIMITED) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "fragment"),
+    [
+        (
+            MINIMAL + "[accounts.a]\nscope = 'team'\nlimit = '5'\n",
+            "accounts.a.limit",
+            12,
+            "expected int",
+        ),
+        (MINIMAL + "[accounts.a]\nscope = 'galaxy'\nlimit = 5\n", "accounts.a.scope", 11, "Scope"),
+        (
+            MINIMAL.replace('provider = "openai"', 'provider = "openai"\ncolour = "red"'),
+            "credentials.k",
+            2,
+            "colour",
+        ),
+        (
+            MINIMAL.replace('credential = "k"', 'credential = "ghost"'),
+            "routes.chat.chain[0].members[0].credential",
+            9,
+            "ghost",
+        ),
+        (
+            MINIMAL + "[failures.made_up]\nscope = 'pair'\naction = 'cooldown'\n",
+            "failures",
+            10,
+            "FailureClass",
+        ),
+        (MINIMAL + "[limits]\nattempts_max = 0\n", "limits.attempts_max", 11, ""),
+    ],
+    ids=[
+        "wrong-type",
+        "bad-enum",
+        "unknown-key",
+        "unknown-credential",
+        "unknown-failure",
+        "zero-limit",
+    ],
+)
+def test_errors_name_the_key_and_the_line(text: str, key: str, line: int, fragment: str) -> None:
+    """Structural and policy errors are ConfigError with the TOML key path and its line."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="gw.toml")
+    error = caught.value
+    assert error.key.startswith(key)
+    assert error.line == line
+    assert fragment in str(error)
+    assert str(error).startswith(f"gw.toml:{line}: ")
+
+
+def test_invalid_toml_names_the_line() -> None:
+    """A syntax error is a ConfigError carrying TOML's line number."""
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        parse_config("[routes\nx = 1\n", source="gw.toml")
+    assert caught.value.line == 1
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
+    """A missing, binary or oversized file is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary)
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (4 * 1024 * 1024 + 1))
+    with pytest.raises(ConfigError, match="more than"):
+        load_config(big)
