@@ -18,6 +18,7 @@ resolved) are *never* exceptions: they are events or result values.
 from __future__ import annotations
 
 __all__ = [
+    "CommandError",
     "DataError",
     "InvariantViolation",
     "RouteLedgerError",
@@ -31,6 +32,22 @@ class RouteLedgerError(Exception):
 
 class UsageError(RouteLedgerError, ValueError):
     """The caller misused the library (invalid policy, command, or transition)."""
+
+
+class CommandError(UsageError):
+    """A malformed command: names the command, the field and the problem.
+
+    The one "malformed command" error of every context (routing, budget,
+    credentials). ``command_name`` and ``field`` are empty when the problem is
+    not one field's (for example an unknown request).
+    """
+
+    def __init__(self, command: object, field: str, problem: str) -> None:
+        self.command_name = command if isinstance(command, str) else type(command).__name__
+        self.field = field
+        self.problem = problem
+        where = ".".join(part for part in (self.command_name, field) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
 
 
 class DataError(RouteLedgerError):
