@@ -46,6 +46,7 @@ from .errors import UsageError
 from .time import ENGINE_TIME_US_MAX, ENGINE_TIME_US_MIN
 
 __all__ = [
+    "DETAIL_CHARS_MAX",
     "REGISTRY",
     "STREAM_ID_LENGTH_MAX",
     "Event",
@@ -61,6 +62,9 @@ __all__ = [
 #: a provider model name (~80 chars seen) and the prefix, while keeping index
 #: entries small on every backend.
 STREAM_ID_LENGTH_MAX: Final = 200
+#: Longest failure detail an outcome may carry, in characters. Why: I4's report
+#: caps each attempt's detail at 300 characters.
+DETAIL_CHARS_MAX: Final = 300
 
 #: Any whitespace (spaces, tabs, newlines, unicode spaces) in a stream id.
 _WHITESPACE_RE: Final = re.compile(r"\s")

@@ -55,6 +55,7 @@ import orjson
 
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.core.errors import UsageError
+from routeledger.core.events import DETAIL_CHARS_MAX
 from routeledger.core.routing.decide import Failed, Succeeded
 from routeledger.core.routing.failures import (
     Evidence,
@@ -66,7 +67,6 @@ __all__ = [
     "BODY_CHARS_MAX",
     "DEFAULT_CLASSIFIER",
     "DEFAULT_RULES",
-    "DETAIL_CHARS_MAX",
     "GROUP_DEPTH_MAX",
     "HINT_US_MAX",
     "SSE_LINE_CHARS_MAX",
@@ -84,9 +84,6 @@ __all__ = [
     "parse_hint_us",
 ]
 
-#: Longest detail kept, in characters (I4). Why 300: one screen line or two;
-#: enough for a provider's sentence, too short for a pasted payload.
-DETAIL_CHARS_MAX: Final = 300
 #: Longest provider hint accepted, in µs (a year). Why: a bogus date must not
 #: overflow int64 arithmetic; the policy clamps far below this anyway (A3).
 HINT_US_MAX: Final = 365 * 24 * 3600 * 1_000_000

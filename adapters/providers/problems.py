@@ -32,9 +32,9 @@ from urllib.parse import quote
 import attrs
 import orjson
 
-from routeledger.adapters.providers.observe import DETAIL_CHARS_MAX
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.core.errors import UsageError
+from routeledger.core.events import DETAIL_CHARS_MAX
 from routeledger.core.routing.failures import FailureClass
 
 __all__ = [

@@ -235,74 +235,83 @@ def _build_converter(registry: EventRegistry, *, detailed: bool) -> OrjsonConver
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook(float, _reject_float)
-
-    def enum_hook(tp: type[enum.Enum]) -> Callable[[object, object], enum.Enum]:
-        # Keyed by (type, value) so that True never finds the member whose value is 1.
-        members = {(type(member.value), member.value): member for member in tp}
-
-        def structure(value: object, _: object) -> enum.Enum:
-            member = members.get((type(value), value))
-            if member is None:
-                raise TypeError(f"expected a {tp.__name__} value, got {value!r}")
-            return member
-
-        return structure
-
-    conv.register_structure_hook_factory(_is_enum, enum_hook)
-
-    def tuple_hook(tp: Any) -> Callable[[object, object], tuple[Any, ...]]:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            item = conv.get_structure_hook(args[0])
-            inner = args[0]
-
-            def homogeneous(value: object, _: object) -> tuple[Any, ...]:
-                if type(value) is not list:
-                    raise TypeError(f"expected a list, got {type(value).__name__}")
-                return tuple(item(element, inner) for element in value)
-
-            return homogeneous
-        hooks = [(conv.get_structure_hook(arg), arg) for arg in args]
-
-        def fixed(value: object, _: object) -> tuple[Any, ...]:
-            if type(value) is not list or len(value) != len(hooks):
-                raise TypeError(f"expected a list of {len(hooks)} items, got {value!r}")
-            return tuple(h(element, arg) for (h, arg), element in zip(hooks, value, strict=True))
-
-        return fixed
-
-    conv.register_structure_hook_factory(_is_tuple, tuple_hook)
-
-    def frozenset_structure(tp: Any) -> Callable[[object, object], frozenset[Any]]:
-        (inner,) = typing.get_args(tp)
-        item = conv.get_structure_hook(inner)
-
-        def structure(value: object, _: object) -> frozenset[Any]:
-            if type(value) is not list:
-                raise TypeError(f"expected a list, got {type(value).__name__}")
-            result = frozenset(item(element, inner) for element in value)
-            if len(result) != len(value):
-                raise ValueError("a set field holds duplicate items")
-            return result
-
-        return structure
-
-    def frozenset_unstructure(tp: Any) -> Callable[[frozenset[Any]], list[Any]]:
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
-
-        def unstructure(value: frozenset[Any]) -> list[Any]:
-            items = [conv.unstructure(element, unstructure_as=inner) for element in value]
-            return sorted(items, key=orjson.dumps)
-
-        return unstructure
-
-    conv.register_structure_hook_factory(_is_frozenset, frozenset_structure)
-    conv.register_unstructure_hook_factory(_is_frozenset, frozenset_unstructure)
-
+    conv.register_structure_hook_factory(_is_enum, _enum_hook)
+    conv.register_structure_hook_factory(_is_tuple, lambda tp: _tuple_hook(conv, tp))
+    conv.register_structure_hook_factory(_is_frozenset, lambda tp: _frozenset_structure(conv, tp))
+    conv.register_unstructure_hook_factory(
+        _is_frozenset, lambda tp: _frozenset_unstructure(conv, tp)
+    )
     # Inlined by the generated unstructure functions (cattrs skips identity hooks).
     conv.register_unstructure_hook_factory(_is_plain_json, lambda _: identity)
+    _register_events(conv, registry, detailed=detailed)
+    return conv
 
+
+def _enum_hook(tp: type[enum.Enum]) -> Callable[[object, object], enum.Enum]:
+    # Keyed by (type, value) so that True never finds the member whose value is 1.
+    members = {(type(member.value), member.value): member for member in tp}
+
+    def structure(value: object, _: object) -> enum.Enum:
+        member = members.get((type(value), value))
+        if member is None:
+            raise TypeError(f"expected a {tp.__name__} value, got {value!r}")
+        return member
+
+    return structure
+
+
+def _tuple_hook(conv: OrjsonConverter, tp: Any) -> Callable[[object, object], tuple[Any, ...]]:
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = conv.get_structure_hook(args[0])
+        inner = args[0]
+
+        def homogeneous(value: object, _: object) -> tuple[Any, ...]:
+            if type(value) is not list:
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return tuple(item(element, inner) for element in value)
+
+        return homogeneous
+    hooks = [(conv.get_structure_hook(arg), arg) for arg in args]
+
+    def fixed(value: object, _: object) -> tuple[Any, ...]:
+        if type(value) is not list or len(value) != len(hooks):
+            raise TypeError(f"expected a list of {len(hooks)} items, got {value!r}")
+        return tuple(h(element, arg) for (h, arg), element in zip(hooks, value, strict=True))
+
+    return fixed
+
+
+def _frozenset_structure(
+    conv: OrjsonConverter, tp: Any
+) -> Callable[[object, object], frozenset[Any]]:
+    (inner,) = typing.get_args(tp)
+    item = conv.get_structure_hook(inner)
+
+    def structure(value: object, _: object) -> frozenset[Any]:
+        if type(value) is not list:
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        result = frozenset(item(element, inner) for element in value)
+        if len(result) != len(value):
+            raise ValueError("a set field holds duplicate items")
+        return result
+
+    return structure
+
+
+def _frozenset_unstructure(conv: OrjsonConverter, tp: Any) -> Callable[[frozenset[Any]], list[Any]]:
+    args = typing.get_args(tp)
+    inner = args[0] if args else Any
+
+    def unstructure(value: frozenset[Any]) -> list[Any]:
+        items = [conv.unstructure(element, unstructure_as=inner) for element in value]
+        return sorted(items, key=orjson.dumps)
+
+    return unstructure
+
+
+def _register_events(conv: OrjsonConverter, registry: EventRegistry, *, detailed: bool) -> None:
+    """Register each event class's generated hooks (payloads omit the envelope columns)."""
     omit_envelope = {name: override(omit=True) for name in _ENVELOPE_COLUMNS}
     for cls in registry:
         attrs.resolve_types(cls)
@@ -314,7 +323,6 @@ def _build_converter(registry: EventRegistry, *, detailed: bool) -> OrjsonConver
             cls,
             make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=detailed),
         )
-    return conv
 
 
 # --- generated per-class decoders ---------------------------------------------
@@ -322,15 +330,14 @@ def _build_converter(registry: EventRegistry, *, detailed: bool) -> OrjsonConver
 # Why generated here and not by cattrs (the project otherwise lets cattrs do
 # this): cattrs' make_dict_structure_fn, even with detailed validation off,
 # makes one Python call per field into the strict hooks above and then calls
-# attrs' frozen ``__init__`` with keywords (``object.__setattr__`` per slot). On
-# the bench event (12 fields) that took ~3.5 µs of a ~5 µs decode. cattrs has no
-# option that avoids either cost. The decoders below are compiled once per class
-# when the codec is built: the type checks are inlined (``type(v) is int``), an
-# enum is one dict lookup, and a plain attrs class (no validators, converters or
-# init hooks) is filled through its slots' member descriptors without running
-# ``__init__``: ~1.6 µs for the same event, ~0.7 µs of it the slot stores (one C
-# call each; nothing cheaper can write a frozen slot). ``orjson.loads`` takes
-# another ~0.9 µs. Validators, ``init=False`` fields and converters still go
+# attrs' frozen ``__init__`` with keywords (``object.__setattr__`` per slot);
+# those two costs were most of a decode, and cattrs has no option that avoids
+# either. The decoders below are compiled once per class when the codec is
+# built: the type checks are inlined (``type(v) is int``), an enum is one dict
+# lookup, and a plain attrs class (no validators, converters or init hooks) is
+# filled through its slots' member descriptors without running ``__init__``
+# (one C call per slot; nothing cheaper can write a frozen slot). Figures:
+# bench/README.md. Validators, ``init=False`` fields and converters still go
 # through ``__init__``; nested classes that are not plain, and types outside the
 # event contract, go through the detailed cattrs hook: their semantics stay attrs'
 # and cattrs'.

@@ -72,13 +72,14 @@ __all__ = [
 ]
 
 #: Largest batch one append may write. Why: a batch is one transaction holding
-#: the table lock on PostgreSQL; 10k events (~2 MB) keeps a commit well under a
-#: second on this machine class, and no single decision emits more than a few.
+#: the table lock on PostgreSQL; 10k events (~2 MB) keep that commit short
+#: (bench/README.md), and no single decision emits more than a few.
 APPEND_BATCH_EVENTS_MAX: Final = 10_000
-#: Largest page one read returns. Why: the notes measured pages of ~1,000 as
-#: the sweet spot; 10k bounds the memory a single read can take (~10 MB).
+#: Largest page one read returns. Why: 10k bounds the memory a single read can
+#: take (~10 MB); larger pages save no time (bench/README.md).
 READ_PAGE_EVENTS_MAX: Final = 10_000
-#: Default page for whole-log reads.
+#: Default page for whole-log reads. Why: the fastest page size for whole-log
+#: reads (bench/README.md).
 READ_PAGE_EVENTS_DEFAULT: Final = 1_000
 #: Stream heads remembered between appends. Why: an entry is the stream's last
 #: appended event (a few hundred bytes, most of them kept by the decision state
@@ -153,6 +154,23 @@ class StoredSnapshot:
     payload: bytes
 
 
+def _check_follows(index: int, evt: Event, previous: Event) -> None:
+    """Raise :class:`InvalidAppend` unless ``evt`` follows ``previous`` (same stream, same batch)."""
+    if evt.version != previous.version + 1:
+        raise InvalidAppend(
+            index,
+            evt,
+            f"version {evt.version} does not follow version {previous.version} "
+            f"of the same stream earlier in the batch",
+        )
+    if evt.at_us < previous.at_us:
+        raise InvalidAppend(
+            index,
+            evt,
+            f"engine time goes backwards within the stream ({evt.at_us} < {previous.at_us})",
+        )
+
+
 class EventStore:
     """Append, load, read and follow RouteLedger's log on one backend."""
 
@@ -212,6 +230,30 @@ class EventStore:
                 events[APPEND_BATCH_EVENTS_MAX],
                 f"the batch holds {len(events)} events, more than {APPEND_BATCH_EVENTS_MAX}",
             )
+        stored, firsts, lasts = self._encode_batch(events)
+        self._check_heads(firsts)
+        try:
+            positions = self._events.insert_events(stored)
+        except IntegrityError as error:
+            self._forget(firsts)
+            raise self._conflict_after_race(firsts) from error
+        except PersistenceError as error:
+            self._forget(firsts)
+            raise StoreUnavailable(f"append to {self.url.masked} failed: {error}") from error
+        with self._lock:
+            if len(self._heads) + len(lasts) > HEAD_CACHE_STREAMS_MAX:
+                self._heads.clear()
+            self._heads.update(lasts)
+        return tuple(positions or ())
+
+    def _encode_batch(
+        self, events: Sequence[Event]
+    ) -> tuple[list[StoredEvent], dict[str, tuple[int, Event]], dict[str, Event]]:
+        """Validate and encode a batch: its rows, each stream's first and last event in it.
+
+        Raises :class:`InvalidAppend` for the first event that cannot be written
+        or does not follow the one before it on its stream within the batch.
+        """
         encode = (self._codec or default_codec()).encode
         compact = self._counts_in_memory
         stored: list[StoredEvent] = []
@@ -227,20 +269,7 @@ class EventStore:
             if previous is None:
                 firsts[stream_id] = (index, evt)
             else:
-                if evt.version != previous.version + 1:
-                    raise InvalidAppend(
-                        index,
-                        evt,
-                        f"version {evt.version} does not follow version {previous.version} "
-                        f"of the same stream earlier in the batch",
-                    )
-                if evt.at_us < previous.at_us:
-                    raise InvalidAppend(
-                        index,
-                        evt,
-                        f"engine time goes backwards within the stream "
-                        f"({evt.at_us} < {previous.at_us})",
-                    )
+                _check_follows(index, evt, previous)
             lasts[stream_id] = evt
             try:
                 topic, payload = encode(evt)
@@ -249,10 +278,18 @@ class EventStore:
             if compact:
                 # orjson returns bytes shrunk from a 1 KiB buffer; kept for good (the
                 # in-memory log keeps every payload) they fragment glibc's heap and
-                # each later allocation slows down (measured: 2.5 us per kept payload
-                # against 0.6 us for a copy). A copy is a right-sized pymalloc block.
+                # make each later allocation slower than a copy would (figures:
+                # bench/README.md). A copy is a right-sized pymalloc block.
                 payload = bytes(memoryview(payload))
             stored.append(StoredEvent(stream_id, evt.version, topic, payload))
+        return stored, firsts, lasts
+
+    def _check_heads(self, firsts: Mapping[str, tuple[int, Event]]) -> None:
+        """Check each stream's first event of the batch against the stream's head.
+
+        Raises :class:`Conflict` for a stale version and :class:`InvalidAppend`
+        for a gap or an engine time before the head's.
+        """
         for stream_id, (index, first) in firsts.items():
             if first.version == 1 and stream_id not in self._heads:
                 # A new stream needs no read: if it exists after all, the insert
@@ -280,19 +317,6 @@ class EventStore:
                     f"engine time goes backwards within the stream ({first.at_us} < "
                     f"{head.at_us}, the time of version {head.version})",
                 )
-        try:
-            positions = self._events.insert_events(stored)
-        except IntegrityError as error:
-            self._forget(firsts)
-            raise self._conflict_after_race(firsts) from error
-        except PersistenceError as error:
-            self._forget(firsts)
-            raise StoreUnavailable(f"append to {self.url.masked} failed: {error}") from error
-        with self._lock:
-            if len(self._heads) + len(lasts) > HEAD_CACHE_STREAMS_MAX:
-                self._heads.clear()
-            self._heads.update(lasts)
-        return tuple(positions or ())
 
     def _forget(self, streams: Mapping[str, object]) -> None:
         with self._lock:
@@ -342,8 +366,8 @@ class EventStore:
         """:meth:`read` on SQLite: the recorder's own query and connection, rows as tuples.
 
         Why: eventsourcing's ``select_notifications`` builds a ``Notification``
-        per row from name-indexed rows (~2.3 us a row against ~1 us for the rows
-        themselves, measured on a 1M-event log); replays read every row.
+        per row from name-indexed rows, which costs more than fetching the rows
+        themselves (figures: bench/README.md); replays read every row.
         """
         decode = self.codec.decode
         with self._events.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]

@@ -7,11 +7,11 @@ import openai
 import pytest
 
 from routeledger.adapters.providers.observe import (
-    DETAIL_CHARS_MAX,
     Provider,
     observe_exception,
     observe_response,
 )
+from routeledger.core.events import DETAIL_CHARS_MAX
 from routeledger.core.routing.decide import Succeeded
 from routeledger.core.routing.failures import Evidence, FailureClass, Phase
 
