@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from routeledger.adapters.engine.clock import Clock, SystemClock
 from routeledger.adapters.engine.config import ConfigError, EngineConfig, load_config, parse_config
-from routeledger.adapters.engine.engine import Attempt, Engine, RequestHandle
+from routeledger.adapters.engine.engine import Engine
+from routeledger.adapters.engine.lifecycle import Attempt, RequestHandle
 from routeledger.adapters.engine.results import (
     BudgetRejected,
     Degradation,

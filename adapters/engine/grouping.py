@@ -199,6 +199,31 @@ class GroupCommitter(Generic[C, R]):
             raise
         return slot.result()
 
+    async def asubmit_all(
+        self, commands: Sequence[C], *, on_abandoned: Callable[[], None] | None = None
+    ) -> list[R]:
+        """:meth:`asubmit` for several commands, queued together and decided in this order.
+
+        All are queued before the only await, so a cancellation cannot
+        withdraw a later one; ``on_abandoned()`` then runs once all are done.
+        An error of any of them is raised after all were done.
+        """
+        loop = asyncio.get_running_loop()
+        slots: list[Slot[C, R]] = [Slot(command, loop) for command in commands]
+        lead = False
+        for slot in slots:
+            lead = self._enqueue(slot) or lead
+        if lead:
+            self._start_driver()
+        waiter = asyncio.gather(*(slot.future for slot in slots))
+        try:
+            await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            if on_abandoned is not None:
+                waiter.add_done_callback(lambda _: on_abandoned())
+            raise
+        return [slot.result() for slot in slots]
+
     def _enqueue(self, slot: Slot[C, R]) -> bool:
         """Queue ``slot``; return whether its caller leads the next group (nobody was leading)."""
         with self._mutex:

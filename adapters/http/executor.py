@@ -34,7 +34,8 @@ from typing import Any, Final
 import attrs
 import httpx
 
-from routeledger.adapters.engine.engine import Attempt, Engine
+from routeledger.adapters.engine.engine import Engine
+from routeledger.adapters.engine.lifecycle import Attempt
 from routeledger.adapters.engine.results import Result, Served
 from routeledger.adapters.providers.observe import (
     Observation,
@@ -43,7 +44,6 @@ from routeledger.adapters.providers.observe import (
     observe_response,
 )
 from routeledger.adapters.providers.problems import Problem, render_exhaustion
-from routeledger.adapters.providers.report import exhaustion_report
 from routeledger.adapters.providers.secrets import EnvironmentSecretReader
 from routeledger.core.credentials.secrets import SecretReader
 from routeledger.core.time import US_PER_S
@@ -201,9 +201,7 @@ class Executor:
             yield ChatEvent(kind="done", completion=completion)
             return
         problem = None
-        report = exhaustion_report(
-            handle.request_id, self.engine.store.load(f"request:{handle.request_id}")
-        )
+        report = handle.exhaustion_report()  # from the engine's state, not a store read
         if report is not None:
             problem = render_exhaustion(report, scrubber=self.engine.scrubber)
         yield ChatEvent(

@@ -63,7 +63,8 @@ from typing import Any, Final, cast
 import attrs
 
 from routeledger.adapters.engine.config import EngineConfig, parse_config
-from routeledger.adapters.engine.engine import Attempt, Engine, RequestHandle
+from routeledger.adapters.engine.engine import Engine
+from routeledger.adapters.engine.lifecycle import Attempt, RequestHandle
 from routeledger.adapters.engine.results import BudgetRejected, Served
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.store.eventstore import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from routeledger.adapters.engine import engine as engine_module
+from routeledger.adapters.engine import lifecycle as lifecycle_module
 from routeledger.adapters.testing import simulation
 from routeledger.adapters.testing.simulation import (
     SOMETIMES,
@@ -129,7 +129,7 @@ def test_an_injected_skipped_refund_is_caught_by_a_fixed_seed(
     """I2/L5: with the refund skipped on a pre-output failure, seed 6 fails naming the
     leaked hold; the failure saves, replays exactly and shrinks; without the bug it passes."""
     assert simulate(REFUND_SEED, **FIXED_OPTIONS).ok
-    monkeypatch.setattr(engine_module, "open_sink", _open_refund_skipped)
+    monkeypatch.setattr(lifecycle_module, "open_sink", _open_refund_skipped)
     report = simulate(REFUND_SEED, **FIXED_OPTIONS)
     assert not report.ok
     assert report.failure is not None
