@@ -20,6 +20,7 @@ from .credentials import lifecycle as credentials
 from .events import Event
 from .routing import state as routing
 from .routing.events import RoutingEvent
+from .streams import CREDENTIAL, INSTALLATION
 
 __all__ = ["SHARED_STREAM_PREFIXES", "Folded", "Recorded", "fold_log"]
 
@@ -35,7 +36,7 @@ class Recorded:
 #: Streams more than one context folds: the credential lifecycle and
 #: credential-wide availability share ``cred:<id>``; the lifecycle tracks
 #: ``install:`` stream versions whatever wrote them.
-SHARED_STREAM_PREFIXES: Final = ("cred:", "install:")
+SHARED_STREAM_PREFIXES: Final = (CREDENTIAL, INSTALLATION)
 
 
 @attrs.define

@@ -35,6 +35,7 @@ from routeledger.core.routing.events import (
 )
 from routeledger.core.routing.failures import FailureClass
 from routeledger.core.routing.state import Status
+from routeledger.core.streams import pair_stream
 from routeledger.projections.base import Projection
 
 __all__ = ["AvailabilityBoard", "AvailabilityRow", "ScopeRecord"]
@@ -135,7 +136,7 @@ class AvailabilityBoard(Projection):
         return record
 
     def _on_routed(self, position: int, evt: AttemptRouted) -> None:
-        stream = f"pair:{evt.credential_id}:{evt.upstream_model}"
+        stream = pair_stream(evt.credential_id, evt.upstream_model)
         if stream not in self.scopes:
             record = self.scopes[stream] = ScopeRecord(evt.credential_id, evt.upstream_model)
             record.since_position = position

@@ -51,6 +51,7 @@ from routeledger.adapters.store.snapshots import (
     iter_snapshots,
 )
 from routeledger.core.fold import Folded, Recorded
+from routeledger.core.streams import is_pair_stream
 from routeledger.projections.availability import AvailabilityBoard
 from routeledger.projections.base import Projection
 from routeledger.projections.budget import BudgetBoard
@@ -234,7 +235,7 @@ def _cross_check(folded: Folded, projections: Mapping[str, Projection]) -> list[
     )
     if isinstance(board, AvailabilityBoard):
         for stream, record in board.scopes.items():
-            table = folded.routing.pairs if stream.startswith("pair:") else folded.routing.creds
+            table = folded.routing.pairs if is_pair_stream(stream) else folded.routing.creds
             scope = table.get(stream)
             expected = (
                 (0, False, 0, False)

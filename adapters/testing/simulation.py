@@ -83,6 +83,7 @@ from routeledger.core.fold import Folded, Recorded, fold_log
 from routeledger.core.routing import Failed, FailureClass, Phase
 from routeledger.core.routing import events as rev
 from routeledger.core.routing import state as routing_state
+from routeledger.core.streams import credential_stream, pair_stream
 from routeledger.core.time import US_PER_S
 
 __all__ = [
@@ -629,14 +630,14 @@ class _Simulation:
                 continue
             if not fresh:
                 pair = self.checked.routing.pairs.get(
-                    f"pair:{evt.credential_id}:{evt.upstream_model}"
+                    pair_stream(evt.credential_id, evt.upstream_model)
                 )
                 if routing_state.status_at(pair, evt.at_us) in blocked:
                     self.stale_routings += 1  # propagation delay, not a violation
             for rule, routing in views:
                 for table, key in (
-                    (routing.pairs, f"pair:{evt.credential_id}:{evt.upstream_model}"),
-                    (routing.creds, f"cred:{evt.credential_id}"),
+                    (routing.pairs, pair_stream(evt.credential_id, evt.upstream_model)),
+                    (routing.creds, credential_stream(evt.credential_id)),
                 ):
                     status = routing_state.status_at(table.get(key), evt.at_us)
                     if status in blocked:
@@ -721,9 +722,9 @@ class _Simulation:
     def _check_block_key(self, evt: rev.BlockEvent) -> None:
         """A1/I1: availability is keyed by (credential, concrete upstream model), never an alias."""
         if evt.upstream_model is None:
-            expected = f"cred:{evt.credential_id}"
+            expected = credential_stream(evt.credential_id)
         else:
-            expected = f"pair:{evt.credential_id}:{evt.upstream_model}"
+            expected = pair_stream(evt.credential_id, evt.upstream_model)
             if evt.upstream_model not in self.model_ids:
                 self.fail(
                     f"A1/I1: {type(evt).__name__} names {evt.upstream_model!r}, "

@@ -21,8 +21,9 @@ from typing import Final, NamedTuple
 
 import attrs
 
-from ..errors import UsageError
+from ..errors import CommandError, UsageError
 from ..events import stream_id_problem
+from ..streams import ID_LENGTH_MAX, account_stream, hold_stream
 from ..time import ENGINE_TIME_US_MAX, ENGINE_TIME_US_MIN
 from . import events as ev
 from .ledger import (
@@ -39,7 +40,6 @@ from .values import (
     ACCOUNTS_PER_HOLD_MAX,
     AMOUNT_MAX,
     HOLD_TTL_US_MAX,
-    ID_LENGTH_MAX,
     LIMIT_MAX,
     HoldStatus,
     Leg,
@@ -63,7 +63,6 @@ __all__ = [
     "PlaceHold",
     "RefundHold",
     "SettleHold",
-    "account_stream",
     "decide_adjust_hold",
     "decide_change_limit",
     "decide_correct_spend",
@@ -73,7 +72,6 @@ __all__ = [
     "decide_refund_hold",
     "decide_roll_period",
     "decide_settle_hold",
-    "hold_stream",
     "periods_due",
     "usage_problem",
 ]
@@ -179,21 +177,11 @@ class Decision(NamedTuple):
 _NOTHING: Final = Decision(events=())
 
 
-def account_stream(account_id: str) -> str:
-    """The stream id of an account."""
-    return "account:" + account_id
-
-
-def hold_stream(hold_id: str) -> str:
-    """The stream id of a hold."""
-    return "hold:" + hold_id
-
-
 # --- validation (misuse raises; bad amounts are results) ---------------------
 
 
-def _check_id(value: object, what: str) -> str:
-    """Return ``value`` if it is a usable id, else raise UsageError."""
+def _check_id(value: object, field: str, command: object = "") -> str:
+    """Return ``value`` if it is a usable id, else raise :class:`CommandError`."""
     if (
         type(value) is str
         and 0 < len(value) <= ID_LENGTH_MAX
@@ -202,7 +190,7 @@ def _check_id(value: object, what: str) -> str:
     ):
         return value
     problem = stream_id_problem(value) or f"must be 1..{ID_LENGTH_MAX} characters long"
-    raise UsageError(f"{what} {value!r}: {problem}")
+    raise CommandError(command, field, f"{value!r}: {problem}")
 
 
 def _check_now(now_us: int) -> int:
@@ -281,13 +269,17 @@ def decide_open_account(
 ) -> Decision:
     """Open an account; its first period is computed in its zone (calendar kinds)."""
     now_us = _check_now(now_us)
-    account_id = _check_id(command.account_id, "account_id")
-    command_id = _check_id(command.command_id, "command_id")
+    account_id = _check_id(command.account_id, "account_id", command)
+    command_id = _check_id(command.command_id, "command_id", command)
     period = command.period
     if period.kind is PeriodKind.ROLLING and not (
         type(period.length_us) is int and 0 < period.length_us <= ENGINE_TIME_US_MAX
     ):
-        raise UsageError(f"a rolling period needs 0 < length_us, got {period.length_us!r}")
+        raise CommandError(
+            command,
+            "period.length_us",
+            f"a rolling period needs 0 < length_us, got {period.length_us!r}",
+        )
     stream = account_stream(account_id)
     digest = (
         f"open|{command.scope.value}|{command.unit.value}|{command.limit}|"
@@ -406,7 +398,7 @@ def decide_correct_spend(state: LedgerState, command: CorrectSpend, *, now_us: i
     """Correct spend by a signed delta; a correction below zero spend is refused (sticky)."""
     now_us = _check_now(now_us)
     if type(command.reason) is not str:
-        raise UsageError(f"reason must be a str, got {command.reason!r}")
+        raise CommandError(command, "reason", f"must be a str, got {command.reason!r}")
     digest = f"correct|{command.delta}|{command.reason}"
     acc = _account_command(state, command.account_id, command.command_id, digest, now_us)
     if isinstance(acc, Decision):
@@ -503,21 +495,24 @@ def decide_roll_period(
 def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) -> Decision:
     """Admit a hold on all its accounts or on none (L8), by the one comparator (L2)."""
     now_us = _check_now(now_us)
-    hold_id = _check_id(command.hold_id, "hold_id")
+    hold_id = _check_id(command.hold_id, "hold_id", command)
     account_ids = command.account_ids
     if (
         type(account_ids) is not tuple
         or not 1 <= len(account_ids) <= ACCOUNTS_PER_HOLD_MAX
         or (len(account_ids) > 1 and len(set(account_ids)) != len(account_ids))
     ):
-        raise UsageError(
-            f"account_ids must be a tuple of 1..{ACCOUNTS_PER_HOLD_MAX} distinct ids, "
-            f"got {account_ids!r}"
+        raise CommandError(
+            command,
+            "account_ids",
+            f"must be a tuple of 1..{ACCOUNTS_PER_HOLD_MAX} distinct ids, got {account_ids!r}",
         )
     for account_id in account_ids:
-        _check_id(account_id, "account id")
+        _check_id(account_id, "account_ids", command)
     if not (type(command.ttl_us) is int and 0 < command.ttl_us <= HOLD_TTL_US_MAX):
-        raise UsageError(f"ttl_us must be an int in 1..{HOLD_TTL_US_MAX}, got {command.ttl_us!r}")
+        raise CommandError(
+            command, "ttl_us", f"must be an int in 1..{HOLD_TTL_US_MAX}, got {command.ttl_us!r}"
+        )
     estimate = command.estimate
     problem = usage_problem(estimate)
     if problem is not None:
@@ -582,7 +577,7 @@ def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) ->
         acc = accounts[leg.account_id]
         batch.append(
             ev.AmountReserved(
-                stream_id="account:" + leg.account_id,
+                stream_id=account_stream(leg.account_id),
                 version=acc.version + 1,
                 at_us=now_us,
                 account_id=leg.account_id,
@@ -748,7 +743,7 @@ def decide_settle_hold(state: LedgerState, command: SettleHold, *, now_us: int) 
         over = over or actual > posted
         entries.append(
             ev.AmountPosted(
-                stream_id="account:" + leg.account_id,
+                stream_id=account_stream(leg.account_id),
                 version=acc.version + 1,
                 at_us=now_us,
                 account_id=leg.account_id,
@@ -760,7 +755,7 @@ def decide_settle_hold(state: LedgerState, command: SettleHold, *, now_us: int) 
             )
         )
     settled = ev.HoldSettled(
-        stream_id="hold:" + hold.hold_id,
+        stream_id=hold_stream(hold.hold_id),
         version=hold.version + 1,
         at_us=now_us,
         hold_id=hold.hold_id,

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, TypeAlias
 
 from ..errors import UsageError
+from ..streams import hold_stream
 from .decide import (
     AdjustHold,
     Decision,
@@ -37,7 +38,6 @@ from .decide import (
     decide_place_hold,
     decide_refund_hold,
     decide_settle_hold,
-    hold_stream,
 )
 from .ledger import LedgerState, fold
 

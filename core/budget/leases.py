@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import attrs
 
+from ..streams import account_stream
 from ..time import ENGINE_TIME_US_MAX
 from . import events as ev
 from .decide import (
     Decision,
     PlaceHold,
     SettleHold,
-    account_stream,
     decide_place_hold,
     decide_settle_hold,
 )

@@ -19,7 +19,6 @@ __all__ = [
     "AMOUNT_MAX",
     "BALANCE_MAX",
     "HOLD_TTL_US_MAX",
-    "ID_LENGTH_MAX",
     "LIMIT_MAX",
     "HoldStatus",
     "Leg",
@@ -45,9 +44,6 @@ LIMIT_MAX: Final = AMOUNT_MAX
 #: Largest balance (spent, reserved, lifetime) :func:`check_invariants` accepts:
 #: signed 64 bits, the storage contract of every backend.
 BALANCE_MAX: Final = 2**63 - 1
-#: Longest hold or account id, in characters. Why: ``account:``/``hold:`` plus
-#: the id must stay within ``STREAM_ID_LENGTH_MAX`` (200).
-ID_LENGTH_MAX: Final = 180
 #: Longest hold TTL. Why: a provider call that has not finished after a day is
 #: lost; a longer TTL would only keep leaked budget reserved (L5).
 HOLD_TTL_US_MAX: Final = 24 * US_PER_H

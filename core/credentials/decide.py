@@ -39,7 +39,13 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ..errors import UsageError
+from ..errors import CommandError, UsageError
+from ..streams import (
+    CREDENTIAL_ID_LENGTH_MAX,
+    MODEL_NAME_LENGTH_MAX,
+    credential_stream,
+    installation_stream,
+)
 from ..time import US_PER_MIN, US_PER_S, is_engine_time
 from .events import (
     CredentialAuthFailed,
@@ -67,24 +73,19 @@ from .lifecycle import (
     CredentialState,
     TrialState,
     UnknownCredential,
-    cred_stream,
-    install_stream,
     next_state,
     next_trial_state,
 )
 
 __all__ = [
-    "CREDENTIAL_ID_LENGTH_MAX",
     "KEY_RECOVERIES_MAX",
     "MODELS_PER_CREDENTIAL_MAX",
-    "MODEL_NAME_LENGTH_MAX",
     "RESOLVE_BACKOFF_US_MAX",
     "RESOLVE_BACKOFF_US_MIN",
     "ROLES_MAX",
     "CredentialFailure",
     "Degrade",
     "DegradeReason",
-    "InvalidCommand",
     "NextStep",
     "PrepareUse",
     "ProvisionExplicitKey",
@@ -125,12 +126,6 @@ RESOLVE_BACKOFF_US_MAX: Final = 10 * US_PER_MIN
 #: rejects three fresh keys in a row is misconfigured, and more attempts would
 #: only burn server-side key quota; an operator has to look.
 KEY_RECOVERIES_MAX: Final = 3
-#: Longest credential id. Why: ``pair:<credential>:<model>`` must fit the
-#: 200-character stream id (5 + 64 + 1 + 128 = 198).
-CREDENTIAL_ID_LENGTH_MAX: Final = 64
-#: Longest upstream model name (see :data:`CREDENTIAL_ID_LENGTH_MAX`); the
-#: longest seen in provider listings is about 80.
-MODEL_NAME_LENGTH_MAX: Final = 128
 #: Most model names one key may list. Why: large LiteLLM catalogues list a few
 #: hundred; the bound keeps one ``ModelsResolved`` event small.
 MODELS_PER_CREDENTIAL_MAX: Final = 2_000
@@ -176,15 +171,6 @@ class DegradeReason(enum.Enum):
     KEY_RECOVERY_EXHAUSTED = "key_recovery_exhausted"
     #: Model resolution keeps failing; the next attempt is due at ``until_us``.
     RESOLUTION_BACKING_OFF = "resolution_backing_off"
-
-
-class InvalidCommand(UsageError):
-    """A command is malformed (names the command, the field and the problem)."""
-
-    def __init__(self, command: object, field: str, problem: str) -> None:
-        self.command_name = type(command).__name__
-        self.field = field
-        super().__init__(f"{self.command_name}.{field}: {problem}")
 
 
 class TrialClaimMismatch(UsageError):
@@ -358,27 +344,27 @@ def _check_now(now_us: int) -> None:
 
 def _check_id(command: object, field: str, value: str) -> None:
     if type(value) is not str or not value:
-        raise InvalidCommand(command, field, f"must be a non-empty str, got {value!r}")
+        raise CommandError(command, field, f"must be a non-empty str, got {value!r}")
     if len(value) > CREDENTIAL_ID_LENGTH_MAX:
-        raise InvalidCommand(command, field, f"longer than {CREDENTIAL_ID_LENGTH_MAX} characters")
+        raise CommandError(command, field, f"longer than {CREDENTIAL_ID_LENGTH_MAX} characters")
     if ":" in value or any(not c.isprintable() or c.isspace() for c in value):
-        raise InvalidCommand(command, field, f"{value!r} has ':', a space or a control character")
+        raise CommandError(command, field, f"{value!r} has ':', a space or a control character")
 
 
 def _check_metadata(command: object, metadata: CredentialMetadata) -> None:
     if not metadata.provider:
-        raise InvalidCommand(command, "metadata.provider", "is empty")
+        raise CommandError(command, "metadata.provider", "is empty")
     parts = urlsplit(metadata.base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidCommand(command, "metadata.base_url", "is not an http(s) URL with a host")
+        raise CommandError(command, "metadata.base_url", "is not an http(s) URL with a host")
     if "@" in parts.netloc or parts.query or parts.fragment:
         # A URL with userinfo or a query string may carry a key into the log.
-        raise InvalidCommand(
+        raise CommandError(
             command, "metadata.base_url", "must not carry userinfo, a query or a fragment"
         )
     expires_at_us = metadata.expires_at_us
     if expires_at_us is not None and not is_engine_time(expires_at_us):
-        raise InvalidCommand(command, "metadata.expires_at_us", "is not engine time")
+        raise CommandError(command, "metadata.expires_at_us", "is not engine time")
 
 
 def _stamp(state: CredentialsState, stream_id: str) -> int:
@@ -416,7 +402,7 @@ def decide_provision_explicit(
         and existing.installation_id == command.installation_id
     ):
         return ()
-    stream = cred_stream(command.credential_id)
+    stream = credential_stream(command.credential_id)
     evt = CredentialProvisioned(
         stream_id=stream,
         version=_stamp(state, stream),
@@ -429,7 +415,7 @@ def decide_provision_explicit(
     # The same batch advances install:<id>, so a trial claimed concurrently from
     # the same state conflicts in the store (an operator key is never replaced
     # by a trial).
-    install = install_stream(command.installation_id)
+    install = installation_stream(command.installation_id)
     added = OperatorKeyAdded(
         stream_id=install,
         version=_stamp(state, install),
@@ -462,7 +448,7 @@ def decide_trial_provisioned(
     trial = _claimed_trial(state, command.installation_id, command.credential_id)
     if trial is TrialState.PROVISIONED:
         return ()
-    stream = cred_stream(command.credential_id)
+    stream = credential_stream(command.credential_id)
     evt = TrialProvisioned(
         stream_id=stream,
         version=_stamp(state, stream),
@@ -484,7 +470,7 @@ def decide_trial_failed(
     trial = _claimed_trial(state, command.installation_id, command.credential_id)
     if trial is TrialState.FAILED:
         return ()
-    stream = install_stream(command.installation_id)
+    stream = installation_stream(command.installation_id)
     evt = TrialProvisioningFailed(
         stream_id=stream,
         version=_stamp(state, stream),
@@ -507,7 +493,7 @@ def decide_rotation(
     old = _get(state, command.credential_id)
     if old.state is CredentialState.ROTATED and old.successor_id == command.successor_id:
         return ()
-    old_stream = cred_stream(command.credential_id)
+    old_stream = credential_stream(command.credential_id)
     rotated = CredentialRotated(
         stream_id=old_stream,
         version=_stamp(state, old_stream),
@@ -516,7 +502,7 @@ def decide_rotation(
         successor_id=command.successor_id,
     )
     next_state(old.state, rotated, command.credential_id)
-    new_stream = cred_stream(command.successor_id)
+    new_stream = credential_stream(command.successor_id)
     successor = CredentialReprovisioned(
         stream_id=new_stream,
         version=_stamp(state, new_stream),
@@ -538,7 +524,7 @@ def decide_revoke(
     cred = _get(state, command.credential_id)
     if cred.state is CredentialState.REVOKED:
         return ()
-    stream = cred_stream(command.credential_id)
+    stream = credential_stream(command.credential_id)
     evt = CredentialRevoked(
         stream_id=stream,
         version=_stamp(state, stream),
@@ -555,22 +541,22 @@ def decide_revoke(
 def _check_resolution(command: RecordModelsResolved) -> tuple[RoleModel, ...]:
     models = command.models
     if len(models) > MODELS_PER_CREDENTIAL_MAX:
-        raise InvalidCommand(command, "models", f"more than {MODELS_PER_CREDENTIAL_MAX} names")
+        raise CommandError(command, "models", f"more than {MODELS_PER_CREDENTIAL_MAX} names")
     for name in sorted(models):
         if type(name) is not str or not name or len(name) > MODEL_NAME_LENGTH_MAX:
-            raise InvalidCommand(
+            raise CommandError(
                 command, "models", f"{name!r} is not a str of 1..{MODEL_NAME_LENGTH_MAX} chars"
             )
     if len(command.roles) > ROLES_MAX:
-        raise InvalidCommand(command, "roles", f"more than {ROLES_MAX} roles")
+        raise CommandError(command, "roles", f"more than {ROLES_MAX} roles")
     roles = tuple(sorted(command.roles, key=lambda entry: entry.role))
     seen: set[str] = set()
     for entry in roles:
         if not entry.role or entry.role in seen:
-            raise InvalidCommand(command, "roles", f"role {entry.role!r} is empty or repeated")
+            raise CommandError(command, "roles", f"role {entry.role!r} is empty or repeated")
         if entry.model not in models:
             # I0: a role may only point at a name the provider listed.
-            raise InvalidCommand(
+            raise CommandError(
                 command, "roles", f"role {entry.role!r} maps to unresolved model {entry.model!r}"
             )
         seen.add(entry.role)
@@ -599,7 +585,7 @@ def decide_models_resolved(
         and cred.resolution_failures == 0
     ):
         return ()
-    stream = cred_stream(command.credential_id)
+    stream = credential_stream(command.credential_id)
     evt = ModelsResolved(
         stream_id=stream,
         version=_stamp(state, stream),
@@ -618,7 +604,7 @@ def decide_resolution_failed(
     """Record a failed listing; a known-good set is kept (the table keeps USABLE)."""
     _check_now(now_us)
     cred = _get(state, command.credential_id)
-    stream = cred_stream(command.credential_id)
+    stream = credential_stream(command.credential_id)
     evt = ModelResolutionFailed(
         stream_id=stream,
         version=_stamp(state, stream),
@@ -658,7 +644,7 @@ def decide_failure(
         # Budget and invalid-model failures never trigger key recovery; a late
         # 401 about a key already out of use changes nothing.
         return ()
-    stream = cred_stream(command.credential_id)
+    stream = credential_stream(command.credential_id)
     return (
         CredentialAuthFailed(
             stream_id=stream,
@@ -688,7 +674,7 @@ def _decide_for(state: CredentialsState, cred: Credential, now_us: int) -> NextS
         and now_us >= expires_at_us
         and current is not CredentialState.EXPIRED
     ):
-        stream = cred_stream(credential_id)
+        stream = credential_stream(credential_id)
         expired = CredentialExpired(
             stream_id=stream,
             version=_stamp(state, stream),
@@ -746,8 +732,8 @@ def _no_credential(state: CredentialsState, command: PrepareUse, now_us: int) ->
         return Degrade(reason=DegradeReason.NO_CREDENTIAL, credential_id=None)
     _check_id(command, "trial_credential_id", command.trial_credential_id)
     if command.trial_credential_id in state.credentials:
-        raise InvalidCommand(command, "trial_credential_id", "is already in use")
-    stream = install_stream(command.installation_id)
+        raise CommandError(command, "trial_credential_id", "is already in use")
+    stream = installation_stream(command.installation_id)
     claim = TrialProvisioningDecided(
         stream_id=stream,
         version=_stamp(state, stream),
@@ -777,7 +763,7 @@ def decide_next_step(state: CredentialsState, command: PrepareUse, *, now_us: in
     if command.credential_id is not None:
         cred = _get(state, command.credential_id)
         if cred.installation_id != command.installation_id:
-            raise InvalidCommand(
+            raise CommandError(
                 command, "credential_id", f"belongs to installation {cred.installation_id!r}"
             )
         return _decide_for(state, cred, now_us)

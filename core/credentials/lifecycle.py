@@ -63,6 +63,7 @@ import attrs
 
 from ..errors import InvariantViolation, UsageError
 from ..events import Event
+from ..streams import CREDENTIAL, INSTALLATION
 from ..usability import CredentialUsability, UnusableReason
 from .events import (
     CredentialAuthFailed,
@@ -92,11 +93,9 @@ __all__ = [
     "TrialState",
     "UnknownCredential",
     "check_invariants",
-    "cred_stream",
     "evolve",
     "fold",
     "initial",
-    "install_stream",
     "next_state",
     "next_trial_state",
     "usability",
@@ -231,16 +230,6 @@ class UnknownCredential(UsageError):
     def __init__(self, credential_id: str) -> None:
         self.credential_id = credential_id
         super().__init__(f"credential {credential_id!r} was never provisioned")
-
-
-def cred_stream(credential_id: str) -> str:
-    """The stream of one credential's lifecycle: ``cred:<credential_id>``."""
-    return f"cred:{credential_id}"
-
-
-def install_stream(installation_id: str) -> str:
-    """The stream of installation-wide facts: ``install:<installation_id>``."""
-    return f"install:{installation_id}"
 
 
 @attrs.define(kw_only=True)
@@ -450,7 +439,7 @@ _APPLY: Final[Mapping[type[Event], _Apply]] = {
     CredentialRevoked: _on_simple,
 }
 
-_TRACKED_PREFIXES: Final = ("cred:", "install:")
+_TRACKED_PREFIXES: Final = (CREDENTIAL, INSTALLATION)
 
 
 def evolve(state: CredentialsState, evt: Event) -> CredentialsState:

@@ -15,7 +15,6 @@ Modules:
 from __future__ import annotations
 
 from .decide import (
-    CommandError,
     Failed,
     NextStep,
     OutcomeConflict,
@@ -54,7 +53,6 @@ from .state import RoutingState, Status, check_invariants, evolve, fold, initial
 __all__ = [
     "DEFAULT_FAILURE_TABLE",
     "Action",
-    "CommandError",
     "CredentialSpec",
     "Evidence",
     "Failed",

@@ -41,8 +41,9 @@ from typing import Final
 
 import attrs
 
-from ..errors import InvariantViolation, UsageError
-from ..events import STREAM_ID_LENGTH_MAX, stream_id_problem
+from ..errors import CommandError, InvariantViolation, UsageError
+from ..events import DETAIL_CHARS_MAX, STREAM_ID_LENGTH_MAX, stream_id_problem
+from ..streams import credential_stream, request_stream
 from ..usability import CredentialUsability, model_problem
 from .events import (
     AttemptFailed,
@@ -76,7 +77,6 @@ from .state import LEVEL_MAX, RequestState, RoutingState, ScopeState
 __all__ = [
     "INT64_MAX",
     "SKIPS_RECORDED_MAX",
-    "CommandError",
     "Failed",
     "NextStep",
     "OutcomeConflict",
@@ -99,10 +99,6 @@ INT64_MAX: Final = (1 << 63) - 1
 _MASK64: Final = (1 << 64) - 1
 #: No pool index (an unindexed state, a survey, or a retry pinned to one pair).
 _NO_TREES: Final[Mapping[str, ReadyTree]] = MappingProxyType({})
-
-
-class CommandError(UsageError):
-    """A malformed command, or one naming an unknown request or attempt."""
 
 
 class RequestConflict(UsageError):
@@ -187,19 +183,14 @@ def mix64(seed: int, salt: int) -> int:
 # --------------------------------------------------------------------------- start
 
 
-#: Longest failure detail an outcome may carry, in characters. Why: I4's report
-#: caps each attempt's detail at 300 characters; adapters truncate before this.
-DETAIL_CHARS_MAX: Final = 300
-
-
-def _check_text(name: str, value: object) -> None:
+def _check_text(command: object, name: str, value: object) -> None:
     if type(value) is not str or stream_id_problem(value) is not None:
-        raise CommandError(f"{name} must be a non-empty printable string, got {value!r}")
+        raise CommandError(command, name, f"must be a non-empty printable string, got {value!r}")
 
 
-def _check_count(name: str, value: object, high: int = INT64_MAX) -> None:
+def _check_count(command: object, name: str, value: object, high: int = INT64_MAX) -> None:
     if type(value) is not int or not 0 <= value <= high:
-        raise CommandError(f"{name} must be an int in 0..{high}, got {value!r}")
+        raise CommandError(command, name, f"must be an int in 0..{high}, got {value!r}")
 
 
 def succeeded_problem(outcome: Succeeded) -> str | None:
@@ -220,24 +211,24 @@ def decide_start(
 ) -> tuple[RoutingEvent, ...]:
     """Record a request's arrival; the same command again is a no-op, a different one a conflict."""
     del policy  # the route is resolved at each decision (an unknown alias degrades there)
-    _check_text("request_id", command.request_id)
-    _check_text("route", command.route)
-    _check_text("caller_scope", command.caller_scope)
+    _check_text(command, "request_id", command.request_id)
+    _check_text(command, "route", command.route)
+    _check_text(command, "caller_scope", command.caller_scope)
     if command.model_owner is not None:
-        _check_text("model_owner", command.model_owner)
+        _check_text(command, "model_owner", command.model_owner)
     if len(command.backups) > BACKUPS_MAX:
-        raise CommandError(f"backups lists more than {BACKUPS_MAX} aliases")
+        raise CommandError(command, "backups", f"lists more than {BACKUPS_MAX} aliases")
     for index, alias in enumerate(command.backups):
-        _check_text(f"backups[{index}]", alias)
+        _check_text(command, f"backups[{index}]", alias)
     if type(command.seed) is not int or not -INT64_MAX - 1 <= command.seed <= INT64_MAX:
-        raise CommandError(f"seed must be a signed 64-bit int, got {command.seed!r}")
-    _check_count("input_tokens", command.input_tokens)
+        raise CommandError(command, "seed", f"must be a signed 64-bit int, got {command.seed!r}")
+    _check_count(command, "input_tokens", command.input_tokens)
     if command.deadline_us is not None:
-        _check_count("deadline_us", command.deadline_us)
-    stream_id = f"request:{command.request_id}"
+        _check_count(command, "deadline_us", command.deadline_us)
+    stream_id = request_stream(command.request_id)
     problem = stream_id_problem(stream_id)
     if problem is not None:
-        raise CommandError(f"request_id: {problem}")
+        raise CommandError(command, "request_id", problem)
     received = RequestReceived(
         stream_id=stream_id,
         version=1,
@@ -364,22 +355,30 @@ def decide_next(
     if opening is None:
         request = state.requests.get(command.request_id)
         if request is None:
-            raise CommandError(f"unknown request {command.request_id!r}: start it first")
+            raise CommandError(
+                command, "request_id", f"unknown request {command.request_id!r}: start it first"
+            )
     elif type(opening) is RequestReceived and opening.request_id == command.request_id:
         if command.request_id in state.requests:
-            raise CommandError(f"request {command.request_id!r} was already started")
+            raise CommandError(
+                command, "request_id", f"request {command.request_id!r} was already started"
+            )
         request = RequestState(opening)
     else:
-        raise CommandError(f"opening must be this request's RequestReceived, got {opening!r}")
+        raise CommandError(
+            command, "", f"opening must be this request's RequestReceived, got {opening!r}"
+        )
     if request.terminal or request.in_flight is not None:
         return ()
     attempt_id = command.attempt_id
     if type(attempt_id) is not str or not 0 < len(attempt_id) <= STREAM_ID_LENGTH_MAX:
-        raise CommandError(f"attempt_id must be a non-empty str, got {attempt_id!r}")
+        raise CommandError(command, "attempt_id", f"must be a non-empty str, got {attempt_id!r}")
     if command.attempt_id in request.attempts:
-        raise CommandError(f"attempt id {command.attempt_id!r} was already used by this request")
+        raise CommandError(
+            command, "attempt_id", f"{command.attempt_id!r} was already used by this request"
+        )
     received = request.received
-    stream_id = f"request:{received.request_id}"
+    stream_id = request_stream(received.request_id)
     version = request.version + 1
     scan = _Scan()
     chain = policy.chain(received.route, received.backups)
@@ -803,20 +802,22 @@ def decide_outcome(
     """
     request = state.requests.get(command.request_id)
     if request is None:
-        raise CommandError(f"unknown request {command.request_id!r}")
+        raise CommandError(command, "request_id", f"unknown request {command.request_id!r}")
     record = request.attempts.get(command.attempt_id)
     if record is None:
         raise CommandError(
-            f"unknown attempt {command.attempt_id!r} of request {command.request_id!r}"
+            command,
+            "attempt_id",
+            f"unknown attempt {command.attempt_id!r} of request {command.request_id!r}",
         )
     outcome = command.outcome
-    stream_id = f"request:{command.request_id}"
+    stream_id = request_stream(command.request_id)
     version = request.version + 1
     observed: AttemptSucceeded | AttemptFailed
     if isinstance(outcome, Succeeded):
         problem = succeeded_problem(outcome)
         if problem is not None:
-            raise CommandError(problem)
+            raise CommandError(command, "outcome", problem)
         observed = AttemptSucceeded(
             stream_id=stream_id,
             version=version,
@@ -846,7 +847,7 @@ def decide_outcome(
             and len(outcome.detail) <= DETAIL_CHARS_MAX
             and type(outcome.billed) is bool
         ):
-            raise CommandError(f"malformed failure outcome {outcome!r}")
+            raise CommandError(command, "outcome", f"malformed failure outcome {outcome!r}")
         observed = AttemptFailed(
             stream_id=stream_id,
             version=version,
@@ -871,7 +872,7 @@ def decide_outcome(
         )
     if isinstance(observed, AttemptSucceeded):
         pair_stream = record.pair_stream
-        cred_stream = f"cred:{record.credential_id}"
+        cred_stream = credential_stream(record.credential_id)
         if observed.evidence is not Evidence.UPSTREAM:
             return (observed,)
         healed: list[RoutingEvent] = [observed]
@@ -916,7 +917,7 @@ def _blocks(
         return ()
     upstream: str | None
     if scope_kind is Scope.CREDENTIAL:
-        stream = f"cred:{failed.credential_id}"
+        stream = credential_stream(failed.credential_id)
         upstream = None
         scope = state.creds.get(stream)
     else:

@@ -24,6 +24,13 @@ import attrs
 
 from ..errors import UsageError
 from ..events import stream_id_problem
+from ..streams import (
+    CREDENTIAL_ID_LENGTH_MAX,
+    ID_LENGTH_MAX,
+    MODEL_NAME_LENGTH_MAX,
+    credential_stream,
+    pair_stream,
+)
 from ..time import US_PER_DAY, US_PER_H, US_PER_MIN, US_PER_S
 from .failures import DEFAULT_FAILURE_TABLE, Action, FailureClass, FailureRule, Scope
 
@@ -86,10 +93,6 @@ DEADLINE_US_MAX: Final = 1 * US_PER_H
 PROBE_TIMEOUT_US_MAX: Final = 10 * US_PER_MIN
 #: Largest member weight. Why: integers keep weighted picks exact; 1e6 is ample resolution.
 WEIGHT_MAX: Final = 1_000_000
-#: Longest id (credential, model, alias, owner). Why: provider model names reach
-#: ~80 characters; a pair's stream id ``pair:<c>:<m>`` must also fit in 200,
-#: which is checked per member.
-ID_LENGTH_MAX: Final = 128
 
 _BARE_KEY: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -327,8 +330,8 @@ def _plan(
                     (
                         m.credential,
                         m.model,
-                        f"pair:{m.credential}:{m.model}",
-                        f"cred:{m.credential}",
+                        pair_stream(m.credential, m.model),
+                        credential_stream(m.credential),
                         creds[m.credential].owner,
                         models[m.model].streaming,
                         models[m.model].context_window_tokens,
@@ -354,11 +357,13 @@ def _check_bool(path: str, value: object) -> None:
         raise PolicyError(path, f"must be true or false, got {value!r}")
 
 
-def _check_id(path: str, value: object, *, colon_ok: bool = True) -> None:
+def _check_id(
+    path: str, value: object, *, colon_ok: bool = True, length_max: int = ID_LENGTH_MAX
+) -> None:
     if type(value) is not str or not value:
         raise PolicyError(path, f"must be a non-empty string, got {value!r}")
-    if len(value) > ID_LENGTH_MAX:
-        raise PolicyError(path, f"is longer than {ID_LENGTH_MAX} characters")
+    if len(value) > length_max:
+        raise PolicyError(path, f"is longer than {length_max} characters")
     if stream_id_problem(value) is not None:
         raise PolicyError(path, "must be printable with no spaces")
     if not colon_ok and ":" in value:
@@ -368,7 +373,12 @@ def _check_id(path: str, value: object, *, colon_ok: bool = True) -> None:
 def _validate_credentials(specs: tuple[CredentialSpec, ...]) -> dict[str, CredentialSpec]:
     by_id: dict[str, CredentialSpec] = {}
     for index, spec in enumerate(specs):
-        _check_id(f"credentials[{index}].id", spec.id, colon_ok=False)
+        _check_id(
+            f"credentials[{index}].id",
+            spec.id,
+            colon_ok=False,
+            length_max=CREDENTIAL_ID_LENGTH_MAX,
+        )
         path = f"credentials.{toml_key(spec.id)}"
         if spec.id in by_id:
             raise PolicyError(path, "is defined twice")
@@ -383,7 +393,7 @@ def _validate_credentials(specs: tuple[CredentialSpec, ...]) -> dict[str, Creden
 def _validate_models(specs: tuple[ModelSpec, ...]) -> dict[str, ModelSpec]:
     by_id: dict[str, ModelSpec] = {}
     for index, spec in enumerate(specs):
-        _check_id(f"models[{index}].id", spec.id)
+        _check_id(f"models[{index}].id", spec.id, length_max=MODEL_NAME_LENGTH_MAX)
         path = f"models.{toml_key(spec.id)}"
         if spec.id in by_id:
             raise PolicyError(path, "is defined twice")
@@ -472,9 +482,6 @@ def _validate_target(
             raise PolicyError(m_path, f"lists {member.credential} x {member.model} twice")
         seen.add(key)
         _check_int(f"{m_path}.weight", member.weight, 1, WEIGHT_MAX)
-        problem = stream_id_problem(f"pair:{member.credential}:{member.model}")
-        if problem is not None:
-            raise PolicyError(m_path, problem)
 
 
 def _validate_failures(rules: tuple[FailureRule, ...]) -> dict[FailureClass, FailureRule]:

@@ -41,6 +41,7 @@ from typing import Any, Final
 
 from ..errors import InvariantViolation
 from ..events import Event
+from ..streams import CREDENTIAL, is_pair_stream, pair_stream, request_stream
 from .events import (
     AttemptFailed,
     AttemptRouted,
@@ -144,7 +145,7 @@ class AttemptRecord:
     def __init__(self, event: AttemptRouted) -> None:
         self.credential_id = event.credential_id
         self.upstream_model = event.upstream_model
-        self.pair_stream = f"pair:{event.credential_id}:{event.upstream_model}"
+        self.pair_stream = pair_stream(event.credential_id, event.upstream_model)
         self.chain_position = event.chain_position
         #: The outcome observation, once recorded.
         self.outcome: AttemptSucceeded | AttemptFailed | None = None
@@ -228,10 +229,10 @@ def initial(policy: Policy | None = None) -> RoutingState:
             if len(plan.entries) >= TREE_MIN_MEMBERS:
                 tree = state.trees[plan.path] = ReadyTree(len(plan.entries))
                 for member, entry in enumerate(plan.entries):
-                    pair_stream, cred_stream = entry[2], entry[3]
-                    leaf = (tree, member, pair_stream, cred_stream)
-                    state.tree_leaves.setdefault(pair_stream, []).append(leaf)
-                    state.tree_leaves.setdefault(cred_stream, []).append(leaf)
+                    pair_key, cred_key = entry[2], entry[3]
+                    leaf = (tree, member, pair_key, cred_key)
+                    state.tree_leaves.setdefault(pair_key, []).append(leaf)
+                    state.tree_leaves.setdefault(cred_key, []).append(leaf)
     return state
 
 
@@ -253,9 +254,9 @@ def reindex(state: RoutingState, policy: Policy) -> RoutingState:
 
 def _reindex(state: RoutingState, stream: str) -> None:
     """Refresh the tree leaves fed by ``stream`` (derived data: the later ready time wins)."""
-    for tree, member, pair_stream, cred_stream in state.tree_leaves.get(stream, ()):
-        pair = state.pairs.get(pair_stream)
-        cred = state.creds.get(cred_stream)
+    for tree, member, pair_key, cred_key in state.tree_leaves.get(stream, ()):
+        pair = state.pairs.get(pair_key)
+        cred = state.creds.get(cred_key)
         tree.set(member, max(pair.ready_us if pair else 0, cred.ready_us if cred else 0))
 
 
@@ -273,7 +274,7 @@ def status_at(scope: ScopeState | None, now_us: int) -> Status:
 
 
 def _scope(state: RoutingState, event: Event) -> ScopeState:
-    table = state.pairs if event.stream_id.startswith("pair:") else state.creds
+    table = state.pairs if is_pair_stream(event.stream_id) else state.creds
     scope = table.get(event.stream_id)
     if scope is None:
         scope = table[event.stream_id] = ScopeState()
@@ -397,7 +398,7 @@ def note_in_view(view: RoutingState, events: Iterable[Event]) -> None:
 
 def request_local(events: Iterable[Event], request_id: str) -> bool:
     """Whether every event is on ``request_id``'s own stream (or not a routing event at all)."""
-    stream = "request:" + request_id
+    stream = request_stream(request_id)
     return all(e.stream_id == stream or not isinstance(e, RoutingEvent) for e in events)
 
 
@@ -455,7 +456,7 @@ _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] =
 
 def _on_foreign(state: RoutingState, event: Event) -> RoutingState:
     """Another context's event: only the head version of a shared ``cred:`` stream matters."""
-    if event.stream_id.startswith("cred:"):
+    if event.stream_id.startswith(CREDENTIAL):
         _scope(state, event)
     return state
 
@@ -500,9 +501,9 @@ def check_invariants(state: RoutingState) -> None:
     for key, scope in state.creds.items():
         _check_scope(key, scope)
     for stream, leaves in state.tree_leaves.items():
-        for tree, member, pair_stream, cred_stream in leaves:
-            pair = state.pairs.get(pair_stream)
-            cred = state.creds.get(cred_stream)
+        for tree, member, pair_key, cred_key in leaves:
+            pair = state.pairs.get(pair_key)
+            cred = state.creds.get(cred_key)
             expected = max(pair.ready_us if pair else 0, cred.ready_us if cred else 0)
             if tree.data[tree.size + member] != expected:
                 raise InvariantViolation(f"D3: index leaf {member} fed by {stream} is stale")

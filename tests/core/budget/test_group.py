@@ -111,7 +111,7 @@ def test_misuse_is_returned_in_its_slot_and_changes_nothing() -> None:
     first, error, third = decide_holds(ledger_.state, [good, bad, over], now_us=T0_US)
 
     assert isinstance(first, Decision) and first.accepted
-    assert isinstance(error, UsageError) and "hold_id 'bad id'" in str(error)
+    assert isinstance(error, UsageError) and "PlaceHold.hold_id: 'bad id'" in str(error)
     assert isinstance(third, Decision) and third.rejection is not None
     assert third.rejection.reserved == 60  # saw the first hold of the group
 

@@ -49,12 +49,11 @@ from routeledger.core.credentials.decide import (
     RESOLVE_BACKOFF_US_MAX,
     RESOLVE_BACKOFF_US_MIN,
     ROLES_MAX,
-    InvalidCommand,
     TrialClaimMismatch,
     resolve_retry_at_us,
 )
 from routeledger.core.credentials.events import ModelResolutionFailed
-from routeledger.core.errors import InvariantViolation, UsageError
+from routeledger.core.errors import CommandError, InvariantViolation, UsageError
 from routeledger.core.events import Event, Origin, event
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import UnusableReason
@@ -120,7 +119,7 @@ def test_explicit_provisioning_is_idempotent_and_conflicts_are_precise() -> None
 def test_ids_are_validated(field: str, value: object, message: str) -> None:
     """X3: caller ids must fit a stream id: non-empty, short, no ':' and no spaces."""
     command = ProvisionExplicitKey(installation_id=INSTALL, credential_id="op-1", metadata=meta())
-    with pytest.raises(InvalidCommand, match=message) as caught:
+    with pytest.raises(CommandError, match=message) as caught:
         decide_provision_explicit(Log().state, attrs.evolve(command, **{field: value}), now_us=T0)
     assert caught.value.field == field
     assert caught.value.command_name == "ProvisionExplicitKey"
@@ -145,7 +144,7 @@ def test_metadata_that_could_carry_a_secret_is_refused(
     command = ProvisionExplicitKey(
         installation_id=INSTALL, credential_id="op-1", metadata=meta(**changes)
     )
-    with pytest.raises(InvalidCommand, match=message) as caught:
+    with pytest.raises(CommandError, match=message) as caught:
         decide_provision_explicit(Log().state, command, now_us=T0)
     assert "sk-secret" not in str(caught.value)
 
@@ -211,11 +210,11 @@ def test_a_trial_id_already_used_elsewhere_is_refused() -> None:
     log = Log()
     command = ProvisionExplicitKey(installation_id="other", credential_id="op-9", metadata=meta())
     log.append(decide_provision_explicit(log.state, command, now_us=T0))
-    with pytest.raises(InvalidCommand, match="belongs to installation 'other'"):
+    with pytest.raises(CommandError, match="belongs to installation 'other'"):
         decide_next_step(
             log.state, PrepareUse(installation_id=INSTALL, credential_id="op-9"), now_us=T0
         )
-    with pytest.raises(InvalidCommand, match="already in use"):
+    with pytest.raises(CommandError, match="already in use"):
         decide_next_step(
             log.state, PrepareUse(installation_id=INSTALL, trial_credential_id="op-9"), now_us=T0
         )
@@ -294,7 +293,7 @@ def test_listings_and_role_maps_are_validated(
     log = Log()
     _explicit(log)
     command = RecordModelsResolved(credential_id="op-1", models=models, roles=roles)
-    with pytest.raises(InvalidCommand, match=message):
+    with pytest.raises(CommandError, match=message):
         decide_models_resolved(log.state, command, now_us=T0)
 
 

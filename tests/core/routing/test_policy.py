@@ -8,6 +8,7 @@ import attrs
 import pytest
 
 from routeledger.core.errors import UsageError
+from routeledger.core.events import stream_id_problem
 from routeledger.core.routing import (
     DEFAULT_FAILURE_TABLE,
     Action,
@@ -26,6 +27,7 @@ from routeledger.core.routing import (
     Target,
 )
 from routeledger.core.routing.policy import CHAIN_TARGETS_MAX, FALLBACKS_MAX, ROUTES_MAX, toml_key
+from routeledger.core.streams import CREDENTIAL_ID_LENGTH_MAX, MODEL_NAME_LENGTH_MAX
 
 from .support import policy, target
 
@@ -314,16 +316,30 @@ def test_too_many_members_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     assert caught.value.path == "routes.chat.chain[0].members"
 
 
-def test_overlong_pair_stream_rejected() -> None:
-    """Policy: a member whose pair stream id would exceed the store's limit is rejected."""
-    creds = (CredentialSpec(id="c" * 100, provider="p"),)
-    models = (ModelSpec(id="m" * 100),)
+def test_credential_and_model_limits_keep_every_pair_stream_storable() -> None:
+    """Policy: ids over the credential or model limit are rejected; the longest legal pair fits."""
+    longest = "c" * CREDENTIAL_ID_LENGTH_MAX, "m" * MODEL_NAME_LENGTH_MAX
+    for credential, model, path in (
+        ("c" * (CREDENTIAL_ID_LENGTH_MAX + 1), longest[1], "credentials[0].id"),
+        (longest[0], "m" * (MODEL_NAME_LENGTH_MAX + 1), "models[0].id"),
+    ):
+        with pytest.raises(PolicyError) as caught:
+            _one_pair_policy(credential, model)
+        assert caught.value.path == path
+    policy = _one_pair_policy(*longest)
+    (entry,) = policy.pools()[0].entries
+    assert stream_id_problem(entry[2]) is None
+
+
+def _one_pair_policy(credential: str, model: str) -> Policy:
     route = Route(
-        alias="chat", chain=(Target(members=(Member(credential="c" * 100, model="m" * 100),)),)
+        alias="chat", chain=(Target(members=(Member(credential=credential, model=model),)),)
     )
-    with pytest.raises(PolicyError) as caught:
-        Policy(credentials=creds, models=models, routes=(route,))
-    assert caught.value.path == "routes.chat.chain[0].members[0]"
+    return Policy(
+        credentials=(CredentialSpec(id=credential, provider="p"),),
+        models=(ModelSpec(id=model),),
+        routes=(route,),
+    )
 
 
 def test_valid_policy_exposes_total_failure_table() -> None:

@@ -8,11 +8,10 @@ import sys
 import attrs
 import pytest
 
-from routeledger.core.errors import InvariantViolation
+from routeledger.core.errors import CommandError, InvariantViolation
 from routeledger.core.events import Event, EventRegistry, Origin, event
 from routeledger.core.routing import (
     Action,
-    CommandError,
     Failed,
     FailureClass,
     FailureRule,
