@@ -33,7 +33,7 @@ from routeledger.core.budget.decide import (
     decide_settle_hold,
 )
 from routeledger.core.budget.events import BudgetEvent
-from routeledger.core.budget.values import AMOUNT_MAX, Scope, Unit, Usage
+from routeledger.core.budget.values import AMOUNT_MAX, AccountScope, Unit, Usage
 from routeledger.core.time import US_PER_S
 
 T0_US = 1_800_000_000 * US_PER_S
@@ -54,7 +54,7 @@ def _opened(account_ids: list[str], log: list[BudgetEvent] | None = None) -> led
             OpenAccount(
                 command_id="open-" + account_id,
                 account_id=account_id,
-                scope=Scope.KEY,
+                scope=AccountScope.KEY,
                 unit=Unit.MICROS,
                 limit=AMOUNT_MAX,
             ),

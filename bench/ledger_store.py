@@ -43,7 +43,7 @@ from routeledger.core.budget.decide import (
     decide_open_account,
     decide_place_hold,
 )
-from routeledger.core.budget.values import Scope, Unit, Usage
+from routeledger.core.budget.values import AccountScope, Unit, Usage
 from routeledger.core.time import US_PER_S
 
 LIMIT = 10**15
@@ -64,7 +64,7 @@ def open_accounts(url: str, accounts: list[str]) -> None:
             command = OpenAccount(
                 command_id=f"open-{account}",
                 account_id=account,
-                scope=Scope.TEAM,
+                scope=AccountScope.TEAM,
                 unit=Unit.MICROS,
                 limit=LIMIT,
             )

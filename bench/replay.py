@@ -41,13 +41,13 @@ from _common import figure
 from routeledger.adapters.store.eventstore import open_store
 from routeledger.adapters.store.snapshots import load_snapshot, save_snapshot
 from routeledger.core.budget import decide as budget
-from routeledger.core.budget.values import Scope, Unit, Usage
+from routeledger.core.budget.values import AccountScope, Unit, Usage
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded, fold_log
 from routeledger.core.routing.decide import (
     Failed,
-    NextStep,
     RecordOutcome,
+    RouteNext,
     StartRequest,
     Succeeded,
     decide_next,
@@ -101,7 +101,7 @@ def generate(url: str, target: int) -> int:
                 budget.OpenAccount(
                     command_id="o",
                     account_id="acct",
-                    scope=Scope.TEAM,
+                    scope=AccountScope.TEAM,
                     unit=Unit.MICROS,
                     limit=10**15,
                 ),
@@ -139,7 +139,7 @@ def generate(url: str, target: int) -> int:
                 decided = decide_next(
                     POLICY,
                     state.routing,
-                    NextStep(request_id=rid, attempt_id=f"{rid}.{step}"),
+                    RouteNext(request_id=rid, attempt_id=f"{rid}.{step}"),
                     now_us=now,
                 )
                 act(decided)

@@ -25,10 +25,10 @@ from routeledger.core.routing import (
     FailureClass,
     Member,
     ModelSpec,
-    NextStep,
     Policy,
     RecordOutcome,
     Route,
+    RouteNext,
     StartRequest,
     Strategy,
     Target,
@@ -103,7 +103,7 @@ def _decide_samples(size: int, rounds: int) -> list[float]:
         state = _state(policy, size, rng)
         if strategy is Strategy.ROUND_ROBIN:
             state.cursors["routes.chat.chain[0]"] = rng.randrange(size)
-        commands = [NextStep(request_id=f"r{r}", attempt_id="a1") for r in range(REQUESTS)]
+        commands = [RouteNext(request_id=f"r{r}", attempt_id="a1") for r in range(REQUESTS)]
         for _ in range(rounds):
             for command in commands:
                 t0 = time.perf_counter_ns()
@@ -120,7 +120,9 @@ def _outcome_samples(rounds: int) -> list[float]:
         start = StartRequest(request_id=f"r{r}", route="chat", caller_scope="u")
         fold(decide_start(policy, state, start, now_us=NOW_US), state)
         fold(
-            decide_next(policy, state, NextStep(request_id=f"r{r}", attempt_id="a"), now_us=NOW_US),
+            decide_next(
+                policy, state, RouteNext(request_id=f"r{r}", attempt_id="a"), now_us=NOW_US
+            ),
             state,
         )
         command = RecordOutcome(

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import attrs
 
 from routeledger.core.budget import events as ev
-from routeledger.core.budget.values import Leg, Scope, Unit
+from routeledger.core.budget.values import AccountScope, Leg, Unit
 from routeledger.core.events import Event
 from routeledger.projections.base import Projection
 
@@ -46,7 +46,7 @@ class AccountRecord:
 
     def __init__(self, evt: ev.AccountOpened, position: int) -> None:
         self.account_id = evt.account_id
-        self.scope: Scope = evt.scope
+        self.scope: AccountScope = evt.scope
         self.unit: Unit = evt.unit
         self.limit = evt.limit
         self.period_start_us = evt.period_start_us
@@ -89,7 +89,7 @@ class AccountRow:
     """One line of the budget board."""
 
     account_id: str
-    scope: Scope
+    scope: AccountScope
     unit: Unit
     limit: int
     spent: int

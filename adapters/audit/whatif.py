@@ -42,8 +42,8 @@ from routeledger.core.routing import events as rev
 from routeledger.core.routing import state as routing
 from routeledger.core.routing.decide import (
     Failed,
-    NextStep,
     RecordOutcome,
+    RouteNext,
     StartRequest,
     Succeeded,
     decide_next,
@@ -317,7 +317,7 @@ def _simulate(
             decided = decide_next(
                 policy,
                 state,
-                NextStep(request_id=rid, attempt_id=attempt_id),
+                RouteNext(request_id=rid, attempt_id=attempt_id),
                 now_us=now,
                 credentials=usability(now),
             )

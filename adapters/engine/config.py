@@ -54,13 +54,14 @@ from cattrs import Converter, transform_error
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
 from routeledger.core.budget.decide import OpenAccount
-from routeledger.core.budget.values import PeriodKind, PeriodSpec, Scope, Unit
+from routeledger.core.budget.values import AccountScope, PeriodKind, PeriodSpec, Unit
 from routeledger.core.errors import UsageError
 from routeledger.core.routing import (
-    Action,
     CredentialSpec,
+    FailureAction,
     FailureClass,
     FailureRule,
+    FailureScope,
     HintClamp,
     Member,
     ModelSpec,
@@ -71,7 +72,6 @@ from routeledger.core.routing import (
     Strategy,
     Target,
 )
-from routeledger.core.routing import Scope as FailureScope
 from routeledger.core.time import US_PER_MIN, US_PER_S
 
 __all__ = [
@@ -208,7 +208,7 @@ class _RouteFile:
 @attrs.frozen(kw_only=True)
 class _FailureFile:
     scope: FailureScope
-    action: Action
+    action: FailureAction
     base_us: int = 0
     factor: int = 1
     max_us: int = 0
@@ -225,7 +225,7 @@ class _PeriodFile:
 
 @attrs.frozen(kw_only=True)
 class _AccountFile:
-    scope: Scope
+    scope: AccountScope
     unit: Unit = Unit.MICROS
     limit: int
     period: _PeriodFile = attrs.field(factory=_PeriodFile)

@@ -44,7 +44,7 @@ from typing import Any, Generic, TypeVar
 
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.core.budget.decide import Decision
-from routeledger.core.budget.group import GROUP_COMMANDS_MAX, HoldCommand, Outcome, decide_holds
+from routeledger.core.budget.group import GROUP_COMMANDS_MAX, HoldCommand, HoldResult, decide_holds
 from routeledger.core.errors import InvariantViolation, UsageError
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded
@@ -410,7 +410,9 @@ def _never(head: Slot[Any, Any]) -> bool:
     return False
 
 
-def _decide_holds(state: Folded, commands: Sequence[HoldCommand], now_us: int) -> Sequence[Outcome]:
+def _decide_holds(
+    state: Folded, commands: Sequence[HoldCommand], now_us: int
+) -> Sequence[HoldResult]:
     return decide_holds(state.budget, commands, now_us=now_us)
 
 

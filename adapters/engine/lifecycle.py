@@ -63,9 +63,9 @@ from routeledger.core.routing import (
     Evidence,
     Failed,
     FailureClass,
-    NextStep,
     Phase,
     RecordOutcome,
+    RouteNext,
     StartRequest,
     Succeeded,
     decide_next,
@@ -203,7 +203,7 @@ class _Next(NamedTuple):
     """Decide and record the request's next step."""
 
     life: RequestLifecycle
-    command: NextStep
+    command: RouteNext
 
 
 class _Report(NamedTuple):
@@ -261,7 +261,7 @@ class _Finished(enum.Enum):
 
 #: Nothing more to do before leaving.
 FINISHED: Final = _Finished.FINISHED
-Action = Commit | Sleep | Perform | _Finished
+LifecycleAction = Commit | Sleep | Perform | _Finished
 
 
 class Decided(NamedTuple):
@@ -325,13 +325,13 @@ class RequestLifecycle:
 
     # -- what to do next --
 
-    def next_action(self) -> Action:
+    def next_action(self) -> LifecycleAction:
         """What the shell must do now (see the module docstring)."""
         phase = self.phase
         if phase is RequestPhase.ROUTING:
             if self.step is None:
                 number = self.attempts + 1
-                command = NextStep(
+                command = RouteNext(
                     request_id=self.request_id, attempt_id=self._attempt_id(self.request_id, number)
                 )
                 return Commit(_Next(self, command))
@@ -368,7 +368,7 @@ class RequestLifecycle:
         """The shell slept until the decided wait was over."""
         self._move(Signal.WAIT_OVER)
 
-    def committed(self, item: Item, decided: Decided) -> Action | None:
+    def committed(self, item: Item, decided: Decided) -> LifecycleAction | None:
         """Take what ``item`` came to; an entry or a next step may have an action at once."""
         if isinstance(item, _Enter):
             if decided.rejection is not None:
@@ -387,7 +387,7 @@ class RequestLifecycle:
             self.pending = None
         return None
 
-    def _take(self, step: Sequence[Event], idle_until_us: int | None) -> Action:
+    def _take(self, step: Sequence[Event], idle_until_us: int | None) -> LifecycleAction:
         """Act on a decided step: an attempt to perform, a wait, or the end."""
         for evt in step:
             if isinstance(evt, AttemptRouted):
@@ -415,7 +415,7 @@ class RequestLifecycle:
         # Nothing decided: a decided wait has not elapsed yet; wait for it.
         return self._wait(idle_until_us)
 
-    def _wait(self, until_us: int) -> Action:
+    def _wait(self, until_us: int) -> LifecycleAction:
         self.until_us = until_us
         self._move(Signal.WAIT_DECIDED)
         return Sleep(until_us)
@@ -497,7 +497,7 @@ def _decide_enter(
     step = decide_next(
         policy,
         view,
-        NextStep(request_id=life.request_id, attempt_id=life._attempt_id(life.request_id, 1)),
+        RouteNext(request_id=life.request_id, attempt_id=life._attempt_id(life.request_id, 1)),
         now_us=now,
         credentials=credentials,
         opening=started[0],  # type: ignore[arg-type]
@@ -810,7 +810,7 @@ class RequestHandle:
         self.engine._background.add(task)
         task.add_done_callback(self.engine._background.discard)
 
-    async def _acommit(self, item: Item) -> Action | None:
+    async def _acommit(self, item: Item) -> LifecycleAction | None:
         """Commit ``item``; if the caller is cancelled meanwhile, still learn what was recorded.
 
         The item is recorded whatever happens to the caller, so the lifecycle

@@ -16,6 +16,12 @@ iteration order, ``id()`` or ``PYTHONHASHSEED``:
   the class's ``DERIVED_SLOTS`` are derived indexes and are skipped) — both
   with the class name, so two classes with the same fields differ.
 
+The class name written is the class's *canonical name*: its module and
+qualified name, or, for a class moved or renamed since the state hash was
+first published, the name it had then (:data:`HISTORICAL_NAMES`). A refactor
+therefore never changes the hash of a state; only a change of the state's
+values or shape does.
+
 Floats are rejected (money and time are integers here, and a float's text is
 not a stable identity); so is any other type, loudly, naming the path where it
 was found. :func:`state_hash` is the SHA-256 of the canonical bytes of a whole
@@ -37,7 +43,14 @@ from routeledger.core.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from routeledger.core.fold import Folded
 
-__all__ = ["DEPTH_MAX", "CanonicalError", "canonical_bytes", "state_hash"]
+__all__ = [
+    "DEPTH_MAX",
+    "HISTORICAL_NAMES",
+    "CanonicalError",
+    "canonical_bytes",
+    "canonical_name",
+    "state_hash",
+]
 
 #: Deepest nesting walked. Why: folded states nest ~6 levels (state -> table ->
 #: scope -> event -> value -> tuple); 64 only stops a reference cycle early.
@@ -46,6 +59,26 @@ DEPTH_MAX: Final = 64
 
 class CanonicalError(UsageError):
     """A value that has no canonical encoding (a float, an unknown type, a cycle)."""
+
+
+#: Current ``module.qualname`` -> the name the class had when hashes were first
+#: published (RouteLedger 0.1, commit 680afbd). Add a line whenever a class
+#: reachable from the folded state moves or is renamed; the compatibility test
+#: over ``tests/fixtures/store_v0.1.db`` fails until you do.
+HISTORICAL_NAMES: Final[dict[str, str]] = {
+    "routeledger.core.fold.Folded": "routeledger.adapters.runtime.Folded",
+    "routeledger.core.routing.failures.FailureScope": "routeledger.core.routing.failures.Scope",
+    "routeledger.core.routing.failures.FailureAction": "routeledger.core.routing.failures.Action",
+    "routeledger.core.budget.values.AccountScope": "routeledger.core.budget.values.Scope",
+    "routeledger.core.budget.ledger.HoldAction": "routeledger.core.budget.ledger.Action",
+    "routeledger.core.budget.sinks.RequestEnd": "routeledger.core.budget.sinks.Outcome",
+}
+
+
+def canonical_name(cls: type) -> str:
+    """The name :func:`canonical_bytes` writes for ``cls`` (see the module docstring)."""
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    return HISTORICAL_NAMES.get(name, name)
 
 
 def _slot_names(cls: type) -> tuple[str, ...]:
@@ -83,7 +116,7 @@ def _spec(cls: type) -> _Spec | None:
         names = _slot_names(cls)
     spec: _Spec | None = None
     if names:
-        header = b"o" + _str_bytes(f"{cls.__module__}.{cls.__qualname__}") + b"%d:" % len(names)
+        header = b"o" + _str_bytes(canonical_name(cls)) + b"%d:" % len(names)
         spec = (header, tuple((_str_bytes(name), name) for name in names))
     _SPECS[cls] = spec
     return spec
@@ -143,7 +176,7 @@ def _encode(obj: Any, out: list[bytes], depth: int, sink: Any = None) -> None:
     elif kind is float:
         raise _At(f"floats have no canonical encoding ({obj!r})")
     elif isinstance(obj, enum.Enum):
-        out.append(b"e" + _str_bytes(f"{kind.__module__}.{kind.__qualname__}"))
+        out.append(b"e" + _str_bytes(canonical_name(kind)))
         _encode(obj.value, out, depth + 1)
     elif kind is frozenset or kind is set:
         try:
@@ -307,7 +340,7 @@ _ENCODERS: dict[type, _Encoder] = {
 
 
 def _enum_encoder(cls: type[enum.Enum]) -> _Encoder:
-    prefix = b"e" + _str_bytes(f"{cls.__module__}.{cls.__qualname__}")
+    prefix = b"e" + _str_bytes(canonical_name(cls))
     #: Member -> its whole encoding, for members whose value is a str or an int.
     known: dict[enum.Enum, bytes] = {}
 

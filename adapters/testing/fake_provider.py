@@ -4,7 +4,7 @@ The behaviour is scripted per model name (the request's ``model`` field): a
 :class:`Script` is a sequence of :class:`Behaviour` steps played one per attempt
 (the last step repeats), optionally guarded by an API key, a prefill rejection and
 a "down" window of the server's own monotonic time. Every chat-completion attempt
-is recorded with timings (:class:`Attempt`) so tests can check the *conduct* of a
+is recorded with timings (:class:`UpstreamCall`) so tests can check the *conduct* of a
 client — attempt counts, gaps, no hammering — not only its outcome.
 
 In-process use::
@@ -47,13 +47,13 @@ __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_SCRIPTS",
     "KINDS",
-    "Attempt",
     "Behaviour",
     "FakeProvider",
     "FakeProviderError",
     "Script",
     "ScriptLike",
     "ScriptsLike",
+    "UpstreamCall",
     "key_id",
     "parse_script",
     "parse_scripts",
@@ -179,7 +179,7 @@ ScriptsLike: TypeAlias = Mapping[str, ScriptLike]
 
 
 @dataclass(frozen=True)
-class Attempt:
+class UpstreamCall:
     """One chat-completion request the fake received, and what it did with it.
 
     Times are ``time.monotonic()`` values of this process (comparable with the test's
@@ -446,8 +446,8 @@ class _Record:
     tokens_sent: int = 0
     outcome: str = "in_progress"
 
-    def freeze(self) -> Attempt:
-        return Attempt(**dataclasses.asdict(self))
+    def freeze(self) -> UpstreamCall:
+        return UpstreamCall(**dataclasses.asdict(self))
 
 
 class _State:
@@ -1077,7 +1077,7 @@ class FakeProvider:
         with self._state.lock:
             return sorted(self._state.scripts)
 
-    def attempts(self, model: str | None = None) -> list[Attempt]:
+    def attempts(self, model: str | None = None) -> list[UpstreamCall]:
         """The chat-completion attempts received since the start or last reset, in order
         (only those for ``model`` when given)."""
         with self._state.lock:

@@ -29,7 +29,7 @@ from . import events as ev
 from .ledger import (
     TRANSITIONS,
     AccountState,
-    Action,
+    HoldAction,
     HoldState,
     LedgerState,
     admits,
@@ -41,13 +41,13 @@ from .values import (
     AMOUNT_MAX,
     HOLD_TTL_US_MAX,
     LIMIT_MAX,
+    AccountScope,
     HoldStatus,
     Leg,
     PeriodKind,
     PeriodSpec,
     Rejection,
     RejectionReason,
-    Scope,
     Unit,
     Usage,
     amount_problem,
@@ -90,7 +90,7 @@ class OpenAccount:
 
     command_id: str
     account_id: str
-    scope: Scope
+    scope: AccountScope
     unit: Unit
     limit: int
     period: PeriodSpec = attrs.field(factory=PeriodSpec)
@@ -694,14 +694,14 @@ def _is_overdue(hold: HoldState, now_us: int) -> bool:
     return hold.status is HoldStatus.OPEN and now_us >= hold.expires_at_us
 
 
-def _resolved(hold: HoldState, action: Action) -> Decision:
+def _resolved(hold: HoldState, action: HoldAction) -> Decision:
     """The rejection for an action the hold's state does not allow (L4)."""
     expired = hold.status in (HoldStatus.EXPIRED, HoldStatus.LATE_BOOKED)
     return Decision(
         events=(),
         rejection=Rejection(
             reason=RejectionReason.HOLD_EXPIRED
-            if expired and action is not Action.SETTLE
+            if expired and action is not HoldAction.SETTLE
             else RejectionReason.ALREADY_RESOLVED,
             hold_id=hold.hold_id,
             resolved_as=hold.status,
@@ -729,10 +729,10 @@ def decide_settle_hold(state: LedgerState, command: SettleHold, *, now_us: int) 
     if _is_overdue(hold, now_us):
         batch = _expiry(state, hold, now_us, {})
         return Decision(events=(*batch, *_late(state, hold, command, digest, now_us, 2)))
-    if (hold.status, Action.BOOK_LATE) in TRANSITIONS:
+    if (hold.status, HoldAction.BOOK_LATE) in TRANSITIONS:
         return Decision(events=tuple(_late(state, hold, command, digest, now_us, 1)))
-    if (hold.status, Action.SETTLE) not in TRANSITIONS:
-        return _resolved(hold, Action.SETTLE)
+    if (hold.status, HoldAction.SETTLE) not in TRANSITIONS:
+        return _resolved(hold, HoldAction.SETTLE)
     accounts = state.accounts
     entries: list[ev.BudgetEvent] = []
     over = False
@@ -813,8 +813,8 @@ def decide_refund_hold(state: LedgerState, command: RefundHold, *, now_us: int) 
         return hold
     if _is_overdue(hold, now_us):
         return _expired_now(state, hold, now_us)
-    if (hold.status, Action.REFUND) not in TRANSITIONS:
-        return _resolved(hold, Action.REFUND)
+    if (hold.status, HoldAction.REFUND) not in TRANSITIONS:
+        return _resolved(hold, HoldAction.REFUND)
     batch: list[ev.BudgetEvent] = [
         ev.HoldRefunded(
             stream_id=hold_stream(hold.hold_id),
@@ -856,8 +856,8 @@ def decide_adjust_hold(state: LedgerState, command: AdjustHold, *, now_us: int) 
         return hold
     if _is_overdue(hold, now_us):
         return _expired_now(state, hold, now_us)
-    if (hold.status, Action.ADJUST) not in TRANSITIONS:
-        return _resolved(hold, Action.ADJUST)
+    if (hold.status, HoldAction.ADJUST) not in TRANSITIONS:
+        return _resolved(hold, HoldAction.ADJUST)
     legs: list[Leg] = []
     entries: list[ev.BudgetEvent] = []
     for leg in hold.legs:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import attrs
 
 from ..events import Event, Origin, event
-from .values import Leg, PeriodSpec, Rejection, Scope, Unit, Usage
+from .values import AccountScope, Leg, PeriodSpec, Rejection, Unit, Usage
 
 __all__ = [
     "AccountCommandConflicted",
@@ -87,7 +87,7 @@ class AccountOpened(AccountEvent):
 
     command_id: str
     command_digest: str
-    scope: Scope
+    scope: AccountScope
     unit: Unit
     limit: int
     period: PeriodSpec

@@ -41,7 +41,7 @@ from .decide import (
 )
 from .ledger import LedgerState, fold
 
-__all__ = ["GROUP_COMMANDS_MAX", "HoldCommand", "HoldGroup", "Outcome", "decide_holds"]
+__all__ = ["GROUP_COMMANDS_MAX", "HoldCommand", "HoldGroup", "HoldResult", "decide_holds"]
 
 #: Commands decided as one batch, at most. Why: one commit on SQLite costs
 #: ~0.25 ms and a hold ~30 µs of CPU (decide, encode, insert, fold), so 64
@@ -51,7 +51,7 @@ GROUP_COMMANDS_MAX: Final = 64
 
 HoldCommand: TypeAlias = PlaceHold | SettleHold | RefundHold | AdjustHold
 #: What one command of a group came to: its decision, or the misuse it was.
-Outcome: TypeAlias = Decision | UsageError
+HoldResult: TypeAlias = Decision | UsageError
 
 _DECIDERS: Final[dict[type[object], Callable[..., Decision]]] = {
     PlaceHold: decide_place_hold,
@@ -130,7 +130,7 @@ class HoldGroup:
 
 def decide_holds(
     state: LedgerState, commands: Sequence[HoldCommand], *, now_us: int
-) -> tuple[Outcome, ...]:
+) -> tuple[HoldResult, ...]:
     """Decide ``commands`` in order, each seeing those before it; ``state`` is not modified.
 
     Appending every returned decision's events in order, as one batch, records
@@ -139,7 +139,7 @@ def decide_holds(
     if not 1 <= len(commands) <= GROUP_COMMANDS_MAX:
         raise UsageError(f"a group holds 1..{GROUP_COMMANDS_MAX} commands, got {len(commands)}")
     group = HoldGroup(state, commands)
-    outcomes: list[Outcome] = []
+    outcomes: list[HoldResult] = []
     for index, command in enumerate(commands):
         try:
             decision = group.peek(command, now_us=now_us)

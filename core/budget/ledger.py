@@ -36,13 +36,13 @@ from typing import Final, TypeAlias
 
 from ..errors import InvariantViolation
 from . import events as ev
-from .values import BALANCE_MAX, HoldStatus, Leg, PeriodSpec, Rejection, Scope, Unit, Usage
+from .values import BALANCE_MAX, AccountScope, HoldStatus, Leg, PeriodSpec, Rejection, Unit, Usage
 
 __all__ = [
     "TRANSITIONS",
     "AccountState",
-    "Action",
     "CommandRecord",
+    "HoldAction",
     "HoldState",
     "LedgerState",
     "admits",
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 
-class Action(enum.Enum):
+class HoldAction(enum.Enum):
     """What may happen to an existing hold."""
 
     #: Identity hash (members are singletons): ``Enum.__hash__`` runs in Python
@@ -77,12 +77,12 @@ class Action(enum.Enum):
 #: The hold state machine: (state, action) -> next state. A missing key is an
 #: illegal transition: :mod:`.decide` turns it into a typed rejection (L4),
 #: :func:`evolve` into an :class:`InvariantViolation` (a corrupt log).
-TRANSITIONS: Final[Mapping[tuple[HoldStatus, Action], HoldStatus]] = {
-    (HoldStatus.OPEN, Action.SETTLE): HoldStatus.SETTLED,
-    (HoldStatus.OPEN, Action.REFUND): HoldStatus.REFUNDED,
-    (HoldStatus.OPEN, Action.EXPIRE): HoldStatus.EXPIRED,
-    (HoldStatus.OPEN, Action.ADJUST): HoldStatus.OPEN,
-    (HoldStatus.EXPIRED, Action.BOOK_LATE): HoldStatus.LATE_BOOKED,
+TRANSITIONS: Final[Mapping[tuple[HoldStatus, HoldAction], HoldStatus]] = {
+    (HoldStatus.OPEN, HoldAction.SETTLE): HoldStatus.SETTLED,
+    (HoldStatus.OPEN, HoldAction.REFUND): HoldStatus.REFUNDED,
+    (HoldStatus.OPEN, HoldAction.EXPIRE): HoldStatus.EXPIRED,
+    (HoldStatus.OPEN, HoldAction.ADJUST): HoldStatus.OPEN,
+    (HoldStatus.EXPIRED, HoldAction.BOOK_LATE): HoldStatus.LATE_BOOKED,
 }
 
 #: An idempotency record: the payload digest and the sticky rejection, if any.
@@ -110,7 +110,7 @@ class AccountState:
 
     def __init__(self, e: ev.AccountOpened) -> None:
         self.account_id: str = e.account_id
-        self.scope: Scope = e.scope
+        self.scope: AccountScope = e.scope
         self.unit: Unit = e.unit
         self.limit: int = e.limit
         self.period: PeriodSpec = e.period
@@ -223,7 +223,7 @@ def admits(account: AccountState, amount: int) -> bool:
     return amount == 0 or account.spent + account.reserved + amount <= account.limit
 
 
-def _move(hold: HoldState, action: Action, e: ev.BudgetEvent) -> HoldStatus:
+def _move(hold: HoldState, action: HoldAction, e: ev.BudgetEvent) -> HoldStatus:
     """The next state of ``hold`` under ``action``; InvariantViolation if the table forbids it."""
     try:
         return TRANSITIONS[(hold.status, action)]
@@ -327,7 +327,7 @@ def _hold_rejected(s: LedgerState, e: ev.HoldRejected) -> None:
     )
 
 
-def _resolve(s: LedgerState, e: ev.HoldEvent, action: Action) -> None:
+def _resolve(s: LedgerState, e: ev.HoldEvent, action: HoldAction) -> None:
     hold = s.holds[e.hold_id]
     hold.status = _move(hold, action, e)
     hold.version = e.version
@@ -335,29 +335,29 @@ def _resolve(s: LedgerState, e: ev.HoldEvent, action: Action) -> None:
 
 
 def _hold_settled(s: LedgerState, e: ev.HoldSettled) -> None:
-    _resolve(s, e, Action.SETTLE)
+    _resolve(s, e, HoldAction.SETTLE)
     s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
 
 
 def _hold_refunded(s: LedgerState, e: ev.HoldRefunded) -> None:
-    _resolve(s, e, Action.REFUND)
+    _resolve(s, e, HoldAction.REFUND)
     s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
 
 
 def _hold_expired(s: LedgerState, e: ev.HoldExpired) -> None:
-    _resolve(s, e, Action.EXPIRE)
+    _resolve(s, e, HoldAction.EXPIRE)
 
 
 def _late_usage_booked(s: LedgerState, e: ev.LateUsageBooked) -> None:
     hold = s.holds[e.hold_id]
-    hold.status = _move(hold, Action.BOOK_LATE, e)
+    hold.status = _move(hold, HoldAction.BOOK_LATE, e)
     hold.version = e.version
     s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
 
 
 def _hold_adjusted(s: LedgerState, e: ev.HoldAdjusted) -> None:
     hold = s.holds[e.hold_id]
-    hold.status = _move(hold, Action.ADJUST, e)
+    hold.status = _move(hold, HoldAction.ADJUST, e)
     hold.legs = e.legs
     hold.estimate = e.estimate
     hold.version = e.version

@@ -39,9 +39,9 @@ from .values import Usage
 __all__ = [
     "Billing",
     "LocalLedgerSink",
-    "Outcome",
     "PlatformReport",
     "RecordingPlatformSink",
+    "RequestEnd",
     "SettlementSink",
     "SinkMode",
     "billing_for",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-class Outcome(enum.Enum):
+class RequestEnd(enum.Enum):
     """How a request ended, whatever its endpoint shape."""
 
     #: Finished; the provider reported usage.
@@ -66,11 +66,11 @@ class Outcome(enum.Enum):
 class Billing:
     """What a request is billed: nothing (``usage is None``: refund) or ``usage``."""
 
-    outcome: Outcome
+    outcome: RequestEnd
     usage: Usage | None
 
 
-def billing_for(outcome: Outcome, *, estimate: Usage, observed: Usage | None) -> Billing:
+def billing_for(outcome: RequestEnd, *, estimate: Usage, observed: Usage | None) -> Billing:
     """The one billing rule for every mode and endpoint shape (I2, L11).
 
     * error before output -> refund;
@@ -79,11 +79,11 @@ def billing_for(outcome: Outcome, *, estimate: Usage, observed: Usage | None) ->
     * incomplete stream -> the observed usage, or the estimate when nothing
       (or only zeros) was observed: never zero.
     """
-    if outcome is Outcome.ERROR_BEFORE_OUTPUT:
+    if outcome is RequestEnd.ERROR_BEFORE_OUTPUT:
         return Billing(outcome=outcome, usage=None)
-    if outcome is Outcome.SUCCESS and observed is not None:
+    if outcome is RequestEnd.SUCCESS and observed is not None:
         return Billing(outcome=outcome, usage=observed)
-    if outcome is Outcome.INCOMPLETE and observed is not None and not observed.is_zero():
+    if outcome is RequestEnd.INCOMPLETE and observed is not None and not observed.is_zero():
         return Billing(outcome=outcome, usage=observed)
     return Billing(outcome=outcome, usage=estimate)
 
@@ -113,18 +113,18 @@ class _Sink(abc.ABC):
         self.estimate = estimate
 
     def on_success(self, usage: Usage) -> None:
-        self._deliver(billing_for(Outcome.SUCCESS, estimate=self.estimate, observed=usage))
+        self._deliver(billing_for(RequestEnd.SUCCESS, estimate=self.estimate, observed=usage))
 
     def on_error_before_output(self) -> None:
         self._deliver(
-            billing_for(Outcome.ERROR_BEFORE_OUTPUT, estimate=self.estimate, observed=None)
+            billing_for(RequestEnd.ERROR_BEFORE_OUTPUT, estimate=self.estimate, observed=None)
         )
 
     def on_no_usage(self) -> None:
-        self._deliver(billing_for(Outcome.NO_USAGE, estimate=self.estimate, observed=None))
+        self._deliver(billing_for(RequestEnd.NO_USAGE, estimate=self.estimate, observed=None))
 
     def on_incomplete(self, observed: Usage | None) -> None:
-        self._deliver(billing_for(Outcome.INCOMPLETE, estimate=self.estimate, observed=observed))
+        self._deliver(billing_for(RequestEnd.INCOMPLETE, estimate=self.estimate, observed=observed))
 
     @abc.abstractmethod
     def _deliver(self, billing: Billing) -> None:
@@ -154,7 +154,7 @@ class PlatformReport:
 
     hold_id: str
     command_id: str
-    outcome: Outcome
+    outcome: RequestEnd
     #: The usage billed, or ``None`` when nothing is billed (refund).
     usage: Usage | None
 

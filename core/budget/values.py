@@ -20,13 +20,13 @@ __all__ = [
     "BALANCE_MAX",
     "HOLD_TTL_US_MAX",
     "LIMIT_MAX",
+    "AccountScope",
     "HoldStatus",
     "Leg",
     "PeriodKind",
     "PeriodSpec",
     "Rejection",
     "RejectionReason",
-    "Scope",
     "Unit",
     "Usage",
     "amount_problem",
@@ -63,7 +63,7 @@ class Unit(enum.Enum):
     REQUESTS = "requests"
 
 
-class Scope(enum.Enum):
+class AccountScope(enum.Enum):
     """Which principal or resource an account budgets."""
 
     #: One API key.
@@ -198,7 +198,7 @@ class Rejection:
     reason: RejectionReason
     #: The account (scope) that refused, and which kind of scope it budgets.
     account_id: str | None = None
-    scope: Scope | None = None
+    scope: AccountScope | None = None
     hold_id: str | None = None
     limit: int | None = None
     spent: int | None = None

@@ -12,10 +12,10 @@ See ``docs/credentials.md`` and incident I0.
 """
 
 from .decide import (
+    Blocked,
+    BlockedReason,
     CredentialFailure,
-    Degrade,
-    DegradeReason,
-    NextStep,
+    CredentialStep,
     PrepareUse,
     ProvisionExplicitKey,
     ProvisionTrial,
@@ -58,17 +58,17 @@ from .secrets import InMemorySecretStore, SecretReader, SecretStore
 
 __all__ = [
     "TRANSITIONS",
+    "Blocked",
+    "BlockedReason",
     "CredentialEvent",
     "CredentialFailure",
     "CredentialMetadata",
     "CredentialSource",
     "CredentialState",
+    "CredentialStep",
     "CredentialsState",
-    "Degrade",
-    "DegradeReason",
     "IllegalTransition",
     "InMemorySecretStore",
-    "NextStep",
     "PrepareUse",
     "ProvisionExplicitKey",
     "ProvisionTrial",

@@ -9,7 +9,7 @@ same :class:`~routeledger.core.credentials.lifecycle.IllegalTransition` the
 fold would raise.
 
 :func:`decide_next_step` answers the question I0 got wrong ("credentials exist,
-so go ahead") with a typed :data:`NextStep` value, never an exception:
+so go ahead") with a typed :data:`CredentialStep` value, never an exception:
 
 * :class:`UseCredential` — models resolved: use exactly these names and roles;
 * :class:`ResolveModels` — key stored, models unresolved: re-resolve against
@@ -19,7 +19,7 @@ so go ahead") with a typed :data:`NextStep` value, never an exception:
 * :class:`ProvisionTrial` — no credential ever, no trial ever: append the
   claim it carries first, then provision (a conflict means another process won);
 * :class:`RotateKey` — a trial key failed authentication or expired: recover it;
-* :class:`Degrade` — nothing can be used; ``reason`` says why, for the caller
+* :class:`Blocked` — nothing can be used; ``reason`` says why, for the caller
   to show.
 
 Failures observed while *using* a key arrive as :class:`RecordFailure` with a
@@ -83,10 +83,10 @@ __all__ = [
     "RESOLVE_BACKOFF_US_MAX",
     "RESOLVE_BACKOFF_US_MIN",
     "ROLES_MAX",
+    "Blocked",
+    "BlockedReason",
     "CredentialFailure",
-    "Degrade",
-    "DegradeReason",
-    "NextStep",
+    "CredentialStep",
     "PrepareUse",
     "ProvisionExplicitKey",
     "ProvisionTrial",
@@ -150,7 +150,7 @@ class CredentialFailure(enum.Enum):
     OTHER = "other"
 
 
-class DegradeReason(enum.Enum):
+class BlockedReason(enum.Enum):
     """Why nothing can be used now; a value the caller can show."""
 
     #: No credential was ever provisioned and no trial may be provisioned.
@@ -296,7 +296,7 @@ class WaitUntil:
 
     credential_id: str
     until_us: int
-    reason: DegradeReason
+    reason: BlockedReason
     events: tuple[CredentialEvent, ...] = ()
 
 
@@ -318,17 +318,17 @@ class RotateKey:
 
 
 @attrs.frozen(kw_only=True)
-class Degrade:
+class Blocked:
     """Nothing can be used; show ``reason``. ``credential_id`` is the one concerned, if any."""
 
-    reason: DegradeReason
+    reason: BlockedReason
     credential_id: str | None
     events: tuple[CredentialEvent, ...] = ()
 
 
 #: What :func:`decide_next_step` answers. Every variant has ``events`` to append first.
-NextStep: TypeAlias = (
-    UseCredential | ResolveModels | WaitUntil | ProvisionTrial | RotateKey | Degrade
+CredentialStep: TypeAlias = (
+    UseCredential | ResolveModels | WaitUntil | ProvisionTrial | RotateKey | Blocked
 )
 
 _RETIRED: Final = frozenset({CredentialState.ROTATED, CredentialState.REVOKED})
@@ -659,13 +659,13 @@ def decide_failure(
 # --- the next step -----------------------------------------------------------------
 
 
-def _decide_for(state: CredentialsState, cred: Credential, now_us: int) -> NextStep:
+def _decide_for(state: CredentialsState, cred: Credential, now_us: int) -> CredentialStep:
     """The next step for one provisioned credential (the rules of the module docstring)."""
     credential_id = cred.credential_id
     if cred.state is CredentialState.REVOKED:
-        return Degrade(reason=DegradeReason.CREDENTIAL_REVOKED, credential_id=credential_id)
+        return Blocked(reason=BlockedReason.CREDENTIAL_REVOKED, credential_id=credential_id)
     if cred.state is CredentialState.ROTATED:
-        return Degrade(reason=DegradeReason.CREDENTIAL_ROTATED, credential_id=credential_id)
+        return Blocked(reason=BlockedReason.CREDENTIAL_ROTATED, credential_id=credential_id)
     current: CredentialState = cred.state
     events: tuple[CredentialEvent, ...] = ()
     expires_at_us = cred.metadata.expires_at_us
@@ -688,14 +688,14 @@ def _decide_for(state: CredentialsState, cred: Credential, now_us: int) -> NextS
         if cred.source is CredentialSource.EXPLICIT:
             # An operator key is never replaced by us, let alone by a trial.
             reason = (
-                DegradeReason.OPERATOR_KEY_REJECTED
+                BlockedReason.OPERATOR_KEY_REJECTED
                 if current is CredentialState.AUTH_FAILED
-                else DegradeReason.OPERATOR_KEY_EXPIRED
+                else BlockedReason.OPERATOR_KEY_EXPIRED
             )
-            return Degrade(reason=reason, credential_id=credential_id, events=events)
+            return Blocked(reason=reason, credential_id=credential_id, events=events)
         if cred.generation >= KEY_RECOVERIES_MAX:
-            return Degrade(
-                reason=DegradeReason.KEY_RECOVERY_EXHAUSTED,
+            return Blocked(
+                reason=BlockedReason.KEY_RECOVERY_EXHAUSTED,
                 credential_id=credential_id,
                 events=events,
             )
@@ -712,24 +712,24 @@ def _decide_for(state: CredentialsState, cred: Credential, now_us: int) -> NextS
             return WaitUntil(
                 credential_id=credential_id,
                 until_us=retry_at_us,
-                reason=DegradeReason.RESOLUTION_BACKING_OFF,
+                reason=BlockedReason.RESOLUTION_BACKING_OFF,
             )
     # PROVISIONED, or RESOLUTION_FAILED past its backoff: I0's heal, against the
     # stored key, never a second trial.
     return ResolveModels(credential_id=credential_id)
 
 
-def _no_credential(state: CredentialsState, command: PrepareUse, now_us: int) -> NextStep:
+def _no_credential(state: CredentialsState, command: PrepareUse, now_us: int) -> CredentialStep:
     inst = state.installations.get(command.installation_id)
     if inst is not None and inst.credential_ids:
-        return Degrade(reason=DegradeReason.CREDENTIAL_REVOKED, credential_id=None)
+        return Blocked(reason=BlockedReason.CREDENTIAL_REVOKED, credential_id=None)
     trial = TrialState.NOT_CLAIMED if inst is None else inst.trial
     if trial is TrialState.CLAIMED:
-        return Degrade(reason=DegradeReason.TRIAL_PROVISIONING_PENDING, credential_id=None)
+        return Blocked(reason=BlockedReason.TRIAL_PROVISIONING_PENDING, credential_id=None)
     if trial is TrialState.FAILED:
-        return Degrade(reason=DegradeReason.TRIAL_PROVISIONING_FAILED, credential_id=None)
+        return Blocked(reason=BlockedReason.TRIAL_PROVISIONING_FAILED, credential_id=None)
     if command.trial_credential_id is None:
-        return Degrade(reason=DegradeReason.NO_CREDENTIAL, credential_id=None)
+        return Blocked(reason=BlockedReason.NO_CREDENTIAL, credential_id=None)
     _check_id(command, "trial_credential_id", command.trial_credential_id)
     if command.trial_credential_id in state.credentials:
         raise CommandError(command, "trial_credential_id", "is already in use")
@@ -749,7 +749,9 @@ def _no_credential(state: CredentialsState, command: PrepareUse, now_us: int) ->
     )
 
 
-def decide_next_step(state: CredentialsState, command: PrepareUse, *, now_us: int) -> NextStep:
+def decide_next_step(
+    state: CredentialsState, command: PrepareUse, *, now_us: int
+) -> CredentialStep:
     """What to do before using a credential of the installation at ``now_us`` (I0).
 
     With ``command.credential_id`` set, the answer is about that credential.

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from .decide import (
     Failed,
-    NextStep,
     OutcomeConflict,
     RecordOutcome,
     RequestConflict,
+    RouteNext,
     StartRequest,
     Succeeded,
     decide_next,
@@ -29,12 +29,12 @@ from .decide import (
 )
 from .failures import (
     DEFAULT_FAILURE_TABLE,
-    Action,
     Evidence,
+    FailureAction,
     FailureClass,
     FailureRule,
+    FailureScope,
     Phase,
-    Scope,
 )
 from .policy import (
     CredentialSpec,
@@ -52,16 +52,16 @@ from .state import RoutingState, Status, check_invariants, evolve, fold, initial
 
 __all__ = [
     "DEFAULT_FAILURE_TABLE",
-    "Action",
     "CredentialSpec",
     "Evidence",
     "Failed",
+    "FailureAction",
     "FailureClass",
     "FailureRule",
+    "FailureScope",
     "HintClamp",
     "Member",
     "ModelSpec",
-    "NextStep",
     "OutcomeConflict",
     "Phase",
     "Policy",
@@ -70,8 +70,8 @@ __all__ = [
     "RequestConflict",
     "RequestLimits",
     "Route",
+    "RouteNext",
     "RoutingState",
-    "Scope",
     "StartRequest",
     "Status",
     "Strategy",

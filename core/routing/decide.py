@@ -69,7 +69,7 @@ from .events import (
     SkipReason,
     WaitDecided,
 )
-from .failures import Action, Evidence, FailureClass, Phase, Scope
+from .failures import Evidence, FailureAction, FailureClass, FailureScope, Phase
 from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
 from .policy import BACKUPS_MAX, Policy, PoolPlan, Strategy
 from .state import LEVEL_MAX, RequestState, RoutingState, ScopeState
@@ -78,10 +78,10 @@ __all__ = [
     "INT64_MAX",
     "SKIPS_RECORDED_MAX",
     "Failed",
-    "NextStep",
     "OutcomeConflict",
     "RecordOutcome",
     "RequestConflict",
+    "RouteNext",
     "StartRequest",
     "Succeeded",
     "decide_next",
@@ -129,7 +129,7 @@ class StartRequest:
 
 
 @attrs.frozen(kw_only=True)
-class NextStep:
+class RouteNext:
     """Decide what a request does next; ``attempt_id`` names the attempt it may route."""
 
     request_id: str
@@ -339,7 +339,7 @@ def _why_blocked(cred: ScopeState | None, pair: ScopeState | None, ready: int) -
 def decide_next(
     policy: Policy,
     state: RoutingState,
-    command: NextStep,
+    command: RouteNext,
     *,
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None = None,
@@ -721,7 +721,7 @@ def _pick_indexed(
 def _routed(
     policy: Policy,
     request: RequestState,
-    command: NextStep,
+    command: RouteNext,
     pick: tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None],
     stream_id: str,
     now_us: int,
@@ -773,7 +773,7 @@ def _probe(
     stream: str,
     credential: str,
     upstream: str | None,
-    command: NextStep,
+    command: RouteNext,
     now_us: int,
 ) -> ProbeAllowed:
     """Let one half-open probe through ``scope`` (A4), bounded by the probe timeout (A3)."""
@@ -912,11 +912,15 @@ def _blocks(
         failure is FailureClass.QUOTA_EXHAUSTED
         and policy.credential(failed.credential_id).account_wide_quota
     ):
-        scope_kind = Scope.CREDENTIAL
-    if action is Action.NOTHING or scope_kind is Scope.REQUEST or scope_kind is Scope.NONE:
+        scope_kind = FailureScope.CREDENTIAL
+    if (
+        action is FailureAction.NOTHING
+        or scope_kind is FailureScope.REQUEST
+        or scope_kind is FailureScope.NONE
+    ):
         return ()
     upstream: str | None
-    if scope_kind is Scope.CREDENTIAL:
+    if scope_kind is FailureScope.CREDENTIAL:
         stream = credential_stream(failed.credential_id)
         upstream = None
         scope = state.creds.get(stream)
@@ -927,8 +931,8 @@ def _blocks(
     else:
         version, old_until, suspended = scope.version + 1, scope.until_us, scope.suspended
         level = min(scope.level + 1, LEVEL_MAX) if scope.needs_probe else 0
-    if action is Action.SUSPEND:
-        cls = CredentialSuspended if scope_kind is Scope.CREDENTIAL else PairSuspended
+    if action is FailureAction.SUSPEND:
+        cls = CredentialSuspended if scope_kind is FailureScope.CREDENTIAL else PairSuspended
         return (
             cls(
                 stream_id=stream,

@@ -28,12 +28,12 @@ from ..time import US_PER_H, US_PER_MIN, US_PER_S
 
 __all__ = [
     "DEFAULT_FAILURE_TABLE",
-    "Action",
     "Evidence",
+    "FailureAction",
     "FailureClass",
     "FailureRule",
+    "FailureScope",
     "Phase",
-    "Scope",
 ]
 
 
@@ -78,7 +78,7 @@ class FailureClass(enum.Enum):
     UNKNOWN = "unknown"
 
 
-class Scope(enum.Enum):
+class FailureScope(enum.Enum):
     """What a failure says something about."""
 
     #: The credential with all its models (``cred:<c>`` stream).
@@ -91,7 +91,7 @@ class Scope(enum.Enum):
     NONE = "none"
 
 
-class Action(enum.Enum):
+class FailureAction(enum.Enum):
     """What a failure does to the availability of its scope."""
 
     #: Exponential backoff: ``min(base * factor**level, max)``; a clamped provider hint wins.
@@ -136,8 +136,8 @@ class FailureRule:
     """
 
     failure: FailureClass
-    scope: Scope
-    action: Action
+    scope: FailureScope
+    action: FailureAction
     base_us: int = 0
     factor: int = 1
     max_us: int = 0
@@ -148,8 +148,8 @@ class FailureRule:
 def _cool(failure: FailureClass, base_us: int, max_us: int, retry: int = 0) -> FailureRule:
     return FailureRule(
         failure=failure,
-        scope=Scope.PAIR,
-        action=Action.COOLDOWN,
+        scope=FailureScope.PAIR,
+        action=FailureAction.COOLDOWN,
         base_us=base_us,
         factor=2,
         max_us=max_us,
@@ -157,14 +157,20 @@ def _cool(failure: FailureClass, base_us: int, max_us: int, retry: int = 0) -> F
     )
 
 
-def _suspend(failure: FailureClass, scope: Scope, period_us: int) -> FailureRule:
+def _suspend(failure: FailureClass, scope: FailureScope, period_us: int) -> FailureRule:
     return FailureRule(
-        failure=failure, scope=scope, action=Action.SUSPEND, base_us=period_us, max_us=period_us
+        failure=failure,
+        scope=scope,
+        action=FailureAction.SUSPEND,
+        base_us=period_us,
+        max_us=period_us,
     )
 
 
-def _caller(failure: FailureClass, scope: Scope, *, fallback: bool) -> FailureRule:
-    return FailureRule(failure=failure, scope=scope, action=Action.NOTHING, fallback=fallback)
+def _caller(failure: FailureClass, scope: FailureScope, *, fallback: bool) -> FailureRule:
+    return FailureRule(
+        failure=failure, scope=scope, action=FailureAction.NOTHING, fallback=fallback
+    )
 
 
 _F = FailureClass
@@ -176,21 +182,21 @@ DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyT
     {
         rule.failure: rule
         for rule in (
-            _suspend(_F.AUTH_ERROR, Scope.CREDENTIAL, 1 * US_PER_H),
+            _suspend(_F.AUTH_ERROR, FailureScope.CREDENTIAL, 1 * US_PER_H),
             FailureRule(
                 failure=_F.QUOTA_EXHAUSTED,
-                scope=Scope.PAIR,
-                action=Action.COOLDOWN,
+                scope=FailureScope.PAIR,
+                action=FailureAction.COOLDOWN,
                 base_us=1 * US_PER_MIN,
                 factor=2,
                 max_us=1 * US_PER_H,
             ),
             _cool(_F.RATE_LIMITED, 1 * US_PER_S, 5 * US_PER_MIN),
-            _suspend(_F.MODEL_NOT_FOUND, Scope.PAIR, 12 * US_PER_H),
-            _suspend(_F.MODEL_NOT_SUPPORTED, Scope.PAIR, 12 * US_PER_H),
-            _caller(_F.CONTEXT_LENGTH_EXCEEDED, Scope.REQUEST, fallback=True),
-            _caller(_F.CONTENT_FILTERED, Scope.REQUEST, fallback=False),
-            _caller(_F.INVALID_REQUEST, Scope.REQUEST, fallback=False),
+            _suspend(_F.MODEL_NOT_FOUND, FailureScope.PAIR, 12 * US_PER_H),
+            _suspend(_F.MODEL_NOT_SUPPORTED, FailureScope.PAIR, 12 * US_PER_H),
+            _caller(_F.CONTEXT_LENGTH_EXCEEDED, FailureScope.REQUEST, fallback=True),
+            _caller(_F.CONTENT_FILTERED, FailureScope.REQUEST, fallback=False),
+            _caller(_F.INVALID_REQUEST, FailureScope.REQUEST, fallback=False),
             _cool(_F.PROVIDER_UNAVAILABLE, 5 * US_PER_S, 1 * US_PER_MIN, retry=1),
             _cool(_F.CONNECT_ERROR, 2 * US_PER_S, 1 * US_PER_MIN, retry=1),
             _cool(_F.TIMEOUT_BEFORE_RESPONSE, 5 * US_PER_S, 1 * US_PER_MIN),
@@ -198,8 +204,8 @@ DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyT
             _cool(_F.STREAM_STALLED, 5 * US_PER_S, 1 * US_PER_MIN),
             _cool(_F.STREAM_INTERRUPTED, 2 * US_PER_S, 1 * US_PER_MIN),
             _cool(_F.MALFORMED_RESPONSE, 5 * US_PER_S, 1 * US_PER_MIN),
-            _caller(_F.RESPONSE_REJECTED, Scope.REQUEST, fallback=True),
-            _caller(_F.CALLER_CANCELLED, Scope.NONE, fallback=False),
+            _caller(_F.RESPONSE_REJECTED, FailureScope.REQUEST, fallback=True),
+            _caller(_F.CALLER_CANCELLED, FailureScope.NONE, fallback=False),
             _cool(_F.UNKNOWN, 5 * US_PER_S, 1 * US_PER_MIN),
         )
     }

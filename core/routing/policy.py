@@ -32,7 +32,7 @@ from ..streams import (
     pair_stream,
 )
 from ..time import US_PER_DAY, US_PER_H, US_PER_MIN, US_PER_S
-from .failures import DEFAULT_FAILURE_TABLE, Action, FailureClass, FailureRule, Scope
+from .failures import DEFAULT_FAILURE_TABLE, FailureAction, FailureClass, FailureRule, FailureScope
 
 __all__ = [
     "ATTEMPTS_MAX",
@@ -494,18 +494,18 @@ def _validate_failures(rules: tuple[FailureRule, ...]) -> dict[FailureClass, Fai
         if rule.failure in overridden:
             raise PolicyError(path, "is defined twice")
         overridden.add(rule.failure)
-        if not isinstance(rule.scope, Scope):
-            raise PolicyError(f"{path}.scope", f"is not one of {[m.value for m in Scope]}")
-        if not isinstance(rule.action, Action):
-            raise PolicyError(f"{path}.action", f"is not one of {[m.value for m in Action]}")
+        if not isinstance(rule.scope, FailureScope):
+            raise PolicyError(f"{path}.scope", f"is not one of {[m.value for m in FailureScope]}")
+        if not isinstance(rule.action, FailureAction):
+            raise PolicyError(f"{path}.action", f"is not one of {[m.value for m in FailureAction]}")
         _check_bool(f"{path}.fallback", rule.fallback)
         _check_int(f"{path}.base_us", rule.base_us, 0, COOLDOWN_US_MAX)
         _check_int(f"{path}.max_us", rule.max_us, 0, COOLDOWN_US_MAX)
         _check_int(f"{path}.factor", rule.factor, 1, FACTOR_MAX)
         _check_int(f"{path}.retry_same", rule.retry_same, 0, RETRY_SAME_MAX)
-        if rule.action is not Action.NOTHING and rule.base_us == 0:
+        if rule.action is not FailureAction.NOTHING and rule.base_us == 0:
             raise PolicyError(f"{path}.base_us", f"must be > 0 for action {rule.action.value!r}")
-        if rule.base_us > rule.max_us and rule.action is Action.COOLDOWN:
+        if rule.base_us > rule.max_us and rule.action is FailureAction.COOLDOWN:
             raise PolicyError(f"{path}.max_us", f"is below base_us ({rule.base_us})")
         table[rule.failure] = rule
     return table

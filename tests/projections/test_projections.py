@@ -173,7 +173,7 @@ def test_budget_board_equals_the_ledger(log: list[Recorded]) -> None:
 
 def test_budget_board_ages_holds_and_follows_admin_changes() -> None:
     """T2/T3: hold ages come from now_us; limit changes, corrections and rollovers move the board."""
-    from routeledger.core.budget.values import Leg, PeriodSpec, Scope, Unit, Usage
+    from routeledger.core.budget.values import AccountScope, Leg, PeriodSpec, Unit, Usage
 
     legs = (Leg(account_id="a", amount=5),)
     events = [
@@ -184,7 +184,7 @@ def test_budget_board_ages_holds_and_follows_admin_changes() -> None:
             account_id="a",
             command_id="c",
             command_digest="d",
-            scope=Scope.KEY,
+            scope=AccountScope.KEY,
             unit=Unit.TOKENS,
             limit=100,
             period=PeriodSpec(),

@@ -14,7 +14,7 @@ from routeledger.core.budget import events as bev
 from routeledger.core.budget.values import Leg, Rejection, RejectionReason, Usage
 from routeledger.core.fold import Folded, Recorded, fold_log
 from routeledger.core.routing import events as rev
-from routeledger.core.routing.decide import NextStep, StartRequest, decide_next, decide_start
+from routeledger.core.routing.decide import RouteNext, StartRequest, decide_next, decide_start
 from routeledger.projections import RequestTimeline
 from tests.projections.workload import POLICY, T0, build
 
@@ -95,7 +95,7 @@ def test_degraded_requests_show_their_skips_and_what_if_counts_them() -> None:
         folded = fold_log(store.read_all(0))
         store.append(
             decide_next(
-                POLICY, folded.routing, NextStep(request_id="lost", attempt_id="a"), now_us=now
+                POLICY, folded.routing, RouteNext(request_id="lost", attempt_id="a"), now_us=now
             )
         )
         timeline = RequestTimeline("lost")

@@ -18,12 +18,12 @@ from typing import Final
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.store.eventstore import EventStore
 from routeledger.core.budget import decide as budget
-from routeledger.core.budget.values import Scope, Unit, Usage
+from routeledger.core.budget.values import AccountScope, Unit, Usage
 from routeledger.core.fold import Folded
 from routeledger.core.routing.decide import (
     Failed,
-    NextStep,
     RecordOutcome,
+    RouteNext,
     StartRequest,
     Succeeded,
     decide_next,
@@ -153,7 +153,7 @@ def build(store: EventStore, *, requests: int = 30, seed: int = 7) -> dict[str, 
             budget.OpenAccount(
                 command_id="open-1",
                 account_id=ACCOUNT,
-                scope=Scope.TEAM,
+                scope=AccountScope.TEAM,
                 unit=Unit.MICROS,
                 limit=10_000_000,
             ),
@@ -212,7 +212,7 @@ def _drive(runtime: Runtime, clock: Clock, rng: random.Random, rid: str) -> str:
         attempt_id = f"{rid}-a{step}"
         events = runtime.append(
             lambda s, now, a=attempt_id: decide_next(
-                POLICY, s.routing, NextStep(request_id=rid, attempt_id=a), now_us=now
+                POLICY, s.routing, RouteNext(request_id=rid, attempt_id=a), now_us=now
             )
         )
         routed = [e for e in events if isinstance(e, AttemptRouted)]

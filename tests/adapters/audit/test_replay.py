@@ -25,7 +25,7 @@ from routeledger.adapters.store.snapshots import (
 )
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget import events as bev
-from routeledger.core.budget.values import Scope, Unit
+from routeledger.core.budget.values import AccountScope, Unit
 from routeledger.core.errors import DataError
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded, Recorded, fold_log
@@ -398,7 +398,7 @@ def test_verify_folds_the_log_as_it_stood_when_it_began(
     late = budget.decide_open_account(
         Folded().budget,
         budget.OpenAccount(
-            command_id="late", account_id="late", scope=Scope.TEAM, unit=Unit.MICROS, limit=1
+            command_id="late", account_id="late", scope=AccountScope.TEAM, unit=Unit.MICROS, limit=1
         ),
         now_us=T0 + 10**12,
         zones=lambda _: dt.UTC,

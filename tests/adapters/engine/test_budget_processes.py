@@ -25,7 +25,7 @@ from routeledger.core.budget.decide import (
     decide_refund_hold,
     decide_settle_hold,
 )
-from routeledger.core.budget.values import Scope, Unit, Usage
+from routeledger.core.budget.values import AccountScope, Unit, Usage
 from routeledger.core.fold import fold_log
 from routeledger.core.time import US_PER_S
 from tests.batches import folded_between_decisions
@@ -135,7 +135,7 @@ def test_four_processes_on_one_account_never_overspend_and_lose_no_hold(
                 OpenAccount(
                     command_id="open-team",
                     account_id="team",
-                    scope=Scope.TEAM,
+                    scope=AccountScope.TEAM,
                     unit=Unit.MICROS,
                     limit=LIMIT_MICROS,
                 ),

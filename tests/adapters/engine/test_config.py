@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from routeledger.adapters.engine.config import ConfigError, load_config, load_policy, parse_config
-from routeledger.core.budget.values import PeriodKind, Scope, Unit
+from routeledger.core.budget.values import AccountScope, PeriodKind, Unit
 from routeledger.core.routing import FailureClass, Strategy
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,7 +35,7 @@ def test_the_documented_example_loads_into_policy_endpoints_prices_and_accounts(
     (account,) = config.accounts
     assert (account.account_id, account.scope, account.unit, account.limit) == (
         "team-a",
-        Scope.TEAM,
+        AccountScope.TEAM,
         Unit.MICROS,
         5_000_000,
     )
@@ -61,7 +61,12 @@ def test_defaults_fill_everything_optional() -> None:
             12,
             "expected int",
         ),
-        (MINIMAL + "[accounts.a]\nscope = 'galaxy'\nlimit = 5\n", "accounts.a.scope", 11, "Scope"),
+        (
+            MINIMAL + "[accounts.a]\nscope = 'galaxy'\nlimit = 5\n",
+            "accounts.a.scope",
+            11,
+            "AccountScope",
+        ),
         (
             MINIMAL.replace('provider = "openai"', 'provider = "openai"\ncolour = "red"'),
             "credentials.k",

@@ -329,7 +329,7 @@ def _scenario(engine: Engine, kind: str, **mode: object) -> str:
 @pytest.mark.parametrize("kind", ["served", "no-usage", "cut", "before-output"])
 def test_platform_mode_reports_exactly_what_standalone_mode_books(kind: str) -> None:
     """I2: for every way a request ends, the platform is told the usage the local ledger would book."""
-    from routeledger.core.budget.sinks import Outcome, PlatformReport, SinkMode
+    from routeledger.core.budget.sinks import PlatformReport, RequestEnd, SinkMode
 
     reports: list[PlatformReport] = []
     platform_engine = Engine.open(
@@ -349,10 +349,10 @@ def test_platform_mode_reports_exactly_what_standalone_mode_books(kind: str) -> 
     assert (
         report.outcome
         is {
-            "served": Outcome.SUCCESS,
-            "no-usage": Outcome.NO_USAGE,
-            "cut": Outcome.INCOMPLETE,
-            "before-output": Outcome.ERROR_BEFORE_OUTPUT,
+            "served": RequestEnd.SUCCESS,
+            "no-usage": RequestEnd.NO_USAGE,
+            "cut": RequestEnd.INCOMPLETE,
+            "before-output": RequestEnd.ERROR_BEFORE_OUTPUT,
         }[kind]
     )
     assert not platform_engine.state.budget.holds  # nothing held locally in platform mode

@@ -22,7 +22,7 @@ from routeledger.core.budget.decide import (
     decide_open_account,
     decide_place_hold,
 )
-from routeledger.core.budget.values import RejectionReason, Scope, Unit, Usage
+from routeledger.core.budget.values import AccountScope, RejectionReason, Unit, Usage
 from routeledger.core.errors import InvariantViolation, UsageError
 from routeledger.core.events import Event
 from routeledger.core.fold import fold_log
@@ -45,7 +45,7 @@ def _open(runtime: Runtime, account_id: str = "team", limit: int = LIMIT) -> Non
     command = OpenAccount(
         command_id="open-" + account_id,
         account_id=account_id,
-        scope=Scope.TEAM,
+        scope=AccountScope.TEAM,
         unit=Unit.MICROS,
         limit=limit,
     )

@@ -17,7 +17,7 @@ from routeledger.core.budget.decide import (
     decide_settle_hold,
 )
 from routeledger.core.budget.events import BudgetEvent
-from routeledger.core.budget.values import PeriodSpec, Scope, Unit, Usage
+from routeledger.core.budget.values import AccountScope, PeriodSpec, Unit, Usage
 from routeledger.core.time import US_PER_S
 
 #: 2027-01-15T08:00:00Z, a Friday.
@@ -96,7 +96,7 @@ class Ledger:
             OpenAccount(
                 command_id="open-" + account_id,
                 account_id=account_id,
-                scope=Scope.KEY,
+                scope=AccountScope.KEY,
                 unit=unit,
                 limit=limit,
                 period=period or PeriodSpec(),

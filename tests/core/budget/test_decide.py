@@ -30,11 +30,11 @@ from routeledger.core.budget.decide import (
 from routeledger.core.budget.values import (
     AMOUNT_MAX,
     HOLD_TTL_US_MAX,
+    AccountScope,
     HoldStatus,
     PeriodKind,
     PeriodSpec,
     RejectionReason,
-    Scope,
     Unit,
     Usage,
     amount_problem,
@@ -76,7 +76,7 @@ def test_l2_admission_at_exactly_the_limit_and_not_one_more() -> None:
     assert refused.rejection is not None
     assert refused.rejection.reason is RejectionReason.BUDGET_EXCEEDED
     assert (refused.rejection.account_id, refused.rejection.limit) == ("a", 1_000)
-    assert refused.rejection.scope is Scope.KEY
+    assert refused.rejection.scope is AccountScope.KEY
     assert (refused.rejection.spent, refused.rejection.reserved) == (400, 600)
     assert refused.rejection.requested == 1
 
@@ -689,7 +689,9 @@ def test_x1_open_account_is_idempotent_and_an_existing_account_is_refused() -> N
     assert [type(e) for e in conflict.events] == [ev.AccountCommandConflicted]
     other = lg.run(
         decide_open_account,
-        OpenAccount(command_id="x", account_id="a", scope=Scope.USER, unit=Unit.MICROS, limit=1),
+        OpenAccount(
+            command_id="x", account_id="a", scope=AccountScope.USER, unit=Unit.MICROS, limit=1
+        ),
         now_us=T0_US,
         zones=zones,
     )

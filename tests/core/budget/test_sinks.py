@@ -16,9 +16,9 @@ from routeledger.core.budget.decide import (
 )
 from routeledger.core.budget.sinks import (
     LocalLedgerSink,
-    Outcome,
     PlatformReport,
     RecordingPlatformSink,
+    RequestEnd,
     SettlementSink,
     SinkMode,
     billing_for,
@@ -115,7 +115,7 @@ def test_i2_streaming_pre_first_chunk_failure_refunds_on_every_endpoint(
     reports = _run_platform(endpoint, streaming, Script.FAIL_BEFORE_FIRST_CHUNK)
     assert reports == [
         PlatformReport(
-            hold_id="req-1", command_id="done-1", outcome=Outcome.ERROR_BEFORE_OUTPUT, usage=None
+            hold_id="req-1", command_id="done-1", outcome=RequestEnd.ERROR_BEFORE_OUTPUT, usage=None
         )
     ]
 
@@ -152,16 +152,18 @@ def test_i2_period_reset_with_open_holds_keeps_reserved() -> None:
 @pytest.mark.parametrize(
     ("outcome", "observed", "expected"),
     [
-        (Outcome.ERROR_BEFORE_OUTPUT, None, None),
-        (Outcome.SUCCESS, Usage(cost_micros=7), Usage(cost_micros=7)),
-        (Outcome.SUCCESS, None, ESTIMATE),
-        (Outcome.NO_USAGE, None, ESTIMATE),
-        (Outcome.INCOMPLETE, Usage(tokens=3), Usage(tokens=3)),
-        (Outcome.INCOMPLETE, Usage(), ESTIMATE),
-        (Outcome.INCOMPLETE, None, ESTIMATE),
+        (RequestEnd.ERROR_BEFORE_OUTPUT, None, None),
+        (RequestEnd.SUCCESS, Usage(cost_micros=7), Usage(cost_micros=7)),
+        (RequestEnd.SUCCESS, None, ESTIMATE),
+        (RequestEnd.NO_USAGE, None, ESTIMATE),
+        (RequestEnd.INCOMPLETE, Usage(tokens=3), Usage(tokens=3)),
+        (RequestEnd.INCOMPLETE, Usage(), ESTIMATE),
+        (RequestEnd.INCOMPLETE, None, ESTIMATE),
     ],
 )
-def test_l11_billing_rule(outcome: Outcome, observed: Usage | None, expected: Usage | None) -> None:
+def test_l11_billing_rule(
+    outcome: RequestEnd, observed: Usage | None, expected: Usage | None
+) -> None:
     """L11: refund before output; a cut stream bills observed usage or the estimate, never zero."""
     assert billing_for(outcome, estimate=ESTIMATE, observed=observed).usage == expected
 

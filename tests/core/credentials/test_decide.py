@@ -6,10 +6,10 @@ import attrs
 import pytest
 
 from routeledger.core.credentials import (
+    Blocked,
+    BlockedReason,
     CredentialFailure,
     CredentialState,
-    Degrade,
-    DegradeReason,
     IllegalTransition,
     PrepareUse,
     ProvisionExplicitKey,
@@ -196,13 +196,13 @@ def test_a_failed_trial_is_spent_for_good() -> None:
     step = decide_next_step(
         log.state, PrepareUse(installation_id=INSTALL, trial_credential_id="t2"), now_us=T0
     )
-    assert step == Degrade(reason=DegradeReason.TRIAL_PROVISIONING_FAILED, credential_id=None)
+    assert step == Blocked(reason=BlockedReason.TRIAL_PROVISIONING_FAILED, credential_id=None)
 
 
 def test_without_credentials_and_without_trials_the_answer_is_no_credential() -> None:
     """I0: no credential and trials not allowed -> a typed degrade, not a default."""
     step = decide_next_step(Log().state, PrepareUse(installation_id=INSTALL), now_us=T0)
-    assert step == Degrade(reason=DegradeReason.NO_CREDENTIAL, credential_id=None)
+    assert step == Blocked(reason=BlockedReason.NO_CREDENTIAL, credential_id=None)
 
 
 def test_a_trial_id_already_used_elsewhere_is_refused() -> None:
@@ -229,10 +229,10 @@ def test_an_operator_key_forgoes_the_trial_even_after_revocation() -> None:
     step = decide_next_step(
         log.state, PrepareUse(installation_id=INSTALL, trial_credential_id="t"), now_us=T0
     )
-    assert step == Degrade(reason=DegradeReason.CREDENTIAL_REVOKED, credential_id=None)
+    assert step == Blocked(reason=BlockedReason.CREDENTIAL_REVOKED, credential_id=None)
     named = PrepareUse(installation_id=INSTALL, credential_id="op-1")
-    assert decide_next_step(log.state, named, now_us=T0) == Degrade(
-        reason=DegradeReason.CREDENTIAL_REVOKED, credential_id="op-1"
+    assert decide_next_step(log.state, named, now_us=T0) == Blocked(
+        reason=BlockedReason.CREDENTIAL_REVOKED, credential_id="op-1"
     )
 
 
@@ -352,8 +352,8 @@ def test_rotation_only_after_auth_failure_or_expiry_and_is_idempotent() -> None:
     log.append(decide_rotation(log.state, rotation, now_us=T0))
     assert decide_rotation(log.state, rotation, now_us=T0) == ()
     named = PrepareUse(installation_id=INSTALL, credential_id="trial-1")
-    assert decide_next_step(log.state, named, now_us=T0) == Degrade(
-        reason=DegradeReason.CREDENTIAL_ROTATED, credential_id="trial-1"
+    assert decide_next_step(log.state, named, now_us=T0) == Blocked(
+        reason=BlockedReason.CREDENTIAL_ROTATED, credential_id="trial-1"
     )
     assert log.state.credentials["trial-1b"].generation == 1
 
@@ -373,7 +373,7 @@ def test_key_recovery_gives_up_after_the_limit() -> None:
         current = successor
     _auth_fail(log, current)
     step = decide_next_step(log.state, PrepareUse(installation_id=INSTALL), now_us=T0)
-    assert step == Degrade(reason=DegradeReason.KEY_RECOVERY_EXHAUSTED, credential_id=current)
+    assert step == Blocked(reason=BlockedReason.KEY_RECOVERY_EXHAUSTED, credential_id=current)
 
 
 def test_an_expired_trial_key_is_recorded_and_recovered() -> None:

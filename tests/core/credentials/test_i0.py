@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from routeledger.core.credentials import (
+    Blocked,
+    BlockedReason,
     CredentialFailure,
     CredentialState,
-    Degrade,
-    DegradeReason,
     InMemorySecretStore,
     PrepareUse,
     ProvisionExplicitKey,
@@ -147,7 +147,7 @@ def test_i0_resolution_backs_off_instead_of_hammering_the_listing() -> None:
         )
         step = decide_next_step(log.state, command, now_us=now_us)
         assert isinstance(step, WaitUntil)
-        assert step.reason is DegradeReason.RESOLUTION_BACKING_OFF
+        assert step.reason is BlockedReason.RESOLUTION_BACKING_OFF
         waits.append(step.until_us - now_us)
         now_us = step.until_us
         assert decide_next_step(log.state, command, now_us=now_us) == ResolveModels(
@@ -189,10 +189,10 @@ def test_i0_explicit_key_is_never_replaced_by_a_trial() -> None:
         )
     )
     step = decide_next_step(log.state, command, now_us=T0)
-    assert step == Degrade(reason=DegradeReason.OPERATOR_KEY_REJECTED, credential_id="op-1")
+    assert step == Blocked(reason=BlockedReason.OPERATOR_KEY_REJECTED, credential_id="op-1")
     step = decide_next_step(log.state, command, now_us=T0 + 10 * US_PER_S)
-    assert isinstance(step, Degrade)
-    assert step.reason is DegradeReason.OPERATOR_KEY_EXPIRED
+    assert isinstance(step, Blocked)
+    assert step.reason is BlockedReason.OPERATOR_KEY_EXPIRED
     log.append(step.events)
     assert not any(isinstance(e, TrialProvisioningDecided) for e in log.events)
 
@@ -263,4 +263,4 @@ def test_i0_at_most_one_trial_even_when_two_processes_race() -> None:
     again = decide_next_step(
         log.state, PrepareUse(installation_id=INSTALL, trial_credential_id="b"), now_us=T0
     )
-    assert again == Degrade(reason=DegradeReason.TRIAL_PROVISIONING_PENDING, credential_id=None)
+    assert again == Blocked(reason=BlockedReason.TRIAL_PROVISIONING_PENDING, credential_id=None)

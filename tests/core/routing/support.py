@@ -11,12 +11,12 @@ from routeledger.core.routing import (
     FailureClass,
     Member,
     ModelSpec,
-    NextStep,
     Phase,
     Policy,
     RecordOutcome,
     RequestLimits,
     Route,
+    RouteNext,
     StartRequest,
     Strategy,
     Succeeded,
@@ -149,7 +149,7 @@ class World:
 
     def next(self, request_id: str = "r1") -> tuple[RoutingEvent, ...]:
         self._attempts += 1
-        command = NextStep(request_id=request_id, attempt_id=f"{request_id}-a{self._attempts}")
+        command = RouteNext(request_id=request_id, attempt_id=f"{request_id}-a{self._attempts}")
         before = snapshot(self.state)
         events = decide_next(
             self.policy, self.state, command, now_us=self.now, credentials=self.credentials

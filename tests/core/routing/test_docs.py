@@ -9,17 +9,17 @@ from typing import Any
 
 from routeledger.core.routing import (
     DEFAULT_FAILURE_TABLE,
-    Action,
     CredentialSpec,
+    FailureAction,
     FailureClass,
     FailureRule,
+    FailureScope,
     HintClamp,
     Member,
     ModelSpec,
     Policy,
     RequestLimits,
     Route,
-    Scope,
     Strategy,
     Target,
 )
@@ -55,7 +55,11 @@ def _from_toml(data: dict[str, Any]) -> Policy:
         failures=tuple(
             FailureRule(
                 failure=FailureClass(key),
-                **{**row, "scope": Scope(row["scope"]), "action": Action(row["action"])},
+                **{
+                    **row,
+                    "scope": FailureScope(row["scope"]),
+                    "action": FailureAction(row["action"]),
+                },
             )
             for key, row in data["failures"].items()
         ),

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from routeledger.core.errors import InvariantViolation
 from routeledger.core.routing import (
     FailureClass,
-    NextStep,
     Phase,
     RequestLimits,
+    RouteNext,
     StartRequest,
     Strategy,
     check_invariants,
@@ -197,7 +197,7 @@ def _both(
         fold(decide_start(pol, state, start, now_us=T0), state)
         if request["failed"] is not None:
             fold(_failed_attempt(request["failed"]), state)
-        command = NextStep(request_id="r", attempt_id="a")
+        command = RouteNext(request_id="r", attempt_id="a")
         decisions.append(decide_next(pol, state, command, now_us=T0, credentials=credentials))
     return decisions
 
@@ -350,7 +350,7 @@ def test_indexed_pick_records_the_scan_reason(
             decide_next(
                 pol,
                 state,
-                NextStep(request_id="r", attempt_id="a"),
+                RouteNext(request_id="r", attempt_id="a"),
                 now_us=T0,
                 credentials=credentials,
             )

@@ -11,10 +11,11 @@ from routeledger.core.errors import UsageError
 from routeledger.core.events import stream_id_problem
 from routeledger.core.routing import (
     DEFAULT_FAILURE_TABLE,
-    Action,
     CredentialSpec,
+    FailureAction,
     FailureClass,
     FailureRule,
+    FailureScope,
     HintClamp,
     Member,
     ModelSpec,
@@ -22,7 +23,6 @@ from routeledger.core.routing import (
     PolicyError,
     RequestLimits,
     Route,
-    Scope,
     Strategy,
     Target,
 )
@@ -357,7 +357,10 @@ def test_valid_policy_exposes_total_failure_table() -> None:
 def test_suspension_rule_may_have_max_below_base() -> None:
     """Policy: max_us bounds only cooldowns; a suspension's period is base_us."""
     rule = FailureRule(
-        failure=FailureClass.MODEL_NOT_SUPPORTED, scope=Scope.PAIR, action=Action.SUSPEND, base_us=9
+        failure=FailureClass.MODEL_NOT_SUPPORTED,
+        scope=FailureScope.PAIR,
+        action=FailureAction.SUSPEND,
+        base_us=9,
     )
     assert _build(failures=(rule,)).rule(FailureClass.MODEL_NOT_SUPPORTED).base_us == 9
 

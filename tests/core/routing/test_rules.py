@@ -11,18 +11,18 @@ import pytest
 from routeledger.core.errors import CommandError, InvariantViolation
 from routeledger.core.events import Event, EventRegistry, Origin, event
 from routeledger.core.routing import (
-    Action,
     Failed,
+    FailureAction,
     FailureClass,
     FailureRule,
+    FailureScope,
     HintClamp,
-    NextStep,
     OutcomeConflict,
     Phase,
     RecordOutcome,
     RequestConflict,
     RequestLimits,
-    Scope,
+    RouteNext,
     StartRequest,
     Strategy,
     Succeeded,
@@ -140,8 +140,8 @@ def test_request_scoped_override_with_an_action_changes_nothing() -> None:
     """A1: a rule whose scope is the request never touches availability, whatever its action."""
     rule = FailureRule(
         failure=FailureClass.UNKNOWN,
-        scope=Scope.REQUEST,
-        action=Action.COOLDOWN,
+        scope=FailureScope.REQUEST,
+        action=FailureAction.COOLDOWN,
         base_us=1,
         max_us=1,
     )
@@ -386,8 +386,8 @@ def test_terminal_class_with_retry_retries_only_that_member() -> None:
     """F2: a non-fallback class with retries left retries the same member and no other."""
     rule = FailureRule(
         failure=FailureClass.INVALID_REQUEST,
-        scope=Scope.REQUEST,
-        action=Action.NOTHING,
+        scope=FailureScope.REQUEST,
+        action=FailureAction.NOTHING,
         retry_same=1,
         fallback=False,
     )
@@ -404,8 +404,8 @@ def test_terminal_class_waits_for_its_own_member() -> None:
     """F2: a non-fallback retry of a cooling member waits for that member only."""
     rule = FailureRule(
         failure=FailureClass.UNKNOWN,
-        scope=Scope.PAIR,
-        action=Action.COOLDOWN,
+        scope=FailureScope.PAIR,
+        action=FailureAction.COOLDOWN,
         base_us=S,
         max_us=S,
         retry_same=1,
@@ -701,16 +701,18 @@ def test_next_and_outcome_usage_errors() -> None:
     """X3: unknown requests/attempts, reused or malformed attempt ids and bad outcomes raise CommandError."""
     world = World(policy({"chat": [target("k/m")]}))
     with pytest.raises(CommandError):
-        decide_next(world.policy, world.state, NextStep(request_id="zz", attempt_id="a"), now_us=T0)
+        decide_next(
+            world.policy, world.state, RouteNext(request_id="zz", attempt_id="a"), now_us=T0
+        )
     world.start()
     with pytest.raises(CommandError):
-        decide_next(world.policy, world.state, NextStep(request_id="r1", attempt_id=""), now_us=T0)
+        decide_next(world.policy, world.state, RouteNext(request_id="r1", attempt_id=""), now_us=T0)
     world.next()
     attempt = world.last_attempt()
     world.fail(FailureClass.PROVIDER_UNAVAILABLE)
     with pytest.raises(CommandError):
         decide_next(
-            world.policy, world.state, NextStep(request_id="r1", attempt_id=attempt), now_us=T0
+            world.policy, world.state, RouteNext(request_id="r1", attempt_id=attempt), now_us=T0
         )
     bad_outcomes: list[object] = [
         Succeeded(evidence="upstream"),  # type: ignore[arg-type]
@@ -897,7 +899,7 @@ def test_opening_must_be_this_new_requests_received_event() -> None:
         decide_next(
             world.policy,
             world.state,
-            NextStep(request_id="r2", attempt_id="a"),
+            RouteNext(request_id="r2", attempt_id="a"),
             now_us=T0,
             opening=received,
         )
@@ -906,7 +908,7 @@ def test_opening_must_be_this_new_requests_received_event() -> None:
         decide_next(
             world.policy,
             world.state,
-            NextStep(request_id="r1", attempt_id="a"),
+            RouteNext(request_id="r1", attempt_id="a"),
             now_us=T0,
             opening=received,
         )

@@ -15,10 +15,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from routeledger.core.routing import (
     Failed,
     FailureClass,
-    NextStep,
     Phase,
     RecordOutcome,
     RequestLimits,
+    RouteNext,
     StartRequest,
     Strategy,
     Succeeded,
@@ -149,7 +149,7 @@ class RoutingMachine(RuleBasedStateMachine):
         (received,) = decide_start(world.policy, world.state, command, now_us=world.now)
         # One commit per request opened: the first step decided beside the
         # unfolded start equals the step decided after folding it.
-        step = NextStep(request_id=request_id, attempt_id=f"first-{request_id}")
+        step = RouteNext(request_id=request_id, attempt_id=f"first-{request_id}")
         opened = decide_next(world.policy, world.state, step, now_us=world.now, opening=received)
         world.start(request_id, backups=tuple(backups), seed=seed, stream=True)
         assert decide_next(world.policy, world.state, step, now_us=world.now) == opened
@@ -168,7 +168,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 request_id=request_id, route="chat", caller_scope="caller", seed=seed + k
             )
             (received,) = decide_start(world.policy, view, command, now_us=world.now)
-            step_command = NextStep(request_id=request_id, attempt_id=f"g-{request_id}")
+            step_command = RouteNext(request_id=request_id, attempt_id=f"g-{request_id}")
             step = decide_next(world.policy, view, step_command, now_us=world.now, opening=received)
             grouped.append((received, step_command, step))
             note_in_view(view, step)
@@ -195,7 +195,7 @@ class RoutingMachine(RuleBasedStateMachine):
     def next_step(self, data: st.DataObject) -> None:
         request_id = data.draw(st.sampled_from(self._open()))
         self.attempts += 1
-        command = NextStep(request_id=request_id, attempt_id=f"a{self.attempts}")
+        command = RouteNext(request_id=request_id, attempt_id=f"a{self.attempts}")
         log_before = list(self.world.log)
         now = self.world.now
         events = decide_next(self.world.policy, self.world.state, command, now_us=now)
