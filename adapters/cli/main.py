@@ -24,7 +24,7 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -40,7 +40,9 @@ from routeledger.core.errors import DataError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-    from routeledger.core.routing.policy import Policy
+    from routeledger.core.fold import Folded
+    from routeledger.core.routing.policy import Policy, PoolPlan
+    from routeledger.core.usability import CredentialUsability
 
 EXIT_OK: Final = 0
 EXIT_PROBLEM: Final = 1
@@ -392,8 +394,6 @@ def explain(store_url: str | None, as_json: bool, at: str, policy_path: Path, ro
     """
     from routeledger.core.credentials import lifecycle
     from routeledger.core.fold import Folded
-    from routeledger.core.routing.state import Status, status_at
-    from routeledger.core.usability import model_problem
 
     now = parse_time(at)
     policy = _load_policy(policy_path)
@@ -408,55 +408,11 @@ def explain(store_url: str | None, as_json: bool, at: str, policy_path: Path, ro
             folded.apply(recorded.event)
             folded.position = recorded.position
     views = lifecycle.usability(folded.credentials, now) if folded.credentials.credentials else None
-    members: list[dict[str, object]] = []
-    for position, plan in enumerate(chain.targets):
-        for index, entry in enumerate(plan.entries):
-            credential, model, pair_stream, cred_stream, owner = entry[:5]
-            why: str | None = None
-            until: int | None = None
-            status = Status.AVAILABLE
-            if views is not None:
-                view = views.get(credential)
-                problem = "not_provisioned" if view is None else None
-                if view is not None:
-                    unusable = model_problem(view, model)
-                    problem = None if unusable is None else unusable.value
-                why = problem
-            cred_scope = folded.routing.creds.get(cred_stream)
-            pair_scope = folded.routing.pairs.get(pair_stream)
-            cred_status = status_at(cred_scope, now)
-            pair_status = status_at(pair_scope, now)
-            if cred_status in (Status.COOLING, Status.SUSPENDED) and cred_scope is not None:
-                status, until = cred_status, cred_scope.until_us
-                reason = cred_scope.reason.value if cred_scope.reason else "?"
-                why = why or f"credential {cred_status.value} ({reason})"
-            elif pair_status in (Status.COOLING, Status.SUSPENDED) and pair_scope is not None:
-                status, until = pair_status, pair_scope.until_us
-                reason = pair_scope.reason.value if pair_scope.reason else "?"
-                why = why or f"pair {pair_status.value} ({reason})"
-            elif Status.PROBING in (cred_status, pair_status):
-                status = Status.PROBING
-                scope = pair_scope if pair_status is Status.PROBING else cred_scope
-                until = scope.probe_until_us if scope is not None else None
-                why = why or "probe_in_flight"
-            elif Status.HALF_OPEN in (cred_status, pair_status):
-                status = Status.HALF_OPEN
-            usable = why is None
-            members.append(
-                {
-                    "chain_position": position,
-                    "target": plan.path,
-                    "strategy": plan.strategy.value,
-                    "member_index": index,
-                    "credential_id": credential,
-                    "upstream_model": model,
-                    "owner": owner,
-                    "status": status.value,
-                    "until_us": until,
-                    "usable": usable,
-                    "why_not": why,
-                }
-            )
+    members = [
+        _explain_member(policy, folded, views, now, position, plan, index)
+        for position, plan in enumerate(chain.targets)
+        for index in range(len(plan.entries))
+    ]
     left_out = [{"alias": a, "chain_position": p, "why_not": w} for a, p, w in chain.left_out]
     if as_json:
         _emit_json(
@@ -508,6 +464,61 @@ def explain(store_url: str | None, as_json: bool, at: str, policy_path: Path, ro
         "owner-scoped members are usable only for requests in that owner's scope; "
         "a request's own failures and capabilities (streaming, context window) are per request."
     )
+
+
+def _explain_member(
+    policy: Policy,
+    folded: Folded,
+    views: Mapping[str, CredentialUsability] | None,
+    now: int,
+    position: int,
+    plan: PoolPlan,
+    index: int,
+) -> dict[str, object]:
+    """One row of ``explain``: the picker's own verdict (no request), with the scope's status."""
+    from routeledger.core.routing.selection import BLOCKED, member_verdict
+    from routeledger.core.routing.state import Status, status_at
+
+    entry = plan.entries[index]
+    routing = folded.routing
+    verdict, _ = member_verdict(policy, entry, None, routing.creds, routing.pairs, now, views)
+    cred_scope = routing.creds.get(entry.cred_stream)
+    pair_scope = routing.pairs.get(entry.pair_stream)
+    cred_status, pair_status = status_at(cred_scope, now), status_at(pair_scope, now)
+    status, until, described = Status.AVAILABLE, None, None
+    for kind, scope, scope_status in (
+        ("credential", cred_scope, cred_status),
+        ("pair", pair_scope, pair_status),
+    ):
+        if scope is not None and scope_status in (Status.COOLING, Status.SUSPENDED):
+            status, until = scope_status, scope.until_us
+            reason = scope.reason.value if scope.reason else "?"
+            described = f"{kind} {scope_status.value} ({reason})"
+            break
+    else:
+        if Status.PROBING in (cred_status, pair_status):
+            status = Status.PROBING
+            scope = pair_scope if pair_status is Status.PROBING else cred_scope
+            until = scope.probe_until_us if scope is not None else None
+            described = "probe_in_flight"
+        elif Status.HALF_OPEN in (cred_status, pair_status):
+            status = Status.HALF_OPEN
+    why = None
+    if verdict is not None:
+        why = described if verdict in BLOCKED and described else verdict.value
+    return {
+        "chain_position": position,
+        "target": plan.path,
+        "strategy": plan.strategy.value,
+        "member_index": index,
+        "credential_id": entry.credential,
+        "upstream_model": entry.model,
+        "owner": entry.owner,
+        "status": status.value,
+        "until_us": until,
+        "usable": why is None,
+        "why_not": why,
+    }
 
 
 # --------------------------------------------------------------------------- replay

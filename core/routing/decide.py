@@ -44,7 +44,7 @@ import attrs
 from ..errors import CommandError, InvariantViolation, UsageError
 from ..events import DETAIL_CHARS_MAX, STREAM_ID_LENGTH_MAX, stream_id_problem
 from ..streams import credential_stream, request_stream
-from ..usability import CredentialUsability, model_problem
+from ..usability import CredentialUsability
 from .events import (
     AttemptFailed,
     AttemptRouted,
@@ -72,6 +72,7 @@ from .events import (
 from .failures import Evidence, FailureAction, FailureClass, FailureScope, Phase
 from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
 from .policy import BACKUPS_MAX, Policy, PoolPlan, Strategy
+from .selection import BLOCKED, Asking, member_verdict
 from .state import LEVEL_MAX, RequestState, RoutingState, ScopeState
 
 __all__ = [
@@ -327,15 +328,6 @@ def _order(
     return chain_iter(range(start, size), range(start))
 
 
-def _why_blocked(cred: ScopeState | None, pair: ScopeState | None, ready: int) -> SkipReason:
-    """The skip reason of a member not selectable before ``ready`` (the later block wins)."""
-    if pair is None or pair.ready_us != ready:
-        return SkipReason.CREDENTIAL_BLOCKED
-    if pair.until_us != ready:
-        return SkipReason.PROBE_IN_FLIGHT
-    return SkipReason.SUSPENDED if pair.suspended else SkipReason.COOLING_DOWN
-
-
 def decide_next(
     policy: Policy,
     state: RoutingState,
@@ -529,16 +521,10 @@ def _pick(
     compute the earliest time anything could serve (``scan.retry_at_us``).
     """
     received = request.received
-    scope_owner = (
-        received.model_owner if received.model_owner is not None else received.caller_scope
-    )
+    asking = _asking(request)
     pairs = state.pairs
     creds = state.creds
-    fails = request.fails_by_pair
-    last_class = request.last_class_by_pair
     attempt_no = len(request.attempts) + 1
-    streams = received.stream
-    input_tokens = received.input_tokens
     trees = state.trees if state.indexed_for is policy and not (survey or only_pair) else _NO_TREES
     for position in range(start, len(plans)):
         plan = plans[position]
@@ -565,106 +551,56 @@ def _pick(
                     return pick
                 tree = None  # nothing in the pool is ready: scan the rest for the wait decision
             examined += 1
-            credential, model, pair_stream, cred_stream, owner, streaming, window, _ = entries[
-                index
-            ]
-            if only_pair is not None and pair_stream != only_pair:
+            member = entries[index]
+            if only_pair is not None and member.pair_stream != only_pair:
                 continue
-            permanent: SkipReason | None = None
-            if credentials is not None:
-                view = credentials.get(credential)
-                if view is None:
-                    permanent = SkipReason.NOT_PROVISIONED
-                else:
-                    problem = model_problem(view, model)
-                    if problem is not None:
-                        permanent = SkipReason(problem.value)
-            if permanent is None:
-                if owner is not None and owner != scope_owner:
-                    permanent = SkipReason.OUT_OF_SCOPE
-                elif streams and not streaming:
-                    permanent = SkipReason.NO_STREAMING
-                elif input_tokens > window:
-                    permanent = SkipReason.CONTEXT_TOO_SMALL
-            if permanent is not None:
-                scan.skip(plan.alias, position, credential, model, permanent)
-                continue
-            cred = creds.get(cred_stream)
-            pair = pairs.get(pair_stream)
-            ready = 0  # when this member becomes selectable; 0 = now
-            if cred is not None and cred.ready_us > now_us:
-                ready = cred.ready_us
-            if pair is not None and pair.ready_us > now_us and pair.ready_us > ready:
-                ready = pair.ready_us
-            count = fails.get(pair_stream)
-            spent = count is not None and count > policy.rule(last_class[pair_stream]).retry_same
-            if survey or spent:
+            why, ready = member_verdict(policy, member, asking, creds, pairs, now_us, credentials)
+            if why is None:
+                if survey:
+                    scan.could_serve_at(now_us)
+                    continue
+                return (
+                    position,
+                    plan,
+                    index,
+                    pairs.get(member.pair_stream),
+                    creds.get(member.cred_stream),
+                )
+            credential, model = member.credential, member.model
+            if why is SkipReason.ALREADY_FAILED or (survey and ready):
                 scan.could_serve_at(max(ready, now_us))
-                if spent and not survey:
-                    scan.skip(plan.alias, position, credential, model, SkipReason.ALREADY_FAILED)
+                if not survey:
+                    scan.skip(plan.alias, position, credential, model, why)
                 continue
-            if ready:
-                # Blocked (the hot skip path, kept inline): track the earliest recovery (I1.3).
-                if scan.wait_us is None or ready < scan.wait_us:
-                    scan.wait_us = ready
-                    scan.recovering = [(credential, model)]
-                elif ready == scan.wait_us and len(scan.recovering) < SKIPS_RECORDED_MAX:
-                    scan.recovering.append((credential, model))
-                if len(scan.skipped) < SKIPS_RECORDED_MAX:
-                    why = _why_blocked(cred, pair, ready)
-                    scan.skip(plan.alias, position, credential, model, why, ready)
-                else:
-                    scan.skipped_more += 1
+            if not ready:  # a permanent reason (rules 1-2 of .selection)
+                scan.skip(plan.alias, position, credential, model, why)
                 continue
-            return position, plan, index, pair, cred
+            # Blocked until ``ready``: track the earliest recovery (I1.3).
+            if scan.wait_us is None or ready < scan.wait_us:
+                scan.wait_us = ready
+                scan.recovering = [(credential, model)]
+            elif ready == scan.wait_us and len(scan.recovering) < SKIPS_RECORDED_MAX:
+                scan.recovering.append((credential, model))
+            if len(scan.skipped) < SKIPS_RECORDED_MAX:
+                scan.skip(plan.alias, position, credential, model, why, ready)
+            else:
+                scan.skipped_more += 1
     if scan.wait_us is not None:
         scan.could_serve_at(scan.wait_us)
     return None
 
 
-def _verdict(
-    policy: Policy,
-    state: RoutingState,
-    request: RequestState,
-    entry: tuple[str, str, str, str, str | None, bool, int, bool],
-    now_us: int,
-    credentials: Mapping[str, CredentialUsability] | None,
-) -> tuple[SkipReason | None, int]:
-    """Why a member would be skipped now (``None`` if selectable) and when it is ready.
-
-    The same precedence as the scan in :func:`_pick`: lifecycle, owner scope,
-    capability, then this request's failures, then availability.
-    """
-    credential, model, pair_stream, cred_stream, owner, streaming, window, _ = entry
+def _asking(request: RequestState) -> Asking:
+    """What ``request`` brings to the selection rules (:mod:`.selection`)."""
     received = request.received
-    if credentials is not None:
-        view = credentials.get(credential)
-        if view is None:
-            return SkipReason.NOT_PROVISIONED, 0
-        problem = model_problem(view, model)
-        if problem is not None:
-            return SkipReason(problem.value), 0
-    scope_owner = (
-        received.model_owner if received.model_owner is not None else received.caller_scope
+    owner = received.model_owner if received.model_owner is not None else received.caller_scope
+    return Asking(
+        owner_scope=owner,
+        stream=received.stream,
+        input_tokens=received.input_tokens,
+        fails_by_pair=request.fails_by_pair,
+        last_class_by_pair=request.last_class_by_pair,
     )
-    if owner is not None and owner != scope_owner:
-        return SkipReason.OUT_OF_SCOPE, 0
-    if received.stream and not streaming:
-        return SkipReason.NO_STREAMING, 0
-    if received.input_tokens > window:
-        return SkipReason.CONTEXT_TOO_SMALL, 0
-    count = request.fails_by_pair.get(pair_stream)
-    if (
-        count is not None
-        and count > policy.rule(request.last_class_by_pair[pair_stream]).retry_same
-    ):
-        return SkipReason.ALREADY_FAILED, 0
-    cred = state.creds.get(cred_stream)
-    pair = state.pairs.get(pair_stream)
-    ready = max(cred.ready_us if cred else 0, pair.ready_us if pair else 0)
-    if ready > now_us:
-        return _why_blocked(cred if cred and cred.ready_us > now_us else None, pair, ready), ready
-    return None, 0
 
 
 def _pick_indexed(
@@ -687,32 +623,39 @@ def _pick_indexed(
     """
     entries = plan.entries
     size = len(entries)
+    asking = _asking(request)
+    creds, pairs = state.creds, state.pairs
     begin = _begin(plan, state, request.received, salt)
     resume = begin + examined
     ranges = ((resume, size), (0, begin)) if resume < size else ((resume - size, begin),)
     for low, high in ranges:
         member = first_ready(tree, low, now_us) if low < high else -1
         while 0 <= member < high:
-            verdict, _ = _verdict(policy, state, request, entries[member], now_us, credentials)
+            verdict, _ = member_verdict(
+                policy, entries[member], asking, creds, pairs, now_us, credentials
+            )
             if verdict is None:
                 passed = (member - begin) % size
                 recorded = min(passed, examined + max(0, SKIPS_RECORDED_MAX - len(scan.skipped)))
                 for step in range(examined, recorded):
                     entry = entries[(begin + step) % size]
-                    why, ready = _verdict(policy, state, request, entry, now_us, credentials)
+                    why, ready = member_verdict(
+                        policy, entry, asking, creds, pairs, now_us, credentials
+                    )
                     if why is None:  # pragma: no cover (unreachable: the tree passed over it)
                         raise InvariantViolation(
                             f"{plan.path}[{(begin + step) % size}] was selectable"
                         )
-                    scan.skip(plan.alias, position, entry[0], entry[1], why, ready or None)
+                    until = ready if why in BLOCKED else None
+                    scan.skip(plan.alias, position, entry.credential, entry.model, why, until)
                 scan.skipped_more += passed - recorded
-                pair_stream, cred_stream = entries[member][2], entries[member][3]
+                picked = entries[member]
                 return (
                     position,
                     plan,
                     member,
-                    state.pairs.get(pair_stream),
-                    state.creds.get(cred_stream),
+                    pairs.get(picked.pair_stream),
+                    creds.get(picked.cred_stream),
                 )
             member = first_ready(tree, member + 1, now_us) if member + 1 < high else -1
     return None

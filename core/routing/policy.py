@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 import attrs
 
@@ -55,6 +55,8 @@ __all__ = [
     "ModelSpec",
     "Policy",
     "PolicyError",
+    "PoolMember",
+    "PoolPlan",
     "RequestLimits",
     "Route",
     "Strategy",
@@ -186,6 +188,27 @@ class RequestLimits:
     probe_timeout_us: int = 30 * US_PER_S
 
 
+class PoolMember(NamedTuple):
+    """One member of a pool as routing reads it (derived once per policy).
+
+    A named tuple, not an attrs class: the picker reads one per examined member
+    on the hot path, and a tuple's fields are the cheapest to read.
+    """
+
+    credential: str
+    model: str
+    #: ``pair:<credential>:<model>``: the pair's availability stream.
+    pair_stream: str
+    #: ``cred:<credential>``: the credential-wide availability stream.
+    cred_stream: str
+    #: The credential's owner scope (``None``: anyone may use it, I3).
+    owner: str | None
+    streaming: bool
+    context_window_tokens: int
+    #: The model can continue a cut answer from its prefix (prefill).
+    prefill: bool
+
+
 @attrs.frozen(kw_only=True)
 class PoolPlan:
     """Derived, read-only data for one chain target (built once per policy)."""
@@ -196,9 +219,8 @@ class PoolPlan:
     path: str
     members: tuple[Member, ...]
     strategy: Strategy
-    #: Per member, in member order: (credential, model, ``pair:<c>:<m>``,
-    #: ``cred:<c>``, credential owner, streaming, context window, prefill).
-    entries: tuple[tuple[str, str, str, str, str | None, bool, int, bool], ...]
+    #: Per member, in member order, what routing reads of it.
+    entries: tuple[PoolMember, ...]
     #: Running sums of weights (for weighted picks by bisection).
     cumulative_weights: tuple[int, ...]
 
@@ -327,15 +349,15 @@ def _plan(
                 members=target.members,
                 strategy=target.strategy,
                 entries=tuple(
-                    (
-                        m.credential,
-                        m.model,
-                        pair_stream(m.credential, m.model),
-                        credential_stream(m.credential),
-                        creds[m.credential].owner,
-                        models[m.model].streaming,
-                        models[m.model].context_window_tokens,
-                        models[m.model].prefill,
+                    PoolMember(
+                        credential=m.credential,
+                        model=m.model,
+                        pair_stream=pair_stream(m.credential, m.model),
+                        cred_stream=credential_stream(m.credential),
+                        owner=creds[m.credential].owner,
+                        streaming=models[m.model].streaming,
+                        context_window_tokens=models[m.model].context_window_tokens,
+                        prefill=models[m.model].prefill,
                     )
                     for m in target.members
                 ),

@@ -229,7 +229,7 @@ def initial(policy: Policy | None = None) -> RoutingState:
             if len(plan.entries) >= TREE_MIN_MEMBERS:
                 tree = state.trees[plan.path] = ReadyTree(len(plan.entries))
                 for member, entry in enumerate(plan.entries):
-                    pair_key, cred_key = entry[2], entry[3]
+                    pair_key, cred_key = entry.pair_stream, entry.cred_stream
                     leaf = (tree, member, pair_key, cred_key)
                     state.tree_leaves.setdefault(pair_key, []).append(leaf)
                     state.tree_leaves.setdefault(cred_key, []).append(leaf)

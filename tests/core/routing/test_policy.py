@@ -328,7 +328,7 @@ def test_credential_and_model_limits_keep_every_pair_stream_storable() -> None:
         assert caught.value.path == path
     policy = _one_pair_policy(*longest)
     (entry,) = policy.pools()[0].entries
-    assert stream_id_problem(entry[2]) is None
+    assert stream_id_problem(entry.pair_stream) is None
 
 
 def _one_pair_policy(credential: str, model: str) -> Policy:

@@ -234,7 +234,7 @@ class RoutingMachine(RuleBasedStateMachine):
         assert chain is not None
         for plan in chain.targets[start:]:
             for entry in plan.entries:
-                pair, cred = entry[2], entry[3]
+                pair, cred = entry.pair_stream, entry.cred_stream
                 if pair not in failed:
                     usable = (naive_status(log, pair, now), naive_status(log, cred, now))
                     assert usable != (Status.AVAILABLE, Status.AVAILABLE), (request_id, pair)
