@@ -570,10 +570,10 @@ def _verify_pass(
     checked = 0
     ignored = seen - len(versions)
     for version in versions:
-        problem, recorded_hash = decoded.get(version, ("beyond the log's end", ""))
-        if problem is not None and recorded_hash is None:
+        if version not in ours:
             ignored += 1  # another format: a cache this code does not read
             continue
+        problem, recorded_hash = decoded.get(version, ("beyond the log's end", ""))
         at_prefix = prefix.get(version)
         if problem is not None or at_prefix is None:
             detail = problem or "the snapshot's position is not an event's"

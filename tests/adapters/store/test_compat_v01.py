@@ -1,0 +1,78 @@
+"""A store written by RouteLedger 0.1 (commit 680afbd) opens and replays to the same state.
+
+The fixture and what the writing code computed from it are described in
+``tests/fixtures/README.md``. Every test works on a private copy of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from routeledger.adapters import Engine, FakeClock, counter_ids
+from routeledger.adapters.cli.main import EXIT_OK, main
+from routeledger.adapters.store.canonical import canonical_bytes, state_hash
+from routeledger.adapters.store.eventstore import open_store
+from routeledger.adapters.store.snapshots import SNAPSHOT_STREAM, SNAPSHOT_TOPIC
+from routeledger.core.fold import fold_log
+
+FIXTURES = Path(__file__).parents[2] / "fixtures"
+EXPECTED = json.loads((FIXTURES / "store_v0.1.json").read_text())
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """A private copy of the 0.1 store, as a SQLite store URL."""
+    target = tmp_path / "store_v0.1.db"
+    shutil.copyfile(FIXTURES / EXPECTED["store_file"], target)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == EXPECTED["store_file_sha256"]
+    return f"sqlite:///{target}"
+
+
+def test_the_log_decodes_to_the_same_events_and_state(store_url: str) -> None:
+    """Every 0.1 event decodes under today's tags, and the fold has 0.1's canonical state hash."""
+    with open_store(store_url) as store:
+        records = list(store.read_all(0))
+    tags = Counter(f"{type(r.event).TAG}/{type(r.event).SCHEMA}" for r in records)
+    assert dict(tags) == EXPECTED["tags"]
+    assert len(records) == EXPECTED["events"] and records[-1].position == EXPECTED["last_position"]
+    folded = fold_log(records)
+    contexts = {
+        name: hashlib.sha256(canonical_bytes(getattr(folded, name))).hexdigest()
+        for name in EXPECTED["context_hashes"]
+    }
+    assert contexts == EXPECTED["context_hashes"]
+    assert state_hash(folded) == EXPECTED["state_hash"]
+
+
+def test_the_engine_opens_it_with_the_same_state(store_url: str) -> None:
+    """Engine.open on the 0.1 store and config folds to 0.1's hash; snapshots of another format are skipped."""
+    with open_store(store_url) as store:
+        snapshots = sorted((s.version, s.topic) for s in store.snapshots(SNAPSHOT_STREAM))
+    # Every snapshot 0.1 wrote, each with 0.1's format tag (not necessarily today's).
+    assert snapshots == [(s["position"], s["topic"]) for s in EXPECTED["snapshots"]]
+    prefix = SNAPSHOT_TOPIC.rpartition("/")[0] + "/"
+    assert all(topic.startswith(prefix) for _, topic in snapshots)
+    clock = FakeClock(EXPECTED["at_us_max"] + 1_000_000)
+    engine = Engine.open(
+        store_url, FIXTURES / EXPECTED["config_file"], clock=clock, ids=counter_ids("compat")
+    )
+    try:
+        assert state_hash(engine.state) == EXPECTED["state_hash"]
+    finally:
+        engine.close()
+
+
+def test_replay_verify_passes_on_it(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``routeledger replay --verify`` finds no mismatch in the 0.1 store and prints its hash."""
+    code = main(["replay", "--verify", "--store", store_url, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK and doc["ok"], doc
+    assert doc["state_hash"] == EXPECTED["state_hash"]
+    # 0.1's snapshots are of another format: ignored (the log is folded), never mismatches.
+    assert doc["snapshots_ignored"] == len(EXPECTED["snapshots"]) and doc["snapshots_checked"] == 0
