@@ -141,7 +141,7 @@ def generate(url: str, target: int) -> int:
                     state.routing,
                     RouteNext(request_id=rid, attempt_id=f"{rid}.{step}"),
                     now_us=now,
-                )
+                ).events
                 act(decided)
                 if not any(isinstance(e, AttemptRouted) for e in decided):
                     break

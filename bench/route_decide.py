@@ -122,7 +122,7 @@ def _outcome_samples(rounds: int) -> list[float]:
         fold(
             decide_next(
                 policy, state, RouteNext(request_id=f"r{r}", attempt_id="a"), now_us=NOW_US
-            ),
+            ).events,
             state,
         )
         command = RecordOutcome(

@@ -33,24 +33,28 @@ from typing import Final
 
 import attrs
 
+from routeledger.adapters.engine.lifecycle import (
+    Commit,
+    Decided,
+    Item,
+    Perform,
+    RequestLifecycle,
+    Sleep,
+    decide_item,
+)
+from routeledger.adapters.engine.results import Degradation, Exhausted
 from routeledger.core.budget import events as bev
+from routeledger.core.budget import ledger
+from routeledger.core.budget.group import HoldGroup
 from routeledger.core.credentials import events as cev
 from routeledger.core.credentials import lifecycle
 from routeledger.core.events import Event
-from routeledger.core.fold import Recorded
+from routeledger.core.fold import Folded, Recorded
 from routeledger.core.routing import events as rev
 from routeledger.core.routing import state as routing
-from routeledger.core.routing.decide import (
-    Failed,
-    RecordOutcome,
-    RouteNext,
-    StartRequest,
-    Succeeded,
-    decide_next,
-    decide_outcome,
-    decide_start,
-)
+from routeledger.core.routing.decide import Failed, StartRequest, Succeeded
 from routeledger.core.routing.policy import Policy
+from routeledger.core.routing.steps import RouteWait
 from routeledger.core.usability import CredentialUsability
 
 __all__ = [
@@ -274,90 +278,113 @@ def _simulate(
     credential_events: list[Event],
     settled_cost: Mapping[str, int],
 ) -> tuple[dict[str, _Counts], dict[str, int], int]:
-    state = routing.initial(policy)
-    creds = lifecycle.initial()
-    folded_creds = 0
+    """Re-decide each request in arrival order; its counts, its costs, the unobserved attempts."""
+    shell = _Shell(policy, credential_events)
     counts: dict[str, _Counts] = {}
     costs: dict[str, int] = {}
     unobserved = 0
-
-    def usability(now_us: int) -> Mapping[str, CredentialUsability] | None:
-        nonlocal creds, folded_creds
-        while (
-            folded_creds < len(credential_events)
-            and credential_events[folded_creds].at_us <= now_us
-        ):
-            creds = lifecycle.evolve(creds, credential_events[folded_creds])
-            folded_creds += 1
-        return lifecycle.usability(creds, now_us) if credential_events else None
-
     for request in sorted(received, key=lambda r: r.at_us):
-        rid = request.request_id
-        tally = counts[rid] = _Counts()
+        tally = counts[request.request_id] = _Counts()
+        seen = shell.run(request, world, tally)
+        if tally.outcome == "unobserved":
+            unobserved += 1
+        elif seen is not None:
+            costs[request.request_id] = settled_cost.get(seen.request_id, 0)
+    return counts, costs, unobserved
+
+
+class _Shell:
+    """The request lifecycle's shell for a what-if run: commits in memory, the world answers.
+
+    The same :class:`RequestLifecycle` and :func:`decide_item` as the engine
+    decide every step; this shell folds their routing events into its own
+    state instead of a store, answers each attempt from the recorded world, and
+    sleeps by advancing engine time. Budgets are not modelled (no holds).
+    """
+
+    def __init__(self, policy: Policy, credential_events: list[Event]) -> None:
+        self.policy = policy
+        self.state = routing.initial(policy)
+        self.holds = HoldGroup(ledger.initial(), [])
+        self.folded = Folded()  # no credentials: a key failure decides nothing here
+        self._credential_events = credential_events
+        self._creds = lifecycle.initial()
+        self._folded_creds = 0
+
+    def usability(self, now_us: int) -> Mapping[str, CredentialUsability] | None:
+        """The recorded credential lifecycle, folded up to ``now_us`` (``None``: not tracked)."""
+        events = self._credential_events
+        while self._folded_creds < len(events) and events[self._folded_creds].at_us <= now_us:
+            self._creds = lifecycle.evolve(self._creds, events[self._folded_creds])
+            self._folded_creds += 1
+        return lifecycle.usability(self._creds, now_us) if events else None
+
+    def commit(self, item: Item, now_us: int, tally: _Counts) -> Decided:
+        """Decide ``item`` as the engine would and fold its routing events."""
+        decided, routed, _ = decide_item(
+            self.policy, self.state, self.holds, self.folded, item, now_us, self.usability(now_us)
+        )
+        for evt in routed:
+            self.state = routing.evolve(self.state, evt)
+        if isinstance(decided.step, RouteWait):
+            tally.waits += 1
+            tally.waited_us = decided.step.decided.waited_total_us
+        return decided
+
+    def run(
+        self, request: rev.RequestReceived, world: _World, tally: _Counts
+    ) -> _Observation | None:
+        """Drive one request to its end; the observation that served it, if any."""
+        life = RequestLifecycle(
+            _start_of(request),
+            hold=None,
+            prices=lambda _model, _tokens_in, _tokens_out: 0,
+            attempt_id=lambda rid, number: f"{rid}~whatif{number}",
+        )
         now = request.at_us
-        for evt in decide_start(
-            policy,
-            state,
-            StartRequest(
-                request_id=rid,
-                route=request.route,
-                caller_scope=request.caller_scope,
-                backups=request.backups,
-                model_owner=request.model_owner,
-                seed=request.seed,
-                stream=request.stream,
-                input_tokens=request.input_tokens,
-                deadline_us=request.deadline_us,
-            ),
-            now_us=now,
-        ):
-            state = routing.evolve(state, evt)
-        for step in range(STEPS_PER_REQUEST_MAX):
-            attempt_id = f"{rid}~whatif{step}"
-            decided = decide_next(
-                policy,
-                state,
-                RouteNext(request_id=rid, attempt_id=attempt_id),
-                now_us=now,
-                credentials=usability(now),
-            )
-            for evt in decided:
-                state = routing.evolve(state, evt)
-            routed = [evt for evt in decided if isinstance(evt, rev.AttemptRouted)]
-            last = routed[0] if routed else (decided[-1] if decided else None)
-            if isinstance(last, rev.AttemptRouted):
+        for _ in range(STEPS_PER_REQUEST_MAX):
+            action = life.next_action()
+            while isinstance(action, Commit):
+                item = action.item
+                action = life.committed(item, self.commit(item, now, tally)) or life.next_action()
+            if isinstance(action, Sleep):
+                now = max(now, action.until_us)
+                life.wait_over()
+            elif isinstance(action, Perform):
                 tally.attempts += 1
-                seen = world.next((last.credential_id, last.upstream_model), now)
+                routed = action.routed
+                seen = world.next((routed.credential_id, routed.upstream_model), now)
                 if seen is None:
-                    unobserved += 1
                     tally.outcome = "unobserved"
-                    break
+                    return None
                 now += seen.latency_us
-                for evt in decide_outcome(
-                    policy,
-                    state,
-                    RecordOutcome(request_id=rid, attempt_id=attempt_id, outcome=seen.outcome),
-                    now_us=now,
-                ):
-                    state = routing.evolve(state, evt)
+                life.report(seen.outcome)
                 if isinstance(seen.outcome, Succeeded):
+                    for item in life.leave(None, ()):
+                        self.commit(item, now, tally)
                     tally.outcome = "served"
                     tally.tokens += seen.outcome.input_tokens + seen.outcome.output_tokens
-                    costs[rid] = settled_cost.get(seen.request_id, 0)
-                    break
-            elif isinstance(last, rev.WaitDecided):
-                tally.waits += 1
-                tally.waited_us = last.waited_total_us
-                now = max(now, last.until_us)
-            elif isinstance(last, rev.FallbackExhausted):
-                tally.outcome = "exhausted"
-                break
-            elif isinstance(last, rev.Degraded):
-                tally.outcome = "degraded"
-                break
+                    return seen
             else:
-                pending = state.requests[rid]
-                if pending.terminal or pending.wait_until_us <= now:
-                    break  # pragma: no cover - nothing left to decide
-                now = pending.wait_until_us
-    return counts, costs, unobserved
+                tally.outcome = _OUTCOMES.get(type(life.result), "unfinished")
+                return None
+        return None  # pragma: no cover - STEPS_PER_REQUEST_MAX bounds a runaway loop
+
+
+#: What a finished lifecycle's result counts as.
+_OUTCOMES: Final[Mapping[type, str]] = {Exhausted: "exhausted", Degradation: "degraded"}
+
+
+def _start_of(request: rev.RequestReceived) -> StartRequest:
+    """The command that starts ``request`` again, with its recorded parameters."""
+    return StartRequest(
+        request_id=request.request_id,
+        route=request.route,
+        caller_scope=request.caller_scope,
+        backups=request.backups,
+        model_owner=request.model_owner,
+        seed=request.seed,
+        stream=request.stream,
+        input_tokens=request.input_tokens,
+        deadline_us=request.deadline_us,
+    )

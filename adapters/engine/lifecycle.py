@@ -76,13 +76,18 @@ from routeledger.core.routing import (
 from routeledger.core.routing.events import (
     AttemptRouted,
     Continuation,
-    Degraded,
     FallbackExhausted,
     RoutingEvent,
-    WaitDecided,
 )
 from routeledger.core.routing.policy import Policy
 from routeledger.core.routing.state import RoutingState, group_view, note_in_view, request_local
+from routeledger.core.routing.steps import (
+    RouteAttempt,
+    RouteDegraded,
+    RouteExhausted,
+    RouteStep,
+    RouteWait,
+)
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability
 
@@ -103,6 +108,7 @@ __all__ = [
     "RequestPhase",
     "Signal",
     "Sleep",
+    "decide_item",
     "decide_items",
 ]
 
@@ -269,10 +275,8 @@ class Decided(NamedTuple):
 
     events: Sequence[Event]
     rejection: Rejection | None = None
-    #: Entry and next step: the routing events of the step, and, when the step
-    #: decided nothing, until when the request waits (``None``: it has ended).
-    step: Sequence[Event] | None = None
-    idle_until_us: int | None = None
+    #: Entry and next step: the routing step decided.
+    step: RouteStep | None = None
 
 
 def decided_events(decided: Decided) -> Sequence[Event]:
@@ -303,7 +307,7 @@ class RequestLifecycle:
         self.attempts = 0
         self.current: AttemptRouted | None = None
         #: The step decided and recorded at entry, not yet taken.
-        self.step: Sequence[Event] | None = None
+        self.step: RouteStep | None = None
         self.until_us = 0
         #: The reported outcome not yet recorded (a failure, or the success).
         self.pending: RecordOutcome | None = None
@@ -336,7 +340,7 @@ class RequestLifecycle:
                 )
                 return Commit(_Next(self, command))
             step, self.step = self.step, None
-            return self._take(step, None)
+            return self._take(step)
         if phase is RequestPhase.RECORDING:
             if self.pending is not None:
                 return Commit(_Report(self, self.pending))
@@ -376,9 +380,11 @@ class RequestLifecycle:
                 self._move(Signal.REJECTED)
                 return None
             self._move(Signal.ENTERED)
-            self.step = decided.step or None  # nothing decided at entry: decide again
+            self.step = decided.step  # None: nothing decided at entry, decide again
         elif isinstance(item, _Next):
-            return self._take(decided.step or (), decided.idle_until_us)
+            if decided.step is None:  # pragma: no cover - decide_next always returns a step
+                raise InvariantViolation(f"request {self.request_id}: a next step decided nothing")
+            return self._take(decided.step)
         elif isinstance(item, _Report):
             self.pending = None
         elif isinstance(item, _KeyFailure):
@@ -387,33 +393,28 @@ class RequestLifecycle:
             self.pending = None
         return None
 
-    def _take(self, step: Sequence[Event], idle_until_us: int | None) -> LifecycleAction:
+    def _take(self, step: RouteStep) -> LifecycleAction:
         """Act on a decided step: an attempt to perform, a wait, or the end."""
-        for evt in step:
-            if isinstance(evt, AttemptRouted):
-                self.current = evt
-                self._move(Signal.ROUTED)
-                return Perform(evt)
-            if isinstance(evt, WaitDecided):
-                return self._wait(evt.until_us)
-            if isinstance(evt, FallbackExhausted):
-                self.exhausted = evt
-                self.result = Exhausted(
-                    attempts=self.attempts,
-                    retry_at_us=evt.retry_at_us,
-                    failures=tuple(f.failure for f in evt.failures),
-                )
-                self._move(Signal.ENDED)
-                return FINISHED
-            if isinstance(evt, Degraded):
-                self.result = Degradation(reason=evt.reason.value)
-                self._move(Signal.ENDED)
-                return FINISHED
-        if idle_until_us is None:
-            self._move(Signal.ENDED)  # ended elsewhere (a repeated entry of a finished request)
-            return FINISHED
-        # Nothing decided: a decided wait has not elapsed yet; wait for it.
-        return self._wait(idle_until_us)
+        if isinstance(step, RouteAttempt):
+            self.current = step.routed
+            self._move(Signal.ROUTED)
+            return Perform(step.routed)
+        if isinstance(step, RouteWait):
+            return self._wait(step.decided.until_us)
+        if isinstance(step, RouteExhausted):
+            self.exhausted = step.exhausted
+            self.result = Exhausted(
+                attempts=self.attempts,
+                retry_at_us=step.exhausted.retry_at_us,
+                failures=tuple(f.failure for f in step.exhausted.failures),
+            )
+        elif isinstance(step, RouteDegraded):
+            self.result = Degradation(reason=step.degraded.reason.value)
+        elif not step.ended:
+            return self._wait(step.wait_until_us)  # a decided wait has not elapsed yet
+        # else ended elsewhere (a repeated entry of a finished request)
+        self._move(Signal.ENDED)
+        return FINISHED
 
     def _wait(self, until_us: int) -> LifecycleAction:
         self.until_us = until_us
@@ -454,6 +455,22 @@ class RequestLifecycle:
                 credential_id=current.credential_id, failure=kind, http_status=outcome.status
             )
         self._move(Signal.FAILED)
+
+    def leave(
+        self,
+        resolution: budget.SettleHold | budget.RefundHold | None,
+        reports: tuple[PlatformReport, ...],
+    ) -> list[Item]:
+        """Leave the request: the items that record its pending outcome, settlement, key failure."""
+        deferred, self.pending = self.pending, None
+        key_failure, self.key_failure = self.key_failure, None
+        self.left()
+        items: list[Item] = []
+        if deferred is not None or resolution is not None or reports:
+            items.append(_Leave(self, deferred, resolution, reports))
+        if key_failure is not None:
+            items.append(_KeyFailure(self, key_failure))
+        return items
 
     def usage_of(self, model: str, input_tokens: int, output_tokens: int) -> Usage:
         """The usage a success with these token counts bills."""
@@ -502,7 +519,8 @@ def _decide_enter(
         credentials=credentials,
         opening=started[0],  # type: ignore[arg-type]
     )
-    return Decided((*started, *hold_events, *step), None, step), (*started, *step), held
+    routed = step.events
+    return Decided((*started, *hold_events, *routed), None, step), (*started, *routed), held
 
 
 def _decide_next(
@@ -513,12 +531,7 @@ def _decide_next(
     credentials: Mapping[str, CredentialUsability] | None,
 ) -> Decided:
     step = decide_next(policy, view, item.command, now_us=now, credentials=credentials)
-    idle = None
-    if not step:
-        request = view.requests.get(item.life.request_id)
-        if request is not None and not request.terminal:
-            idle = request.wait_until_us
-    return Decided(step, None, step, idle)
+    return Decided(step.events, None, step)
 
 
 def decide_items(
@@ -548,7 +561,7 @@ def decide_items(
             break
         seen.add(request_id)
         try:
-            decided, routed, held = _decide_item(policy, view, holds, state, item, now, credentials)
+            decided, routed, held = decide_item(policy, view, holds, state, item, now, credentials)
         except UsageError as error:
             outcomes.append(error)
             continue
@@ -563,7 +576,7 @@ def decide_items(
     return outcomes
 
 
-def _decide_item(
+def decide_item(
     policy: Policy,
     view: RoutingState,
     holds: HoldGroup,
@@ -934,17 +947,9 @@ class RequestHandle:
             return []
         self._record_unfinished(error)
         commands, reports = self._settlement()
-        deferred, life.pending = life.pending, None
-        key_failure, life.key_failure = life.key_failure, None
-        life.left()
         if len(commands) > 1:  # one hook was called: one command at most
             raise InvariantViolation(f"request {self.request_id}: {len(commands)} settlements")
-        items: list[Item] = []
-        if deferred is not None or commands or reports:
-            items.append(_Leave(life, deferred, commands[0] if commands else None, tuple(reports)))
-        if key_failure is not None:
-            items.append(_KeyFailure(life, key_failure))
-        return items
+        return life.leave(commands[0] if commands else None, tuple(reports))
 
     def _left(self, items: Sequence[Item]) -> None:
         """After the resolution is recorded: platform reports, a snapshot."""

@@ -7,6 +7,8 @@ Modules:
 * :mod:`.events` — the routing events (the storage contract);
 * :mod:`.state` — the availability/request state and its fold (rules and theory there);
 * :mod:`.index` — the optional per-pool readiness index (O(log n) picks in large pools);
+* :mod:`.selection` — the one precedence rule: why a member is or is not selectable now;
+* :mod:`.steps` — the typed step :func:`decide_next` returns;
 * :mod:`.decide` — the deciders: start a request, decide its next step, record an outcome.
 
 ``docs/routing.md`` describes the policy format, the failure table and the decisions.
@@ -49,6 +51,7 @@ from .policy import (
     Target,
 )
 from .state import RoutingState, Status, check_invariants, evolve, fold, initial, status_at
+from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
 __all__ = [
     "DEFAULT_FAILURE_TABLE",
@@ -70,7 +73,13 @@ __all__ = [
     "RequestConflict",
     "RequestLimits",
     "Route",
+    "RouteAttempt",
+    "RouteDegraded",
+    "RouteExhausted",
+    "RouteIdle",
     "RouteNext",
+    "RouteStep",
+    "RouteWait",
     "RoutingState",
     "StartRequest",
     "Status",

@@ -5,11 +5,12 @@ All three are pure: they read the policy, the folded state, a command and
 state, and return the events to append (stamped with stream id, next version
 and ``at_us=now_us``).
 
-Next step (:func:`decide_next`) returns exactly one of ``AttemptRouted``,
-``WaitDecided``, ``FallbackExhausted`` or ``Degraded`` (``AttemptRouted`` may
-come with ``ProbeAllowed`` for a half-open pair or credential), or ``()`` when
-nothing is to be decided: an attempt is in flight, the request has ended, or
-a decided wait has not elapsed and nothing became selectable meanwhile.
+Next step (:func:`decide_next`) returns one typed step (:mod:`.steps`):
+route an attempt (``AttemptRouted``, with ``ProbeAllowed`` for a half-open
+pair or credential), wait (``WaitDecided``), end exhausted
+(``FallbackExhausted``) or degraded (``Degraded``), or nothing to decide (no
+events): an attempt is in flight, the request has ended, or a decided wait
+has not elapsed and nothing became selectable meanwhile.
 
 The request's chain is its route's chain, then the targets of its own backup
 aliases (I3: ahead of the global fallback), then those of the route's
@@ -74,6 +75,7 @@ from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
 from .policy import BACKUPS_MAX, Policy, PoolPlan, Strategy
 from .selection import BLOCKED, Asking, member_verdict
 from .state import LEVEL_MAX, RequestState, RoutingState, ScopeState
+from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
 __all__ = [
     "INT64_MAX",
@@ -336,111 +338,138 @@ def decide_next(
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None = None,
     opening: RequestReceived | None = None,
-) -> tuple[RoutingEvent, ...]:
-    """Decide the request's next step (see the module docstring).
+) -> RouteStep:
+    """Decide the request's next step (see the module docstring and :mod:`.steps`).
 
     ``opening`` is the :class:`RequestReceived` that :func:`decide_start` just
     decided for this request, when the first step is to be appended in the same
     batch (one commit per request opened): the step is decided exactly as if
     that event had been folded first (it only creates the request's own entry).
     """
+    request = _request_for(state, command, opening)
+    if request.terminal or request.in_flight is not None:
+        return RouteIdle(ended=request.terminal, wait_until_us=request.wait_until_us)
+    _check_attempt_id(command, request)
+    received = request.received
+    scan = _Scan()
+    chain = policy.chain(received.route, received.backups)
+    if chain is None:
+        return RouteDegraded(_degraded(request, DegradedReason.UNKNOWN_ROUTE, None, now_us))
+    for alias, position, why in chain.left_out:
+        scan.skip(alias, position, None, None, SkipReason(why))
+    plans = chain.targets
+    start, only_pair = _resume_point(policy, request)
+    deadline = _deadline(policy, received)
+    exhausted = _ended_before_scan(policy, request, deadline, now_us)
+    if exhausted is None:
+        pick = _pick(policy, state, request, plans, start, only_pair, now_us, credentials, scan)
+        if pick is not None:
+            return _routed(policy, request, command, pick, now_us, scan)
+        if request.wait_until_us > now_us:  # the decided wait stands: nothing became selectable
+            return RouteIdle(ended=False, wait_until_us=request.wait_until_us)
+        exhausted = _after_scan(policy, request, scan, only_pair, now_us, deadline)
+        if exhausted is None and scan.wait_us is not None:
+            return RouteWait(_wait_decided(request, scan, scan.wait_us, now_us))
+        if exhausted is None:
+            return RouteDegraded(_degraded(request, DegradedReason.NOTHING_USABLE, scan, now_us))
+    return RouteExhausted(_exhausted(policy, state, request, plans, exhausted, now_us, credentials))
+
+
+def _request_for(
+    state: RoutingState, command: RouteNext, opening: RequestReceived | None
+) -> RequestState:
+    """The request ``command`` names: folded, or just opened by ``opening`` (raises on misuse)."""
     if opening is None:
         request = state.requests.get(command.request_id)
         if request is None:
             raise CommandError(
                 command, "request_id", f"unknown request {command.request_id!r}: start it first"
             )
-    elif type(opening) is RequestReceived and opening.request_id == command.request_id:
+        return request
+    if type(opening) is RequestReceived and opening.request_id == command.request_id:
         if command.request_id in state.requests:
             raise CommandError(
                 command, "request_id", f"request {command.request_id!r} was already started"
             )
-        request = RequestState(opening)
-    else:
-        raise CommandError(
-            command, "", f"opening must be this request's RequestReceived, got {opening!r}"
-        )
-    if request.terminal or request.in_flight is not None:
-        return ()
+        return RequestState(opening)
+    raise CommandError(
+        command, "", f"opening must be this request's RequestReceived, got {opening!r}"
+    )
+
+
+def _check_attempt_id(command: RouteNext, request: RequestState) -> None:
+    """Raise :class:`CommandError` unless ``command.attempt_id`` is a new, well-formed id (X3)."""
     attempt_id = command.attempt_id
     if type(attempt_id) is not str or not 0 < len(attempt_id) <= STREAM_ID_LENGTH_MAX:
         raise CommandError(command, "attempt_id", f"must be a non-empty str, got {attempt_id!r}")
-    if command.attempt_id in request.attempts:
+    if attempt_id in request.attempts:
         raise CommandError(
-            command, "attempt_id", f"{command.attempt_id!r} was already used by this request"
+            command, "attempt_id", f"{attempt_id!r} was already used by this request"
         )
-    received = request.received
-    stream_id = request_stream(received.request_id)
-    version = request.version + 1
-    scan = _Scan()
-    chain = policy.chain(received.route, received.backups)
-    if chain is None:
-        return (
-            Degraded(
-                stream_id=stream_id,
-                version=version,
-                at_us=now_us,
-                request_id=received.request_id,
-                reason=DegradedReason.UNKNOWN_ROUTE,
-                skipped=(),
-                skipped_more=0,
-            ),
-        )
-    for alias, position, why in chain.left_out:
-        scan.skip(alias, position, None, None, SkipReason(why))
-    plans = chain.targets
+
+
+def _resume_point(policy: Policy, request: RequestState) -> tuple[int, str | None]:
+    """Where the scan starts in the chain, and the one pair a no-fallback failure pins it to."""
     last = request.last_failure
-    only_pair: str | None = None
-    start = 0
-    if last is not None:
-        record = request.attempts[last.attempt_id]
-        start = record.chain_position + (1 if last.phase is Phase.MID_STREAM else 0)
-        if not policy.rule(last.failure).fallback:
-            only_pair = record.pair_stream
+    if last is None:
+        return 0, None
+    record = request.attempts[last.attempt_id]
+    start = record.chain_position + (1 if last.phase is Phase.MID_STREAM else 0)
+    only_pair = None if policy.rule(last.failure).fallback else record.pair_stream
+    return start, only_pair
+
+
+def _deadline(policy: Policy, received: RequestReceived) -> int | None:
+    """The request's deadline: its own, or the policy's relative one if earlier."""
     deadline = received.deadline_us
     if policy.limits.deadline_us is not None:
         relative = received.at_us + policy.limits.deadline_us
         deadline = relative if deadline is None else min(deadline, relative)
-    exhausted: ExhaustedReason | None = None
+    return deadline
+
+
+def _ended_before_scan(
+    policy: Policy, request: RequestState, deadline: int | None, now_us: int
+) -> ExhaustedReason | None:
+    """Why the request ends whatever is selectable (attempts or time used up), or ``None``."""
     if len(request.attempts) >= policy.limits.attempts_max:
-        exhausted = ExhaustedReason.ATTEMPTS_LIMIT
-    elif deadline is not None and now_us >= deadline:
-        exhausted = ExhaustedReason.DEADLINE
-    if exhausted is None:
-        pick = _pick(policy, state, request, plans, start, only_pair, now_us, credentials, scan)
-        if pick is not None:
-            return _routed(policy, request, command, pick, stream_id, now_us, scan)
-        if request.wait_until_us > now_us:
-            return ()  # the decided wait stands: nothing became selectable in the meantime
-        exhausted = _after_scan(policy, request, scan, only_pair, now_us, deadline)
-        if exhausted is None and scan.wait_us is not None:
-            return (
-                WaitDecided(
-                    stream_id=stream_id,
-                    version=version,
-                    at_us=now_us,
-                    request_id=received.request_id,
-                    until_us=scan.wait_us,
-                    recovering=tuple(
-                        PairRef(credential_id=credential, upstream_model=model)
-                        for credential, model in scan.recovering
-                    ),
-                    waited_total_us=request.waited_total_us + scan.wait_us - now_us,
-                ),
-            )
-        if exhausted is None:
-            return (
-                Degraded(
-                    stream_id=stream_id,
-                    version=version,
-                    at_us=now_us,
-                    request_id=received.request_id,
-                    reason=DegradedReason.NOTHING_USABLE,
-                    skipped=tuple(scan.skipped),
-                    skipped_more=scan.skipped_more,
-                ),
-            )
-    return (_exhausted(policy, state, request, plans, exhausted, stream_id, now_us, credentials),)
+        return ExhaustedReason.ATTEMPTS_LIMIT
+    if deadline is not None and now_us >= deadline:
+        return ExhaustedReason.DEADLINE
+    return None
+
+
+def _wait_decided(request: RequestState, scan: _Scan, until_us: int, now_us: int) -> WaitDecided:
+    """``WaitDecided`` until the earliest recovery the scan found (I1.3)."""
+    received = request.received
+    return WaitDecided(
+        stream_id=request_stream(received.request_id),
+        version=request.version + 1,
+        at_us=now_us,
+        request_id=received.request_id,
+        until_us=until_us,
+        recovering=tuple(
+            PairRef(credential_id=credential, upstream_model=model)
+            for credential, model in scan.recovering
+        ),
+        waited_total_us=request.waited_total_us + until_us - now_us,
+    )
+
+
+def _degraded(
+    request: RequestState, reason: DegradedReason, scan: _Scan | None, now_us: int
+) -> Degraded:
+    """``Degraded`` for ``reason``, with the scan's skips (none for an unknown route)."""
+    received = request.received
+    return Degraded(
+        stream_id=request_stream(received.request_id),
+        version=request.version + 1,
+        at_us=now_us,
+        request_id=received.request_id,
+        reason=reason,
+        skipped=tuple(scan.skipped) if scan is not None else (),
+        skipped_more=scan.skipped_more if scan is not None else 0,
+    )
 
 
 def _exhausted(
@@ -449,7 +478,6 @@ def _exhausted(
     request: RequestState,
     plans: tuple[PoolPlan, ...],
     reason: ExhaustedReason,
-    stream_id: str,
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None,
 ) -> FallbackExhausted:
@@ -460,7 +488,7 @@ def _exhausted(
         _pick(policy, state, request, plans, 0, None, now_us, credentials, survey, survey=True)
         retry_at = survey.retry_at_us
     return FallbackExhausted(
-        stream_id=stream_id,
+        stream_id=request_stream(request.received.request_id),
         version=request.version + 1,
         at_us=now_us,
         request_id=request.received.request_id,
@@ -666,10 +694,9 @@ def _routed(
     request: RequestState,
     command: RouteNext,
     pick: tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None],
-    stream_id: str,
     now_us: int,
     scan: _Scan,
-) -> tuple[RoutingEvent, ...]:
+) -> RouteAttempt:
     """``AttemptRouted`` for the picked member, plus ``ProbeAllowed`` where it is half-open (A4)."""
     position, plan, index, pair, cred = pick
     received = request.received
@@ -681,13 +708,13 @@ def _routed(
         continuation = Continuation.FRESH
     else:
         continuation = Continuation.CONTINUE if prefill else Continuation.RESTART
-    probes: tuple[RoutingEvent, ...] = ()
+    probes: tuple[ProbeAllowed, ...] = ()
     if pair is not None and pair.needs_probe:
         probes = (_probe(policy, pair, pair_stream, credential, model, command, now_us),)
     if cred is not None and cred.needs_probe:
         probes = (*probes, _probe(policy, cred, cred_stream, credential, None, command, now_us))
     routed = AttemptRouted(
-        stream_id=stream_id,
+        stream_id=request_stream(received.request_id),
         version=request.version + 1,
         at_us=now_us,
         request_id=received.request_id,
@@ -707,7 +734,7 @@ def _routed(
         skipped=tuple(scan.skipped),
         skipped_more=scan.skipped_more,
     )
-    return (routed, *probes)
+    return RouteAttempt(routed, probes)
 
 
 def _probe(

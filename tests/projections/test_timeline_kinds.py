@@ -96,7 +96,7 @@ def test_degraded_requests_show_their_skips_and_what_if_counts_them() -> None:
         store.append(
             decide_next(
                 POLICY, folded.routing, RouteNext(request_id="lost", attempt_id="a"), now_us=now
-            )
+            ).events
         )
         timeline = RequestTimeline("lost")
         timeline.catch_up(store.read_all(0))

@@ -211,8 +211,10 @@ def _drive(runtime: Runtime, clock: Clock, rng: random.Random, rid: str) -> str:
     for step in range(40):
         attempt_id = f"{rid}-a{step}"
         events = runtime.append(
-            lambda s, now, a=attempt_id: decide_next(
-                POLICY, s.routing, RouteNext(request_id=rid, attempt_id=a), now_us=now
+            lambda s, now, a=attempt_id: (
+                decide_next(
+                    POLICY, s.routing, RouteNext(request_id=rid, attempt_id=a), now_us=now
+                ).events
             )
         )
         routed = [e for e in events if isinstance(e, AttemptRouted)]

@@ -153,13 +153,13 @@ class World:
         before = snapshot(self.state)
         events = decide_next(
             self.policy, self.state, command, now_us=self.now, credentials=self.credentials
-        )
+        ).events
         assert snapshot(self.state) == before, "decide never mutates the state"
         self.apply(events)
         rerun = decide_next(
             self.policy, self.state, command, now_us=self.now, credentials=self.credentials
         )
-        assert rerun == (), "a decided step is not decided again (idempotent re-run)"
+        assert rerun.events == (), "a decided step is not decided again (idempotent re-run)"
         return events
 
     def last_attempt(self, request_id: str = "r1") -> str:

@@ -198,7 +198,9 @@ def _both(
         if request["failed"] is not None:
             fold(_failed_attempt(request["failed"]), state)
         command = RouteNext(request_id="r", attempt_id="a")
-        decisions.append(decide_next(pol, state, command, now_us=T0, credentials=credentials))
+        decisions.append(
+            decide_next(pol, state, command, now_us=T0, credentials=credentials).events
+        )
     return decisions
 
 
@@ -353,7 +355,7 @@ def test_indexed_pick_records_the_scan_reason(
                 RouteNext(request_id="r", attempt_id="a"),
                 now_us=T0,
                 credentials=credentials,
-            )
+            ).events
         )
     assert decisions[0] == decisions[1]
     assert decisions[0][0].skipped[0].reason is expected  # type: ignore[attr-defined]

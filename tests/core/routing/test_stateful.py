@@ -171,14 +171,14 @@ class RoutingMachine(RuleBasedStateMachine):
             step_command = RouteNext(request_id=request_id, attempt_id=f"g-{request_id}")
             step = decide_next(world.policy, view, step_command, now_us=world.now, opening=received)
             grouped.append((received, step_command, step))
-            note_in_view(view, step)
-            if not request_local(step, request_id):
+            note_in_view(view, step.events)
+            if not request_local(step.events, request_id):
                 break  # the group ends after an event another request could read
         assert snapshot(world.state) == before, "deciding on a view never touches the state"
         for received, step_command, step in grouped:
             world.apply((received,))
             assert decide_next(world.policy, world.state, step_command, now_us=world.now) == step
-            world.apply(step)
+            world.apply(step.events)
 
     def _open(self) -> list[str]:
         return [
@@ -198,9 +198,10 @@ class RoutingMachine(RuleBasedStateMachine):
         command = RouteNext(request_id=request_id, attempt_id=f"a{self.attempts}")
         log_before = list(self.world.log)
         now = self.world.now
-        events = decide_next(self.world.policy, self.world.state, command, now_us=now)
+        step = decide_next(self.world.policy, self.world.state, command, now_us=now)
         # D3: the unindexed state folded from the raw log decides exactly the same.
-        assert decide_next(self.world.policy, fold(self.world.log), command, now_us=now) == events
+        assert decide_next(self.world.policy, fold(self.world.log), command, now_us=now) == step
+        events = step.events
         request = self.world.state.requests[request_id]
         if request.wait_until_us > now:
             assert len(events) <= 2
