@@ -229,20 +229,8 @@ def what_if(
                 )
             )
         counts = recorded.get(request_id) if isinstance(request_id, str) else None
-        if counts is None or not isinstance(evt, rev.RoutingEvent):
-            continue
-        if isinstance(evt, rev.AttemptRouted):
-            counts.attempts += 1
-        elif isinstance(evt, rev.WaitDecided):
-            counts.waits += 1
-            counts.waited_us = evt.waited_total_us
-        elif isinstance(evt, rev.AttemptSucceeded):
-            counts.outcome = "served"
-            counts.tokens += evt.input_tokens + evt.output_tokens
-        elif isinstance(evt, rev.FallbackExhausted):
-            counts.outcome = "exhausted"
-        elif isinstance(evt, rev.Degraded):
-            counts.outcome = "degraded"
+        if counts is not None and isinstance(evt, rev.RoutingEvent):
+            _count_recorded(counts, evt)
     for observations in by_pair.values():
         observations.sort(key=lambda o: o.at_us)  # stable: log order within one instant
     world = _World(by_pair)
@@ -269,6 +257,22 @@ def what_if(
         changed_count=len(changed),
         changed=tuple(changed[:CHANGES_LISTED_MAX]),
     )
+
+
+def _count_recorded(counts: _Counts, evt: rev.RoutingEvent) -> None:
+    """Count one recorded routing event of a request in scope."""
+    if isinstance(evt, rev.AttemptRouted):
+        counts.attempts += 1
+    elif isinstance(evt, rev.WaitDecided):
+        counts.waits += 1
+        counts.waited_us = evt.waited_total_us
+    elif isinstance(evt, rev.AttemptSucceeded):
+        counts.outcome = "served"
+        counts.tokens += evt.input_tokens + evt.output_tokens
+    elif isinstance(evt, rev.FallbackExhausted):
+        counts.outcome = "exhausted"
+    elif isinstance(evt, rev.Degraded):
+        counts.outcome = "degraded"
 
 
 def _simulate(

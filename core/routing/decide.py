@@ -70,11 +70,11 @@ from .events import (
     SkipReason,
     WaitDecided,
 )
-from .failures import Evidence, FailureAction, FailureClass, FailureScope, Phase
+from .failures import Evidence, FailureAction, FailureClass, FailureRule, FailureScope, Phase
 from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
 from .policy import BACKUPS_MAX, Policy, PoolPlan, Strategy
 from .selection import BLOCKED, Asking, member_verdict
-from .state import LEVEL_MAX, RequestState, RoutingState, ScopeState
+from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
 __all__ = [
@@ -90,6 +90,7 @@ __all__ = [
     "decide_next",
     "decide_outcome",
     "decide_start",
+    "failed_problem",
     "mix64",
     "succeeded_problem",
 ]
@@ -302,6 +303,23 @@ class _Scan:
             )
         else:
             self.skipped_more += 1
+
+    def blocked(
+        self,
+        plan_alias: str,
+        position: int,
+        credential: str,
+        model: str,
+        reason: SkipReason,
+        ready_us: int,
+    ) -> None:
+        """A member blocked until ``ready_us``: the earliest recovery is what to wait for (I1.3)."""
+        if self.wait_us is None or ready_us < self.wait_us:
+            self.wait_us = ready_us
+            self.recovering = [(credential, model)]
+        elif ready_us == self.wait_us and len(self.recovering) < SKIPS_RECORDED_MAX:
+            self.recovering.append((credential, model))
+        self.skip(plan_alias, position, credential, model, reason, ready_us)
 
     def could_serve_at(self, at_us: int) -> None:
         self.any_attemptable = True
@@ -562,19 +580,8 @@ def _pick(
         examined = 0
         for index in _order(plan, state, received, salt):
             if tree is not None and examined == TREE_SCAN_FIRST:
-                pick = _pick_indexed(
-                    policy,
-                    state,
-                    request,
-                    plan,
-                    position,
-                    tree,
-                    salt,
-                    examined,
-                    now_us,
-                    credentials,
-                    scan,
-                )
+                at = (position, tree, salt, examined)
+                pick = _pick_indexed(policy, state, request, plan, at, now_us, credentials, scan)
                 if pick is not None:
                     return pick
                 tree = None  # nothing in the pool is ready: scan the rest for the wait decision
@@ -603,16 +610,7 @@ def _pick(
             if not ready:  # a permanent reason (rules 1-2 of .selection)
                 scan.skip(plan.alias, position, credential, model, why)
                 continue
-            # Blocked until ``ready``: track the earliest recovery (I1.3).
-            if scan.wait_us is None or ready < scan.wait_us:
-                scan.wait_us = ready
-                scan.recovering = [(credential, model)]
-            elif ready == scan.wait_us and len(scan.recovering) < SKIPS_RECORDED_MAX:
-                scan.recovering.append((credential, model))
-            if len(scan.skipped) < SKIPS_RECORDED_MAX:
-                scan.skip(plan.alias, position, credential, model, why, ready)
-            else:
-                scan.skipped_more += 1
+            scan.blocked(plan.alias, position, credential, model, why, ready)
     if scan.wait_us is not None:
         scan.could_serve_at(scan.wait_us)
     return None
@@ -636,19 +634,20 @@ def _pick_indexed(
     state: RoutingState,
     request: RequestState,
     plan: PoolPlan,
-    position: int,
-    tree: ReadyTree,
-    salt: int,
-    examined: int,
+    at: tuple[int, ReadyTree, int, int],
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None,
     scan: _Scan,
 ) -> tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None] | None:
     """Continue :func:`_pick` in an indexed pool after ``examined`` members, in O(log n) jumps.
 
+    ``at`` is where the scan stands: (chain position, the pool's tree, the
+    strategy salt, members examined so far).
+
     Records exactly the skips the scan would record; ``None`` when nothing
     further in the pool is selectable (the caller then scans on for the wait).
     """
+    position, tree, salt, examined = at
     entries = plan.entries
     size = len(entries)
     asking = _asking(request)
@@ -781,15 +780,52 @@ def decide_outcome(
             f"unknown attempt {command.attempt_id!r} of request {command.request_id!r}",
         )
     outcome = command.outcome
-    stream_id = request_stream(command.request_id)
-    version = request.version + 1
-    observed: AttemptSucceeded | AttemptFailed
+    problem = (
+        succeeded_problem(outcome) if isinstance(outcome, Succeeded) else failed_problem(outcome)
+    )
+    if problem is not None:
+        raise CommandError(command, "outcome", problem)
+    observed = _observed(command, record, request.version + 1, now_us)
+    if record.outcome is not None:
+        if attrs.evolve(record.outcome, version=observed.version, at_us=now_us) == observed:
+            return ()
+        raise OutcomeConflict(
+            f"attempt {command.attempt_id!r} already has another outcome recorded"
+        )
+    if isinstance(observed, AttemptSucceeded):
+        return _healed(state, observed, record.pair_stream, now_us)
+    return (observed, *_blocks(policy, state, observed, record.pair_stream, now_us))
+
+
+def failed_problem(outcome: Failed) -> str | None:
+    """Why a failure ``outcome`` cannot be recorded (a malformed field), or ``None``."""
+    hint_us = outcome.hint_us
+    delivered = outcome.delivered_chars
+    if (
+        type(outcome.failure) is FailureClass
+        and type(outcome.phase) is Phase
+        and type(delivered) is int
+        and 0 <= delivered <= INT64_MAX
+        and (hint_us is None or (type(hint_us) is int and 0 <= hint_us <= INT64_MAX))
+        and (
+            outcome.status is None or (type(outcome.status) is int and 100 <= outcome.status <= 599)
+        )
+        and type(outcome.detail) is str
+        and len(outcome.detail) <= DETAIL_CHARS_MAX
+        and type(outcome.billed) is bool
+    ):
+        return None
+    return f"malformed failure outcome {outcome!r}"
+
+
+def _observed(
+    command: RecordOutcome, record: AttemptRecord, version: int, now_us: int
+) -> AttemptSucceeded | AttemptFailed:
+    """The observation event of a validated outcome."""
+    outcome = command.outcome
     if isinstance(outcome, Succeeded):
-        problem = succeeded_problem(outcome)
-        if problem is not None:
-            raise CommandError(command, "outcome", problem)
-        observed = AttemptSucceeded(
-            stream_id=stream_id,
+        return AttemptSucceeded(
+            stream_id=request_stream(command.request_id),
             version=version,
             at_us=now_us,
             request_id=command.request_id,
@@ -800,70 +836,49 @@ def decide_outcome(
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
         )
-    else:
-        hint_us = outcome.hint_us
-        delivered = outcome.delivered_chars
-        if not (
-            type(outcome.failure) is FailureClass
-            and type(outcome.phase) is Phase
-            and type(delivered) is int
-            and 0 <= delivered <= INT64_MAX
-            and (hint_us is None or (type(hint_us) is int and 0 <= hint_us <= INT64_MAX))
-            and (
-                outcome.status is None
-                or (type(outcome.status) is int and 100 <= outcome.status <= 599)
-            )
-            and type(outcome.detail) is str
-            and len(outcome.detail) <= DETAIL_CHARS_MAX
-            and type(outcome.billed) is bool
-        ):
-            raise CommandError(command, "outcome", f"malformed failure outcome {outcome!r}")
-        observed = AttemptFailed(
-            stream_id=stream_id,
-            version=version,
-            at_us=now_us,
-            request_id=command.request_id,
-            attempt_id=command.attempt_id,
-            credential_id=record.credential_id,
-            upstream_model=record.upstream_model,
-            failure=outcome.failure,
-            phase=outcome.phase,
-            delivered_chars=delivered,
-            hint_us=hint_us,
-            status=outcome.status,
-            detail=outcome.detail,
-            billed=outcome.billed,
-        )
-    if record.outcome is not None:
-        if attrs.evolve(record.outcome, version=observed.version, at_us=now_us) == observed:
-            return ()
-        raise OutcomeConflict(
-            f"attempt {command.attempt_id!r} already has another outcome recorded"
-        )
-    if isinstance(observed, AttemptSucceeded):
-        pair_stream = record.pair_stream
-        cred_stream = credential_stream(record.credential_id)
-        if observed.evidence is not Evidence.UPSTREAM:
-            return (observed,)
-        healed: list[RoutingEvent] = [observed]
-        for stream, upstream, scope in (
-            (pair_stream, record.upstream_model, state.pairs.get(pair_stream)),
-            (cred_stream, None, state.creds.get(cred_stream)),
-        ):
-            if scope is not None and scope.needs_probe:
-                healed.append(
-                    CooldownCleared(
-                        stream_id=stream,
-                        version=scope.version + 1,
-                        at_us=now_us,
-                        credential_id=record.credential_id,
-                        upstream_model=upstream,
-                        request_id=command.request_id,
-                        attempt_id=command.attempt_id,
-                    )
+    return AttemptFailed(
+        stream_id=request_stream(command.request_id),
+        version=version,
+        at_us=now_us,
+        request_id=command.request_id,
+        attempt_id=command.attempt_id,
+        credential_id=record.credential_id,
+        upstream_model=record.upstream_model,
+        failure=outcome.failure,
+        phase=outcome.phase,
+        delivered_chars=outcome.delivered_chars,
+        hint_us=outcome.hint_us,
+        status=outcome.status,
+        detail=outcome.detail,
+        billed=outcome.billed,
+    )
+
+
+def _healed(
+    state: RoutingState, observed: AttemptSucceeded, pair_stream: str, now_us: int
+) -> tuple[RoutingEvent, ...]:
+    """A success, and ``CooldownCleared`` for each half-open scope an upstream answer heals (A4)."""
+    if observed.evidence is not Evidence.UPSTREAM:
+        return (observed,)
+    cred_stream = credential_stream(observed.credential_id)
+    healed: list[RoutingEvent] = [observed]
+    for stream, upstream, scope in (
+        (pair_stream, observed.upstream_model, state.pairs.get(pair_stream)),
+        (cred_stream, None, state.creds.get(cred_stream)),
+    ):
+        if scope is not None and scope.needs_probe:
+            healed.append(
+                CooldownCleared(
+                    stream_id=stream,
+                    version=scope.version + 1,
+                    at_us=now_us,
+                    credential_id=observed.credential_id,
+                    upstream_model=upstream,
+                    request_id=observed.request_id,
+                    attempt_id=observed.attempt_id,
                 )
-        return tuple(healed)
-    return (observed, *_blocks(policy, state, observed, record.pair_stream, now_us))
+            )
+    return tuple(healed)
 
 
 def _blocks(
@@ -874,17 +889,10 @@ def _blocks(
     now_us: int,
 ) -> tuple[RoutingEvent, ...]:
     """The availability decisions a failure implies (A1 scope table, A2, A3)."""
-    failure = failed.failure
-    rule = policy.rule(failure)
-    action = rule.action
-    scope_kind = rule.scope
+    rule = policy.rule(failed.failure)
+    scope_kind = _failure_scope(policy, failed, rule.scope)
     if (
-        failure is FailureClass.QUOTA_EXHAUSTED
-        and policy.credential(failed.credential_id).account_wide_quota
-    ):
-        scope_kind = FailureScope.CREDENTIAL
-    if (
-        action is FailureAction.NOTHING
+        rule.action is FailureAction.NOTHING
         or scope_kind is FailureScope.REQUEST
         or scope_kind is FailureScope.NONE
     ):
@@ -901,7 +909,7 @@ def _blocks(
     else:
         version, old_until, suspended = scope.version + 1, scope.until_us, scope.suspended
         level = min(scope.level + 1, LEVEL_MAX) if scope.needs_probe else 0
-    if action is FailureAction.SUSPEND:
+    if rule.action is FailureAction.SUSPEND:
         cls = CredentialSuspended if scope_kind is FailureScope.CREDENTIAL else PairSuspended
         return (
             cls(
@@ -913,17 +921,10 @@ def _blocks(
                 request_id=failed.request_id,
                 attempt_id=failed.attempt_id,
                 until_us=max(old_until, now_us + rule.base_us),
-                reason=failure,
+                reason=failed.failure,
             ),
         )
-    hint_us = failed.hint_us
-    if hint_us is None:
-        duration = min(rule.base_us * rule.factor**level, rule.max_us)
-        clamp = Clamp.NO_HINT
-    else:
-        low, high = policy.hints.min_us, policy.hints.max_us
-        duration = min(max(hint_us, low), high)
-        clamp = Clamp.RAISED if hint_us < low else Clamp.LOWERED if hint_us > high else Clamp.KEPT
+    duration, clamp = _cooldown_us(policy, rule, failed.hint_us, level)
     until = max(old_until, now_us + duration)
     if suspended and old_until >= until:
         return ()  # a longer suspension already covers this cooldown (A2: nothing to extend)
@@ -938,9 +939,30 @@ def _blocks(
             request_id=failed.request_id,
             attempt_id=failed.attempt_id,
             until_us=until,
-            reason=failure,
+            reason=failed.failure,
             level=level,
-            hint_us=hint_us,
+            hint_us=failed.hint_us,
             clamp=clamp,
         ),
     )
+
+
+def _failure_scope(policy: Policy, failed: AttemptFailed, scope: FailureScope) -> FailureScope:
+    """The rule's scope, widened to the credential for an account-wide quota (A1)."""
+    if (
+        failed.failure is FailureClass.QUOTA_EXHAUSTED
+        and policy.credential(failed.credential_id).account_wide_quota
+    ):
+        return FailureScope.CREDENTIAL
+    return scope
+
+
+def _cooldown_us(
+    policy: Policy, rule: FailureRule, hint_us: int | None, level: int
+) -> tuple[int, Clamp]:
+    """How long a cooldown lasts: the provider's hint, clamped (A3), else the backoff (A2)."""
+    if hint_us is None:
+        return min(rule.base_us * rule.factor**level, rule.max_us), Clamp.NO_HINT
+    low, high = policy.hints.min_us, policy.hints.max_us
+    clamp = Clamp.RAISED if hint_us < low else Clamp.LOWERED if hint_us > high else Clamp.KEPT
+    return min(max(hint_us, low), high), clamp
