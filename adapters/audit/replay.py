@@ -485,141 +485,236 @@ def _verify_pass(
     url: str | None,
     children: list[_Elsewhere[Any]],
 ) -> VerifyReport:
+    """One verifying pass over the log; the helpers it starts are added to ``children``."""
     factories = dict(default_projections() if projections is None else projections)
     last = store.max_position()
-    half = last // 2
+    pending, seen = _snapshots_to_check(store)
+    versions = [snap.version for snap in pending]
+    #: Snapshots of this code's format (the others are ignored; no need to hash for them).
+    ours = {snap.version for snap in pending if snap.topic == SNAPSHOT_TOPIC}
+    helpers = PARALLEL and last >= PARALLEL_EVENTS_MIN
+    fork: Literal["fork"] | None = "fork" if helpers else None
+    tails = _start_tails(store, pending, versions, ours, last, url, helpers)
+    children.append(tails)
+    pending.clear()  # decoded, or the helper's to read
+    run = _Pass(factories, versions, ours, last, fork, children)
+    run.fold_all(store, progress)
+    final_hash = state_hash(run.folded)
+    run.collect_prefix_hashes()
+    decoded, tail_hashes = tails.result()
+    mismatches, checked, ignored = run.snapshot_mismatches(
+        store, versions, decoded, tail_hashes, final_hash
+    )
+    mismatches.extend(run.projection_mismatches(store, factories))
+    mismatches.extend(_cross_check(run.folded, run.scratch))
+    mismatches.sort(key=lambda m: (m.position, m.subject))
+    return VerifyReport(
+        events=run.folded.events,
+        position=run.folded.position,
+        state_hash=final_hash,
+        snapshots_checked=checked,
+        snapshots_ignored=ignored + seen - len(versions),
+        projections_checked=tuple(run.scratch),
+        resumed_at=run.resumed_at,
+        mismatches=tuple(mismatches),
+    )
+
+
+def _snapshots_to_check(store: EventStore) -> tuple[deque[StoredSnapshot], int]:
+    """The latest :data:`SNAPSHOTS_VERIFIED_MAX` snapshots (oldest first), and how many exist."""
     kept: deque[StoredSnapshot] = deque(maxlen=SNAPSHOTS_VERIFIED_MAX)
     seen = 0
     for snap in iter_snapshots(store):
         kept.append(snap)
         seen += 1
-    versions = sorted(snap.version for snap in kept)
-    #: Snapshots of this code's format (the others are ignored; no need to hash for them).
-    ours = {snap.version for snap in kept if snap.topic == SNAPSHOT_TOPIC}
     pending = deque(sorted(kept, key=lambda snap: snap.version))
     kept.clear()
-    helpers = PARALLEL and last >= PARALLEL_EVENTS_MIN
-    fork: Literal["fork"] | None = "fork" if helpers else None
-    if not ours:
-        tails: _Elsewhere[_TailFindings] = _Elsewhere(lambda: ({}, {}), start=None)
-    elif store.backend == "memory":
-        tails = _Elsewhere(functools.partial(_fold_tails, store, pending, last), start=fork)
-    elif url is not None and helpers:
-        tails = _Elsewhere(functools.partial(_check_tails_at, url, versions, last), start="spawn")
-    else:
-        tails = _Elsewhere(functools.partial(_fold_tails, store, pending, last), start=None)
-    children.append(tails)
-    pending.clear()  # decoded, or the helper's to read
-    folded = Folded()
-    scratch = {name: factory() for name, factory in factories.items()}
-    resumed: dict[str, Projection] | None = None
-    resumed_at = 0
-    #: Version -> the fold's hash there (_FINAL: the last position), or None: no event ends there.
-    prefix: dict[int, str | None] = {}
-    prefix_hashes: list[tuple[int, _Elsewhere[str]]] = []
-    appliers = [projection.apply for projection in scratch.values()]
-    apply = folded.apply
-    # Positions after which something happens: the resume point, each snapshot.
-    stops = deque(sorted({half, *versions}))
-    reached = 0
+    return pending, seen
 
-    def stop_before(upcoming: int) -> None:
+
+def _start_tails(
+    store: EventStore,
+    pending: deque[StoredSnapshot],
+    versions: list[int],
+    ours: set[int],
+    last: int,
+    url: str | None,
+    helpers: bool,
+) -> _Elsewhere[_TailFindings]:
+    """Start checking the snapshots' tails: in a fork, a fresh interpreter on ``url``, or here."""
+    if not ours:
+        return _Elsewhere(lambda: ({}, {}), start=None)
+    if store.backend == "memory":
+        fold = functools.partial(_fold_tails, store, pending, last)
+        return _Elsewhere(fold, start="fork" if helpers else None)
+    if url is not None and helpers:
+        return _Elsewhere(functools.partial(_check_tails_at, url, versions, last), start="spawn")
+    return _Elsewhere(functools.partial(_fold_tails, store, pending, last), start=None)
+
+
+class _Pass:
+    """The pass's running state: the fold, the projections twice, the hashes and stops due."""
+
+    __slots__ = (
+        "appliers",
+        "children",
+        "folded",
+        "fork",
+        "half",
+        "last",
+        "ours",
+        "prefix",
+        "prefix_hashes",
+        "resumed",
+        "resumed_at",
+        "scratch",
+        "stops",
+    )
+
+    def __init__(
+        self,
+        factories: Mapping[str, ProjectionFactory],
+        versions: list[int],
+        ours: set[int],
+        last: int,
+        fork: Literal["fork"] | None,
+        children: list[_Elsewhere[Any]],
+    ) -> None:
+        """A pass about to fold the log up to ``last``, hashing at the snapshots in ``ours``."""
+        self.folded = Folded()
+        self.scratch = {name: factory() for name, factory in factories.items()}
+        self.resumed: dict[str, Projection] | None = None
+        self.resumed_at = 0
+        #: Version -> the fold's hash there (_FINAL: the last position), or None: no event
+        #: ends there.
+        self.prefix: dict[int, str | None] = {}
+        self.prefix_hashes: list[tuple[int, _Elsewhere[str]]] = []
+        self.appliers = [projection.apply for projection in self.scratch.values()]
+        self.half = last // 2
+        self.last = last
+        self.ours = ours
+        # Positions after which something happens: the resume point, each snapshot.
+        self.stops = deque(sorted({self.half, *versions}))
+        self.fork = fork
+        self.children = children
+
+    def fold_all(self, store: EventStore, progress: Callable[[int, int], None] | None) -> None:
+        """Fold the log once into the state and every projection, stopping where work is due."""
+        last = self.last
+        stops = self.stops
+        stop_before = self.stop_before
+        appliers = self.appliers  # extended in place once resumed
+        apply = self.folded.apply
+        reached = 0
+        next_stop = stops[0] if stops else last
+        for page in _pages(store, 0, last):
+            for recorded in page:
+                position = recorded.position
+                if position > next_stop:
+                    stop_before(position, reached)
+                    next_stop = stops[0] if stops else last
+                apply(recorded.event)
+                for fold in appliers:
+                    fold(recorded)
+                reached = position
+            if progress is not None:
+                progress(reached, last)
+        stop_before(last + 1, reached)
+        assert self.resumed is not None  # made once the pass is beyond half-way
+
+    def stop_before(self, upcoming: int, reached: int) -> None:
         """What is due before folding the event at ``upcoming`` (the fold stands at ``reached``)."""
-        nonlocal resumed, resumed_at
-        folded.position = reached
-        if resumed is None and upcoming > half:
-            resumed = {name: _restored(p) for name, p in scratch.items()}
-            resumed_at = reached
-            appliers.extend(projection.apply for projection in resumed.values())
+        self.folded.position = reached
+        if self.resumed is None and upcoming > self.half:
+            self.resumed = {name: _restored(p) for name, p in self.scratch.items()}
+            self.resumed_at = reached
+            self.appliers.extend(projection.apply for projection in self.resumed.values())
+        stops = self.stops
         while stops and stops[0] < upcoming:
             version = stops.popleft()
-            if version not in ours:
+            if version not in self.ours:
                 continue  # the resume point, or a snapshot of another format
             if version != reached:
-                prefix[version] = None
-            elif upcoming > last:  # the end of the pass: the final hash will do
-                prefix[version] = _FINAL
+                self.prefix[version] = None
+            elif upcoming > self.last:  # the end of the pass: the final hash will do
+                self.prefix[version] = _FINAL
             else:
-                if prefix_hashes:  # one child hashing a copy of the state at a time
-                    prefix[prefix_hashes[-1][0]] = prefix_hashes[-1][1].result()
-                hashing = _Elsewhere(functools.partial(state_hash, folded), start=fork)
-                prefix_hashes.append((version, hashing))
-                children.append(prefix_hashes[-1][1])
+                self.hash_prefix(version)
 
-    next_stop = stops[0] if stops else last
-    for page in _pages(store, 0, last):
-        for recorded in page:
-            position = recorded.position
-            if position > next_stop:
-                stop_before(position)
-                next_stop = stops[0] if stops else last
-            apply(recorded.event)
-            for fold in appliers:
-                fold(recorded)
-            reached = position
-        if progress is not None:
-            progress(reached, last)
-    stop_before(last + 1)
-    assert resumed is not None  # made once the pass is beyond half-way
+    def hash_prefix(self, version: int) -> None:
+        """Start hashing the fold as it stands at ``version``, once the previous hash is in."""
+        if self.prefix_hashes:  # one child hashing a copy of the state at a time
+            self.prefix[self.prefix_hashes[-1][0]] = self.prefix_hashes[-1][1].result()
+        hashing = _Elsewhere(functools.partial(state_hash, self.folded), start=self.fork)
+        self.prefix_hashes.append((version, hashing))
+        self.children.append(hashing)
 
-    final_hash = state_hash(folded)
-    for version, hashing in prefix_hashes:
-        prefix[version] = hashing.result()
-    decoded, tail_hashes = tails.result()
-    mismatches: list[Mismatch] = []
-    checked = 0
-    ignored = seen - len(versions)
-    for version in versions:
-        if version not in ours:
-            ignored += 1  # another format: a cache this code does not read
-            continue
-        problem, recorded_hash = decoded.get(version, ("beyond the log's end", ""))
-        at_prefix = prefix.get(version)
-        if problem is not None or at_prefix is None:
-            detail = problem or "the snapshot's position is not an event's"
-            mismatches.append(Mismatch(subject="snapshot", position=version, detail=detail))
-            continue
-        at_prefix = final_hash if at_prefix == _FINAL else at_prefix
-        if recorded_hash != at_prefix:
-            mismatches.append(
-                Mismatch(
-                    subject="snapshot",
-                    position=version,
-                    detail=f"snapshot hash {recorded_hash} != fold at that position {at_prefix}",
+    def collect_prefix_hashes(self) -> None:
+        """Wait for the prefix hashes still being taken."""
+        for version, hashing in self.prefix_hashes:
+            self.prefix[version] = hashing.result()
+
+    def snapshot_mismatches(
+        self,
+        store: EventStore,
+        versions: list[int],
+        decoded: dict[int, tuple[str | None, str | None]],
+        tail_hashes: dict[int, str],
+        final_hash: str,
+    ) -> tuple[list[Mismatch], int, int]:
+        """Each snapshot against the fold at and after it: the mismatches, checked, ignored."""
+        mismatches: list[Mismatch] = []
+        checked = 0
+        ignored = 0
+        for version in versions:
+            if version not in self.ours:
+                ignored += 1  # another format: a cache this code does not read
+                continue
+            problem, recorded_hash = decoded.get(version, ("beyond the log's end", ""))
+            at_prefix = self.prefix.get(version)
+            if problem is not None or at_prefix is None:
+                detail = problem or "the snapshot's position is not an event's"
+                mismatches.append(Mismatch(subject="snapshot", position=version, detail=detail))
+                continue
+            at_prefix = final_hash if at_prefix == _FINAL else at_prefix
+            if recorded_hash != at_prefix:
+                mismatches.append(
+                    Mismatch(
+                        subject="snapshot",
+                        position=version,
+                        detail=f"snapshot hash {recorded_hash} != fold at that position {at_prefix}",
+                    )
                 )
-            )
-            continue
-        checked += 1
-        if tail_hashes.get(version) != final_hash:
-            mismatches.append(
-                Mismatch(
-                    subject="snapshot",
-                    position=_locate_snapshot_tail(store, version) or version,
-                    detail=f"snapshot at {version} + tail != full fold",
+                continue
+            checked += 1
+            if tail_hashes.get(version) != final_hash:
+                mismatches.append(
+                    Mismatch(
+                        subject="snapshot",
+                        position=_locate_snapshot_tail(store, version) or version,
+                        detail=f"snapshot at {version} + tail != full fold",
+                    )
                 )
-            )
-    for name, projection in scratch.items():
-        if digest(projection) != digest(resumed[name]):
-            located = _locate_projection_divergence(store, factories[name], resumed_at)
-            mismatches.append(
-                Mismatch(
-                    subject=f"projection:{name}",
-                    position=located if located is not None else resumed_at,
-                    detail=f"rebuilt from scratch != resumed from position {resumed_at}",
+        return mismatches, checked, ignored
+
+    def projection_mismatches(
+        self, store: EventStore, factories: Mapping[str, ProjectionFactory]
+    ) -> list[Mismatch]:
+        """Each projection rebuilt from scratch against its copy resumed half-way."""
+        assert self.resumed is not None  # made once the pass is beyond half-way
+        resumed_at = self.resumed_at
+        mismatches: list[Mismatch] = []
+        for name, projection in self.scratch.items():
+            if digest(projection) != digest(self.resumed[name]):
+                located = _locate_projection_divergence(store, factories[name], resumed_at)
+                mismatches.append(
+                    Mismatch(
+                        subject=f"projection:{name}",
+                        position=located if located is not None else resumed_at,
+                        detail=f"rebuilt from scratch != resumed from position {resumed_at}",
+                    )
                 )
-            )
-    mismatches.extend(_cross_check(folded, scratch))
-    mismatches.sort(key=lambda m: (m.position, m.subject))
-    return VerifyReport(
-        events=folded.events,
-        position=folded.position,
-        state_hash=final_hash,
-        snapshots_checked=checked,
-        snapshots_ignored=ignored,
-        projections_checked=tuple(scratch),
-        resumed_at=resumed_at,
-        mismatches=tuple(mismatches),
-    )
+        return mismatches
 
 
 def _locate_snapshot_tail(store: EventStore, version: int) -> int | None:

@@ -393,20 +393,13 @@ def explain(store_url: str | None, as_json: bool, at: str, policy_path: Path, ro
     with its lifecycle, owner scope and availability at that instant.
     """
     from routeledger.core.credentials import lifecycle
-    from routeledger.core.fold import Folded
 
     now = parse_time(at)
     policy = _load_policy(policy_path)
     chain = policy.chain(route)
     if chain is None:
         raise UsageError(f"route {route!r} is not defined in {policy_path}")
-    folded = Folded()
-    with _read_store(store_url) as store:
-        for recorded in store.read_all(0, page=10_000):
-            if recorded.event.at_us > now:
-                break
-            folded.apply(recorded.event)
-            folded.position = recorded.position
+    folded = _fold_until(store_url, now)
     views = lifecycle.usability(folded.credentials, now) if folded.credentials.credentials else None
     members = [
         _explain_member(policy, folded, views, now, position, plan, index)
@@ -425,11 +418,34 @@ def explain(store_url: str | None, as_json: bool, at: str, policy_path: Path, ro
             }
         )
         return
+    _print_explain(route, now, folded.position, members, left_out)
+
+
+def _fold_until(store_url: str | None, now: int) -> Folded:
+    """The decision state folded up to ``now``: the first event after it stops the fold."""
+    from routeledger.core.fold import Folded
+
+    folded = Folded()
+    with _read_store(store_url) as store:
+        for recorded in store.read_all(0, page=10_000):
+            if recorded.event.at_us > now:
+                break
+            folded.apply(recorded.event)
+            folded.position = recorded.position
+    return folded
+
+
+def _print_explain(
+    route: str,
+    now: int,
+    position: int,
+    members: list[dict[str, object]],
+    left_out: list[dict[str, object]],
+) -> None:
+    """Render ``explain``'s members as a rich table, then its left-out aliases and caveats."""
     from rich.table import Table
 
-    table = Table(
-        title=f"Route {route} at {format_time(now)} (log folded to position {folded.position})"
-    )
+    table = Table(title=f"Route {route} at {format_time(now)} (log folded to position {position})")
     for column in (
         "pos",
         "target",
