@@ -84,7 +84,6 @@ def long_functions(paths: list[Path]) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(reason="G1 in progress: 17 functions still over the cap", strict=True)
 def test_no_production_function_is_over_the_line_cap() -> None:
     """G1: no function in core/, projections/ or adapters/ is over 70 lines."""
     assert long_functions([p for package in PACKAGES for p in _modules(package)]) == []

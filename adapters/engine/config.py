@@ -258,8 +258,28 @@ for _kind in (int, str, bool):
     _CONVERTER.register_structure_hook(_kind, _strict(_kind))
 
 
-def _to_config(shape: _File) -> EngineConfig:
-    policy = Policy(
+def _target(target: _TargetFile) -> Target:
+    """One chain target of the file as a routing :class:`Target`."""
+    return Target(
+        strategy=target.strategy,
+        members=tuple(
+            Member(credential=m.credential, model=m.model, weight=m.weight) for m in target.members
+        ),
+    )
+
+
+def _route(alias: str, route: _RouteFile) -> Route:
+    """One ``[routes.<alias>]`` table as a routing :class:`Route`."""
+    return Route(
+        alias=alias,
+        fallback=route.fallback,
+        chain=tuple(_target(target) for target in route.chain),
+    )
+
+
+def _policy(shape: _File) -> Policy:
+    """The routing policy of the file: credentials, models, routes, failures, hints, limits."""
+    return Policy(
         credentials=tuple(
             CredentialSpec(
                 id=key,
@@ -278,23 +298,7 @@ def _to_config(shape: _File) -> EngineConfig:
             )
             for key, value in shape.models.items()
         ),
-        routes=tuple(
-            Route(
-                alias=alias,
-                fallback=route.fallback,
-                chain=tuple(
-                    Target(
-                        strategy=target.strategy,
-                        members=tuple(
-                            Member(credential=m.credential, model=m.model, weight=m.weight)
-                            for m in target.members
-                        ),
-                    )
-                    for target in route.chain
-                ),
-            )
-            for alias, route in shape.routes.items()
-        ),
+        routes=tuple(_route(alias, route) for alias, route in shape.routes.items()),
         failures=tuple(
             FailureRule(failure=failure, **attrs.asdict(row, recurse=False))
             for failure, row in shape.failures.items()
@@ -302,40 +306,56 @@ def _to_config(shape: _File) -> EngineConfig:
         hints=shape.hints,
         limits=shape.limits,
     )
-    return EngineConfig(
-        policy=policy,
-        endpoints={
-            key: CredentialEndpoint(
-                credential_id=key,
-                base_url=value.base_url,
-                secret_env=value.secret_env,
-                validates_model_names=value.validates_model_names,
-            )
-            for key, value in shape.credentials.items()
-        },
-        prices={
-            key: ModelPrice(
-                input_micros_per_mtok=value.input_micros_per_mtok,
-                output_micros_per_mtok=value.output_micros_per_mtok,
-                max_output_tokens=value.max_output_tokens,
-            )
-            for key, value in shape.models.items()
-        },
-        accounts=tuple(
-            OpenAccount(
-                command_id=f"config:open:{key}",
-                account_id=key,
-                scope=value.scope,
-                unit=value.unit,
-                limit=value.limit,
-                period=PeriodSpec(
-                    kind=value.period.kind,
-                    length_us=value.period.length_us,
-                    zone=value.period.zone,
-                ),
-            )
-            for key, value in shape.accounts.items()
+
+
+def _endpoints(shape: _File) -> dict[str, CredentialEndpoint]:
+    """Where to call each credential's provider, by credential id."""
+    return {
+        key: CredentialEndpoint(
+            credential_id=key,
+            base_url=value.base_url,
+            secret_env=value.secret_env,
+            validates_model_names=value.validates_model_names,
+        )
+        for key, value in shape.credentials.items()
+    }
+
+
+def _prices(shape: _File) -> dict[str, ModelPrice]:
+    """The estimate prices of each model, by model id."""
+    return {
+        key: ModelPrice(
+            input_micros_per_mtok=value.input_micros_per_mtok,
+            output_micros_per_mtok=value.output_micros_per_mtok,
+            max_output_tokens=value.max_output_tokens,
+        )
+        for key, value in shape.models.items()
+    }
+
+
+def _open_account(key: str, value: _AccountFile) -> OpenAccount:
+    """The start-up command opening the ``[accounts.<key>]`` budget account."""
+    return OpenAccount(
+        command_id=f"config:open:{key}",
+        account_id=key,
+        scope=value.scope,
+        unit=value.unit,
+        limit=value.limit,
+        period=PeriodSpec(
+            kind=value.period.kind,
+            length_us=value.period.length_us,
+            zone=value.period.zone,
         ),
+    )
+
+
+def _to_config(shape: _File) -> EngineConfig:
+    """The engine configuration the file describes; PolicyError if its policy is wrong."""
+    return EngineConfig(
+        policy=_policy(shape),
+        endpoints=_endpoints(shape),
+        prices=_prices(shape),
+        accounts=tuple(_open_account(key, value) for key, value in shape.accounts.items()),
         timeouts=shape.timeouts,
         engine=shape.engine,
     )

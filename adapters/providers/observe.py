@@ -789,6 +789,64 @@ def _observe_sdk_status(
     )
 
 
+def _observe_model_http(
+    exc: BaseException,
+    model: str | None,
+    *,
+    now_us: int,
+    provider: Provider | None,
+    classifier: Classifier,
+    scrubber: Scrubber,
+) -> Observation:
+    """pydantic-ai's ``ModelHTTPError``: its status, body and lower-cased headers."""
+    status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    headers = getattr(exc, "headers", None) or {}
+    observed = _observe_error(
+        status if isinstance(status, int) else None,
+        headers,
+        body,
+        "" if body is not None else getattr(exc, "message", ""),
+        provider=provider,
+        now_us=now_us,
+        classifier=classifier,
+        scrubber=scrubber,
+        model=model,
+    )
+    if getattr(exc, "in_stream", False) and isinstance(observed.outcome, Failed):
+        observed = attrs.evolve(
+            observed, outcome=attrs.evolve(observed.outcome, phase=Phase.BEFORE_FIRST_TOKEN)
+        )
+    return observed
+
+
+def _pydantic_ai_class(names: frozenset[str]) -> FailureClass | None:
+    """The class of a pydantic-ai error without an HTTP response, or ``None``."""
+    for name, failure in _PYDANTIC_AI_CLASSES:
+        if name in names and ("AgentRunError" in names or name == "ResponseRejected"):
+            return failure
+    return None
+
+
+def _no_response_class(exc: BaseException, names: frozenset[str]) -> FailureClass | None:
+    """The class of a timeout, broken connection or cancellation, or ``None`` if unrecognised."""
+    if "APITimeoutError" in names:
+        return _F.TIMEOUT_BEFORE_RESPONSE
+    for link in _cause_chain(exc):
+        transport = _httpx_class(link)
+        if transport is not None:
+            return transport
+    if "APIConnectionError" in names:
+        return _F.CONNECT_ERROR
+    if isinstance(exc, TimeoutError):
+        return _F.TIMEOUT_BEFORE_RESPONSE
+    if isinstance(exc, ConnectionError):
+        return _F.CONNECT_ERROR
+    if "CancelledError" in names:
+        return _F.CALLER_CANCELLED
+    return None
+
+
 def observe_exception(
     exc: BaseException,
     *,
@@ -800,36 +858,20 @@ def observe_exception(
     """One exception (not a group) as an observation; anything unrecognised is ``UNKNOWN``."""
     names = _mro_names(exc)
     model = _text(getattr(exc, "model_name", None))
-    if "ModelHTTPError" in names:  # pydantic-ai: status, body, lower-cased headers
-        status = getattr(exc, "status_code", None)
-        body = getattr(exc, "body", None)
-        headers = getattr(exc, "headers", None) or {}
-        observed = _observe_error(
-            status if isinstance(status, int) else None,
-            headers,
-            body,
-            "" if body is not None else getattr(exc, "message", ""),
-            provider=provider,
-            now_us=now_us,
-            classifier=classifier,
+    if "ModelHTTPError" in names:
+        return _observe_model_http(
+            exc, model, now_us=now_us, provider=provider, classifier=classifier, scrubber=scrubber
+        )
+    failure = _pydantic_ai_class(names)
+    if failure is not None:
+        return _failed(
+            failure,
+            status=None,
+            detail=getattr(exc, "message", None) or _exception_text(exc),
             scrubber=scrubber,
+            provider=provider,
             model=model,
         )
-        if getattr(exc, "in_stream", False) and isinstance(observed.outcome, Failed):
-            observed = attrs.evolve(
-                observed, outcome=attrs.evolve(observed.outcome, phase=Phase.BEFORE_FIRST_TOKEN)
-            )
-        return observed
-    for name, failure in _PYDANTIC_AI_CLASSES:
-        if name in names and ("AgentRunError" in names or name == "ResponseRejected"):
-            return _failed(
-                failure,
-                status=None,
-                detail=getattr(exc, "message", None) or _exception_text(exc),
-                scrubber=scrubber,
-                provider=provider,
-                model=model,
-            )
     if "APIStatusError" in names or isinstance(exc, httpx.HTTPStatusError):
         observed_status = _observe_sdk_status(
             exc, now_us=now_us, provider=provider, classifier=classifier, scrubber=scrubber
@@ -845,29 +887,21 @@ def observe_exception(
             provider=provider,
         )
     detail = _exception_text(exc)
-
-    def fail(failure: FailureClass, **extra: Any) -> Observation:
-        return _failed(
-            failure, status=None, detail=detail, scrubber=scrubber, provider=provider, **extra
-        )
-
     if "ContentFilterFinishReasonError" in names:
-        return fail(_F.CONTENT_FILTERED, billed=True)
-    if "APITimeoutError" in names:
-        return fail(_F.TIMEOUT_BEFORE_RESPONSE)
-    for link in _cause_chain(exc):
-        transport = _httpx_class(link)
-        if transport is not None:
-            return fail(transport)
-    if "APIConnectionError" in names:
-        return fail(_F.CONNECT_ERROR)
-    if isinstance(exc, TimeoutError):
-        return fail(_F.TIMEOUT_BEFORE_RESPONSE)
-    if isinstance(exc, ConnectionError):
-        return fail(_F.CONNECT_ERROR)
-    if "CancelledError" in names:
-        return fail(_F.CALLER_CANCELLED)
-    return fail(_F.UNKNOWN, model=model)
+        return _failed(
+            _F.CONTENT_FILTERED,
+            status=None,
+            detail=detail,
+            scrubber=scrubber,
+            provider=provider,
+            billed=True,
+        )
+    failure = _no_response_class(exc, names)
+    if failure is not None:
+        return _failed(failure, status=None, detail=detail, scrubber=scrubber, provider=provider)
+    return _failed(
+        _F.UNKNOWN, status=None, detail=detail, scrubber=scrubber, provider=provider, model=model
+    )
 
 
 def _flatten(exc: BaseException, depth: int) -> Iterator[BaseException]:

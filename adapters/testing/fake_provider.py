@@ -423,6 +423,51 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+#: Response headers of a streamed answer (chunked server-sent events).
+_STREAM_HEADERS: Final = (
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-cache"),
+    ("Transfer-Encoding", "chunked"),
+)
+
+
+@dataclass(frozen=True)
+class _ChunkHead:
+    """The fields every chunk of one streamed completion repeats."""
+
+    ident: str
+    created: int
+    model: str
+
+    def chunk(self, delta: dict[str, Any], include_usage: bool, finish: str | None = None) -> bytes:
+        """One ``chat.completion.chunk`` carrying ``delta`` (and ``usage: null`` if asked)."""
+        value: dict[str, Any] = {
+            "id": self.ident,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            value["usage"] = None
+        return _json_bytes(value)
+
+    def usage_chunk(self, usage: dict[str, int]) -> bytes:
+        """The final chunk of a stream that asked for usage: no choices, the usage."""
+        return _json_bytes(
+            {
+                "id": self.ident,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "fp_fake",
+                "choices": [],
+                "usage": usage,
+            }
+        )
+
+
 # --- the server ----------------------------------------------------------------------
 
 
@@ -880,76 +925,55 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(
         self, behaviour: Behaviour, model: str, include_usage: bool, record: _Record
     ) -> str:
-        kind = behaviour.kind
+        """Answer with a server-sent event stream; how the connection ended."""
         tokens = _tokens(behaviour.content)
-        created = int(time.time())
-        ident = f"chatcmpl-fake-{record.seq}"
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            value: dict[str, Any] = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_fake",
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if include_usage:
-                value["usage"] = None
-            return _json_bytes(value)
-
-        self._head(
-            200,
-            [
-                ("Content-Type", "text/event-stream; charset=utf-8"),
-                ("Cache-Control", "no-cache"),
-                ("Transfer-Encoding", "chunked"),
-            ],
+        head = _ChunkHead(
+            ident=f"chatcmpl-fake-{record.seq}", created=int(time.time()), model=model
         )
+        self._head(200, _STREAM_HEADERS)
         self._delay(self._first_delay(behaviour))
-        self._event(chunk({"role": "assistant", "content": "", "refusal": None}))
+        self._event(
+            head.chunk({"role": "assistant", "content": "", "refusal": None}, include_usage)
+        )
         for index in range(len(tokens) + 1):
             if index == behaviour.after_tokens:
-                if kind == "cut":
-                    self._drop(reset=False)
-                    return "cut"
-                if kind == "stall":
-                    outcome = self._hold(behaviour.hold or self.state.max_hold)
-                    self._drop(reset=False)
-                    return "stalled" if outcome == "elapsed" else outcome
-                if kind == "malformed_chunk":
-                    self._event(b'{"id": "' + ident.encode() + b'", "choices": [{"delta": {"con')
-                if kind == "error_event":
-                    message = behaviour.message or (
-                        "The server had an error while processing your request. Sorry about that!"
-                    )
-                    self._event(_json_bytes(_error_body(message, "server_error")))
-                    self._chunk(b"")
-                    return "completed"
+                ended = self._interrupt(behaviour, head.ident)
+                if ended is not None:
+                    return ended
             if index == len(tokens):
                 break
             if index > 0:
                 self._delay(behaviour.token_interval)
-            self._event(chunk({"content": tokens[index]}))
+            self._event(head.chunk({"content": tokens[index]}, include_usage))
             record.tokens_sent += 1
-        self._event(chunk({}, behaviour.finish_reason))
+        self._event(head.chunk({}, include_usage, behaviour.finish_reason))
         if include_usage:
-            final = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_fake",
-                "choices": [],
-                "usage": _usage(behaviour, tokens),
-            }
-            self._event(_json_bytes(final))
-        if kind != "no_done":
+            self._event(head.usage_chunk(_usage(behaviour, tokens)))
+        if behaviour.kind != "no_done":
             self._event(b"[DONE]")
         self._chunk(b"")
         return "completed"
+
+    def _interrupt(self, behaviour: Behaviour, ident: str) -> str | None:
+        """Misbehave where the script says; how the connection ended, or ``None`` to go on."""
+        kind = behaviour.kind
+        if kind == "cut":
+            self._drop(reset=False)
+            return "cut"
+        if kind == "stall":
+            outcome = self._hold(behaviour.hold or self.state.max_hold)
+            self._drop(reset=False)
+            return "stalled" if outcome == "elapsed" else outcome
+        if kind == "malformed_chunk":
+            self._event(b'{"id": "' + ident.encode() + b'", "choices": [{"delta": {"con')
+        if kind == "error_event":
+            message = behaviour.message or (
+                "The server had an error while processing your request. Sorry about that!"
+            )
+            self._event(_json_bytes(_error_body(message, "server_error")))
+            self._chunk(b"")
+            return "completed"
+        return None
 
 
 # --- public entry points -------------------------------------------------------------

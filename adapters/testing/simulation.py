@@ -160,6 +160,9 @@ SOMETIMES: Final = (
     "midstream_fallback",
 )
 
+#: How a simulated request can end, in report order.
+_RESULT_KINDS: Final = ("served", "exhausted", "rejected", "degraded", "abandoned", "aborted")
+
 _POLICY: Final = """
 [limits]
 attempts_max = {attempts}
@@ -487,6 +490,60 @@ class _Gateway:
         self.engine = self._boot(sim, folded)
 
 
+def _credential_ids(config: EngineConfig | None, providers: int) -> list[str]:
+    """The credential ids of ``config``, or ``c0``.. of the simulated policy without one."""
+    if config is None:
+        return [f"c{p}" for p in range(providers)]
+    return [credential.id for credential in config.policy.credentials]
+
+
+def _draw_keys(rng: random.Random, credential_ids: Sequence[str]) -> dict[str, str]:
+    """A random fake API key (``sk-sim-`` and 32 hex digits) per credential id."""
+    return {c: f"sk-sim-{rng.getrandbits(128):032x}" for c in credential_ids}
+
+
+def _key_windows(keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """E1: any 15+ characters of a key's random part contain one of these windows."""
+    return tuple(
+        (credential_id, key[7 + start : 7 + start + KEY_WINDOW_CHARS])
+        for credential_id, key in keys.items()
+        for start in range(0, 32 - KEY_WINDOW_CHARS + 1, 4)
+    )
+
+
+def _draw_config(rng: random.Random, providers: int, requests: int) -> EngineConfig:
+    """The simulated policy over ``providers`` credentials, budget limits drawn for ``requests``."""
+    team_limit = rng.randint(requests * 400, requests * 1_500)
+    quota_limit = rng.randint(max(1, requests // 3), requests)
+    return parse_config(
+        _POLICY.format(
+            attempts=ATTEMPTS_MAX,
+            team_limit=team_limit,
+            quota_limit=quota_limit,
+            m0=", ".join(f'{{ credential = "c{p}", model = "m0" }}' for p in range(providers)),
+            m1=", ".join(f'{{ credential = "c{p}", model = "m1" }}' for p in range(providers)),
+        )
+        + "".join(f'\n[credentials.c{p}]\nprovider = "openai"\n' for p in range(providers))
+    )
+
+
+def _draw_arrivals(rng: random.Random, gateways: int, requests: int) -> list[tuple[int, _Request]]:
+    """The workload: each request with its arrival time (exponential gaps after EPOCH_US)."""
+    arrival = EPOCH_US
+    arrivals: list[tuple[int, _Request]] = []
+    for index in range(requests):
+        arrival += int(rng.expovariate(1 / ARRIVAL_GAP_US_MEAN)) + 1
+        request = _Request(
+            index=index,
+            gateway=rng.randrange(gateways),
+            request_id=f"r{index}",
+            input_tokens=rng.choice((100, 100, 200, 300)),
+            stream=rng.random() < 0.5,
+        )
+        arrivals.append((arrival, request))
+    return arrivals
+
+
 class _Simulation:
     def __init__(
         self,
@@ -505,35 +562,10 @@ class _Simulation:
         self.latency = random.Random(root.getrandbits(64))
         key_rng = random.Random(root.getrandbits(64))
         self.seed = seed
-        credential_ids = (
-            [f"c{p}" for p in range(providers)]
-            if config is None
-            else [credential.id for credential in config.policy.credentials]
-        )
-        self.keys = {c: f"sk-sim-{key_rng.getrandbits(128):032x}" for c in credential_ids}
-        # E1: any 15+ characters of a key's random part contain one of these windows.
-        self.key_windows = tuple(
-            (credential_id, key[7 + start : 7 + start + KEY_WINDOW_CHARS])
-            for credential_id, key in self.keys.items()
-            for start in range(0, 32 - KEY_WINDOW_CHARS + 1, 4)
-        )
+        self.keys = _draw_keys(key_rng, _credential_ids(config, providers))
+        self.key_windows = _key_windows(self.keys)
         if config is None:
-            team_limit = workload.randint(requests * 400, requests * 1_500)
-            quota_limit = workload.randint(max(1, requests // 3), requests)
-            config = parse_config(
-                _POLICY.format(
-                    attempts=ATTEMPTS_MAX,
-                    team_limit=team_limit,
-                    quota_limit=quota_limit,
-                    m0=", ".join(
-                        f'{{ credential = "c{p}", model = "m0" }}' for p in range(providers)
-                    ),
-                    m1=", ".join(
-                        f'{{ credential = "c{p}", model = "m1" }}' for p in range(providers)
-                    ),
-                )
-                + "".join(f'\n[credentials.c{p}]\nprovider = "openai"\n' for p in range(providers))
-            )
+            config = _draw_config(workload, providers, requests)
         self.config = config
         self.model_ids = frozenset(model.id for model in config.policy.models)
         self.accounts = tuple(command.account_id for command in config.accounts)
@@ -560,14 +592,7 @@ class _Simulation:
         self.conflicts = 0
         self.restarts = 0
         self.store_rejections = 0
-        self.results: dict[str, int] = {
-            "served": 0,
-            "exhausted": 0,
-            "rejected": 0,
-            "degraded": 0,
-            "abandoned": 0,
-            "aborted": 0,
-        }
+        self.results: dict[str, int] = dict.fromkeys(_RESULT_KINDS, 0)
         self.terminals: dict[str, int] = {}
         self.snapshot_at = 0
         self.stale_routings = 0
@@ -579,18 +604,9 @@ class _Simulation:
         self.step = "start"
         self.gateways = [_Gateway(self, g, skews.get(g, 0)) for g in range(gateways)]
         self._open_accounts()
-        arrival = EPOCH_US
-        self.requests: list[_Request] = []
-        for index in range(requests):
-            arrival += int(workload.expovariate(1 / ARRIVAL_GAP_US_MEAN)) + 1
-            request = _Request(
-                index=index,
-                gateway=workload.randrange(gateways),
-                request_id=f"r{index}",
-                input_tokens=workload.choice((100, 100, 200, 300)),
-                stream=workload.random() < 0.5,
-            )
-            self.requests.append(request)
+        arrivals = _draw_arrivals(workload, gateways, requests)
+        self.requests: list[_Request] = [request for _, request in arrivals]
+        for arrival, request in arrivals:
             self.at(arrival, functools.partial(self.arrive, request))
 
     # -- the loop ---------------------------------------------------------------------

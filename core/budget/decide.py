@@ -492,9 +492,8 @@ def decide_roll_period(
 # --- holds -------------------------------------------------------------------
 
 
-def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) -> Decision:
-    """Admit a hold on all its accounts or on none (L8), by the one comparator (L2)."""
-    now_us = _check_now(now_us)
+def _check_place(command: PlaceHold) -> str:
+    """Return the hold id of a well-formed place command, else raise :class:`CommandError`."""
     hold_id = _check_id(command.hold_id, "hold_id", command)
     account_ids = command.account_ids
     if (
@@ -513,6 +512,45 @@ def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) ->
         raise CommandError(
             command, "ttl_us", f"must be an int in 1..{HOLD_TTL_US_MAX}, got {command.ttl_us!r}"
         )
+    return hold_id
+
+
+def _over_budget(acc: AccountState, hold_id: str, requested: int) -> Rejection:
+    """The rejection of ``requested`` more on ``acc``, with the figures that refused it (L2)."""
+    return Rejection(
+        reason=RejectionReason.BUDGET_EXCEEDED,
+        account_id=acc.account_id,
+        scope=acc.scope,
+        hold_id=hold_id,
+        limit=acc.limit,
+        spent=acc.spent,
+        reserved=acc.reserved,
+        requested=requested,
+    )
+
+
+def _admit(
+    accounts: dict[str, AccountState], account_ids: tuple[str, ...], estimate: Usage, hold_id: str
+) -> list[Leg] | Rejection:
+    """The legs of a new hold if every account admits it, else the first refusal (L8)."""
+    legs: list[Leg] = []
+    for account_id in account_ids:
+        acc = accounts.get(account_id)
+        if acc is None:
+            return Rejection(
+                reason=RejectionReason.UNKNOWN_ACCOUNT, account_id=account_id, hold_id=hold_id
+            )
+        amount = estimate.amount_in(acc.unit)
+        if not admits(acc, amount):
+            return _over_budget(acc, hold_id, amount)
+        legs.append(Leg(account_id=account_id, amount=amount))
+    return legs
+
+
+def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) -> Decision:
+    """Admit a hold on all its accounts or on none (L8), by the one comparator (L2)."""
+    now_us = _check_now(now_us)
+    hold_id = _check_place(command)
     estimate = command.estimate
     problem = usage_problem(estimate)
     if problem is not None:
@@ -522,30 +560,8 @@ def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) ->
     if hold is not None:
         return _place_again(hold, command, stream, now_us)
     accounts = state.accounts
-    legs: list[Leg] = []
-    rejection: Rejection | None = None
-    for account_id in account_ids:
-        acc = accounts.get(account_id)
-        if acc is None:
-            rejection = Rejection(
-                reason=RejectionReason.UNKNOWN_ACCOUNT, account_id=account_id, hold_id=hold_id
-            )
-            break
-        amount = estimate.amount_in(acc.unit)
-        if not admits(acc, amount):
-            rejection = Rejection(
-                reason=RejectionReason.BUDGET_EXCEEDED,
-                account_id=account_id,
-                scope=acc.scope,
-                hold_id=hold_id,
-                limit=acc.limit,
-                spent=acc.spent,
-                reserved=acc.reserved,
-                requested=amount,
-            )
-            break
-        legs.append(Leg(account_id=account_id, amount=amount))
-    if rejection is not None:
+    legs = _admit(accounts, command.account_ids, estimate, hold_id)
+    if isinstance(legs, Rejection):
         return Decision(
             events=(
                 ev.HoldRejected(
@@ -553,13 +569,13 @@ def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) ->
                     version=1,
                     at_us=now_us,
                     hold_id=hold_id,
-                    account_ids=account_ids,
+                    account_ids=command.account_ids,
                     estimate=estimate,
                     ttl_us=command.ttl_us,
-                    rejection=rejection,
+                    rejection=legs,
                 ),
             ),
-            rejection=rejection,
+            rejection=legs,
         )
     batch: list[ev.BudgetEvent] = [
         ev.HoldPlaced(
@@ -839,6 +855,26 @@ def decide_refund_hold(state: LedgerState, command: RefundHold, *, now_us: int) 
     return Decision(events=tuple(batch))
 
 
+def _hold_refused(
+    hold: HoldState, command_id: str, digest: str, rejection: Rejection, now_us: int
+) -> Decision:
+    """Record a refused hold command on the hold's stream, sticky for its id (X2)."""
+    return Decision(
+        events=(
+            ev.HoldCommandRejected(
+                stream_id=hold_stream(hold.hold_id),
+                version=hold.version + 1,
+                at_us=now_us,
+                hold_id=hold.hold_id,
+                command_id=command_id,
+                command_digest=digest,
+                rejection=rejection,
+            ),
+        ),
+        rejection=rejection,
+    )
+
+
 def decide_adjust_hold(state: LedgerState, command: AdjustHold, *, now_us: int) -> Decision:
     """Re-price an open hold: increases are admitted like a new hold (L2, L8), decreases release.
 
@@ -865,30 +901,8 @@ def decide_adjust_hold(state: LedgerState, command: AdjustHold, *, now_us: int) 
         amount = estimate.amount_in(acc.unit)
         delta = amount - leg.amount
         if delta > 0 and not admits(acc, delta):
-            rejection = Rejection(
-                reason=RejectionReason.BUDGET_EXCEEDED,
-                account_id=acc.account_id,
-                scope=acc.scope,
-                hold_id=hold.hold_id,
-                limit=acc.limit,
-                spent=acc.spent,
-                reserved=acc.reserved,
-                requested=delta,
-            )
-            return Decision(
-                events=(
-                    ev.HoldCommandRejected(
-                        stream_id=hold_stream(hold.hold_id),
-                        version=hold.version + 1,
-                        at_us=now_us,
-                        hold_id=hold.hold_id,
-                        command_id=command.command_id,
-                        command_digest=digest,
-                        rejection=rejection,
-                    ),
-                ),
-                rejection=rejection,
-            )
+            rejection = _over_budget(acc, hold.hold_id, delta)
+            return _hold_refused(hold, command.command_id, digest, rejection, now_us)
         legs.append(Leg(account_id=leg.account_id, amount=amount))
         entry_type = ev.AmountReserved if delta >= 0 else ev.AmountReleased
         entries.append(
