@@ -1148,6 +1148,7 @@ class StreamObserver:
                 self._on_text(text)
 
     def _absorb(self, payload: Mapping[str, Any], now_us: int) -> None:
+        """Read one parsed SSE payload of any dialect: its text, finish reason and usage."""
         kind = payload.get("type")
         if self.provider is None:
             if isinstance(kind, str) and kind.startswith(("message_", "content_block_")):
@@ -1156,18 +1157,31 @@ class StreamObserver:
                 self.provider = Provider.GEMINI
             elif "choices" in payload:
                 self.provider = Provider.OPENAI
-        # OpenAI-compatible
+        self._absorb_openai(payload, now_us)
+        self._absorb_anthropic(kind, payload, now_us)
+        self._absorb_gemini(payload, now_us)
+        tokens = _usage(payload)
+        if tokens is not None:
+            self.usage_seen = True
+            self.input_tokens = tokens[0] or self.input_tokens
+            self.output_tokens = tokens[1] or self.output_tokens
+
+    def _absorb_openai(self, payload: Mapping[str, Any], now_us: int) -> None:
+        """OpenAI-compatible chunks: ``choices[].delta.content`` and ``finish_reason``."""
         choices = payload.get("choices")
-        if isinstance(choices, list):
-            for choice in choices:
-                if not isinstance(choice, dict):
-                    continue
-                delta = choice.get("delta")
-                if isinstance(delta, dict):
-                    self._token(delta.get("content"), now_us)
-                if choice.get("finish_reason"):
-                    self.finish_reason = str(choice["finish_reason"])
-        # Anthropic
+        if not isinstance(choices, list):
+            return
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self._token(delta.get("content"), now_us)
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+
+    def _absorb_anthropic(self, kind: object, payload: Mapping[str, Any], now_us: int) -> None:
+        """Anthropic events: the usage at ``message_start``, text deltas, the stop reason."""
         if kind == "message_start" and isinstance(payload.get("message"), dict):
             usage = payload["message"].get("usage")
             if isinstance(usage, dict):
@@ -1180,24 +1194,22 @@ class StreamObserver:
             delta = payload.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason"):
                 self.finish_reason = str(delta["stop_reason"])
-        # Gemini
+
+    def _absorb_gemini(self, payload: Mapping[str, Any], now_us: int) -> None:
+        """Gemini chunks: ``candidates[].content.parts[].text`` and ``finishReason``."""
         candidates = payload.get("candidates")
-        if isinstance(candidates, list):
-            for candidate in candidates:
-                if not isinstance(candidate, dict):
-                    continue
-                content = candidate.get("content")
-                parts = content.get("parts") if isinstance(content, dict) else None
-                for part in parts if isinstance(parts, list) else ():
-                    if isinstance(part, dict):
-                        self._token(part.get("text"), now_us)
-                if candidate.get("finishReason"):
-                    self.finish_reason = str(candidate["finishReason"])
-        tokens = _usage(payload)
-        if tokens is not None:
-            self.usage_seen = True
-            self.input_tokens = tokens[0] or self.input_tokens
-            self.output_tokens = tokens[1] or self.output_tokens
+        if not isinstance(candidates, list):
+            return
+        for candidate in candidates:
+            if not isinstance(candidate, dict):
+                continue
+            content = candidate.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else ():
+                if isinstance(part, dict):
+                    self._token(part.get("text"), now_us)
+            if candidate.get("finishReason"):
+                self.finish_reason = str(candidate["finishReason"])
 
 
 def _int(value: object, default: int) -> int:

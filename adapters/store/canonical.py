@@ -135,6 +135,7 @@ class _At(CanonicalError):
 
 
 def _encode(obj: Any, out: list[bytes], depth: int, sink: Any = None) -> None:
+    """Append ``obj``'s canonical bytes to ``out`` (the slow path: it names where it failed)."""
     kind = type(obj)
     if kind is str:
         data = obj.encode("utf-8", "surrogatepass")
@@ -148,22 +149,7 @@ def _encode(obj: Any, out: list[bytes], depth: int, sink: Any = None) -> None:
     elif depth > DEPTH_MAX:
         raise _At(f"nested deeper than {DEPTH_MAX} (a reference cycle?)")
     elif kind is dict:
-        try:
-            pairs = sorted(
-                [(_sub(key, depth + 1), value) for key, value in obj.items()], key=_first
-            )
-        except _At as error:
-            raise error.under("<key>") from None
-        out.append(b"{%d:" % len(pairs))
-        for key_bytes, value in pairs:
-            out.append(key_bytes)
-            try:
-                _encode(value, out, depth + 1, sink)
-            except _At as error:
-                raise error.under(f"[{key_bytes[:40]!r}]") from None
-            if sink is not None and len(out) > _FLUSH_PIECES:
-                sink.update(b"".join(out))
-                out.clear()
+        _encode_dict(obj, out, depth, sink)
     elif kind is tuple or kind is list:
         out.append(b"(%d:" % len(obj) if kind is tuple else b"[%d:" % len(obj))
         for index, item in enumerate(obj):
@@ -186,24 +172,46 @@ def _encode(obj: Any, out: list[bytes], depth: int, sink: Any = None) -> None:
         out.append(b"<%d:" % len(members))
         out.extend(members)
     else:
-        spec = _spec(kind)
-        if spec is None:
-            raise _At(f"no canonical encoding for {kind.__qualname__}")
-        header, fields = spec
-        out.append(header)
-        for name_bytes, name in fields:
-            out.append(name_bytes)
-            field: Any = getattr(obj, name, None)
-            field_kind = type(field)
-            if field_kind is int:
-                out.append(b"i%d;" % field)
-            elif field is None:
-                out.append(b"N")
-            else:
-                try:
-                    _encode(field, out, depth + 1, sink)
-                except _At as error:
-                    raise error.under(f".{name}") from None
+        _encode_object(obj, out, depth, sink)
+
+
+def _encode_dict(obj: dict[Any, Any], out: list[bytes], depth: int, sink: Any) -> None:
+    """A dict: its entries sorted by their keys' canonical bytes."""
+    try:
+        pairs = sorted([(_sub(key, depth + 1), value) for key, value in obj.items()], key=_first)
+    except _At as error:
+        raise error.under("<key>") from None
+    out.append(b"{%d:" % len(pairs))
+    for key_bytes, value in pairs:
+        out.append(key_bytes)
+        try:
+            _encode(value, out, depth + 1, sink)
+        except _At as error:
+            raise error.under(f"[{key_bytes[:40]!r}]") from None
+        if sink is not None and len(out) > _FLUSH_PIECES:
+            sink.update(b"".join(out))
+            out.clear()
+
+
+def _encode_object(obj: Any, out: list[bytes], depth: int, sink: Any) -> None:
+    """An attrs or slotted object: its canonical class name, then each field by name."""
+    spec = _spec(type(obj))
+    if spec is None:
+        raise _At(f"no canonical encoding for {type(obj).__qualname__}")
+    header, fields = spec
+    out.append(header)
+    for name_bytes, name in fields:
+        out.append(name_bytes)
+        field: Any = getattr(obj, name, None)
+        if type(field) is int:
+            out.append(b"i%d;" % field)
+        elif field is None:
+            out.append(b"N")
+        else:
+            try:
+                _encode(field, out, depth + 1, sink)
+            except _At as error:
+                raise error.under(f".{name}") from None
 
 
 def _first(pair: tuple[bytes, object]) -> bytes:

@@ -685,6 +685,12 @@ class _Simulation:
         self._check_balances(events)
 
     def _check_event(self, evt: Event) -> None:
+        """Every per-event property of the fleet's history (L4, L6, L8, A1-A3, A7)."""
+        self._check_hold_event(evt)
+        self._check_availability_event(evt)
+
+    def _check_hold_event(self, evt: Event) -> None:
+        """L4, L6, L8 for one event, and the counters of what the run exercised."""
         state = self.checked
         if isinstance(evt, bev.HoldPlaced) and not evt.hold_id.startswith("healthy"):
             legs = sorted(leg.account_id for leg in evt.legs)
@@ -709,6 +715,10 @@ class _Simulation:
             self.counters["exhaustion_with_retry"] += 1
         elif isinstance(evt, rev.AttemptRouted) and evt.delivered_chars > 0:
             self.counters["midstream_fallback"] += 1
+
+    def _check_availability_event(self, evt: Event) -> None:
+        """A1-A3 and A7 for one event (bounded, well-keyed, never shortened, one exhaustion)."""
+        state = self.checked
         if isinstance(
             evt,
             (rev.CooldownStarted, rev.CooldownExtended, rev.PairSuspended, rev.CredentialSuspended),
