@@ -51,7 +51,7 @@ from routeledger.adapters.providers.observe import Observation, observe_exceptio
 from routeledger.adapters.providers.problems import ExhaustionReport
 from routeledger.adapters.providers.report import exhaustion_report
 from routeledger.core.budget import decide as budget
-from routeledger.core.budget.group import HoldGroup
+from routeledger.core.budget.group import HoldCommand, HoldGroup
 from routeledger.core.budget.sinks import LocalLedgerSink, PlatformReport, SinkMode, open_sink
 from routeledger.core.budget.values import Rejection, Usage
 from routeledger.core.credentials.decide import CredentialFailure, RecordFailure, decide_failure
@@ -133,6 +133,10 @@ _LIFECYCLE_FAILURE: Final[Mapping[FailureClass, CredentialFailure]] = {
 class RequestPhase(enum.Enum):
     """Where one request is in its lifecycle."""
 
+    #: Identity hash (members are singletons): ``Enum.__hash__`` runs in Python
+    #: and :data:`TRANSITIONS` is looked up at every move of every request.
+    __hash__ = object.__hash__
+
     #: Made by ``Engine.request``; nothing recorded yet.
     NEW = "new"
     #: Recorded; the next step is to be decided (or was decided at entry).
@@ -153,6 +157,10 @@ class RequestPhase(enum.Enum):
 
 class Signal(enum.Enum):
     """What moves a request from one phase to another."""
+
+    #: Identity hash (members are singletons): ``Enum.__hash__`` runs in Python
+    #: and :data:`TRANSITIONS` is looked up at every move of every request.
+    __hash__ = object.__hash__
 
     ENTERED = "entered"
     REJECTED = "rejected"
@@ -545,14 +553,12 @@ def decide_items(
     item with any other event, and before a second item of the same request
     (the committer queues the rest for the next group).
     """
-    commands = [
-        i.hold if isinstance(i, _Enter) else i.resolution if isinstance(i, _Leave) else None
-        for i in items
-    ]
-    holds = HoldGroup(state.budget, [c for c in commands if c is not None])
-    # A lone item is decided on the state itself (nothing follows it to mislead).
-    view = group_view(state.routing) if len(items) > 1 else state.routing
     credentials = usability(state.credentials, now) if track_credentials else None
+    if len(items) == 1:  # the common case (no concurrency): no group to build
+        return [_decide_lone(policy, state, items[0], now, credentials)]
+    commands = [_hold_command(i) for i in items]
+    holds = HoldGroup(state.budget, [c for c in commands if c is not None])
+    view = group_view(state.routing)
     seen: set[str] = set()
     outcomes: list[Decided | Exception] = []
     for item in items:
@@ -568,12 +574,36 @@ def decide_items(
         if held is not None:
             holds.keep(held)
         outcomes.append(decided)
-        if len(items) == 1 or isinstance(item, _KeyFailure):
+        if isinstance(item, _KeyFailure):
             break  # a credential event is not in the view: nothing may follow it
         note_in_view(view, routed)
         if not request_local(routed, request_id):
             break
     return outcomes
+
+
+def _hold_command(item: Item) -> HoldCommand | None:
+    """The budget command ``item`` carries: an entry's hold, a leave's resolution."""
+    if isinstance(item, _Enter):
+        return item.hold
+    return item.resolution if isinstance(item, _Leave) else None
+
+
+def _decide_lone(
+    policy: Policy,
+    state: Folded,
+    item: Item,
+    now: int,
+    credentials: Mapping[str, CredentialUsability] | None,
+) -> Decided | Exception:
+    """One item decided on the state itself (nothing follows it to mislead)."""
+    command = _hold_command(item)
+    holds = HoldGroup(state.budget, (command,) if command is not None else ())
+    try:
+        decided, _, _ = decide_item(policy, state.routing, holds, state, item, now, credentials)
+    except UsageError as error:
+        return error
+    return decided
 
 
 def decide_item(

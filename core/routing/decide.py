@@ -38,7 +38,7 @@ import bisect
 from collections.abc import Iterable, Mapping
 from itertools import chain as chain_iter
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NoReturn
 
 import attrs
 
@@ -364,10 +364,19 @@ def decide_next(
     batch (one commit per request opened): the step is decided exactly as if
     that event had been folded first (it only creates the request's own entry).
     """
-    request = _request_for(state, command, opening)
+    # The common paths inline, the refusals in functions: this runs per decision (hot path).
+    request = state.requests.get(command.request_id) if opening is None else None
+    if request is None:
+        request = _opened(state, command, opening)
     if request.terminal or request.in_flight is not None:
         return RouteIdle(ended=request.terminal, wait_until_us=request.wait_until_us)
-    _check_attempt_id(command, request)
+    attempt_id = command.attempt_id
+    if (
+        type(attempt_id) is not str
+        or not 0 < len(attempt_id) <= STREAM_ID_LENGTH_MAX
+        or attempt_id in request.attempts
+    ):
+        _refuse_attempt_id(command)
     received = request.received
     scan = _Scan()
     chain = policy.chain(received.route, received.backups)
@@ -376,9 +385,16 @@ def decide_next(
     for alias, position, why in chain.left_out:
         scan.skip(alias, position, None, None, SkipReason(why))
     plans = chain.targets
-    start, only_pair = _resume_point(policy, request)
-    deadline = _deadline(policy, received)
-    exhausted = _ended_before_scan(policy, request, deadline, now_us)
+    last = request.last_failure
+    start, only_pair = (0, None) if last is None else _resume_point(policy, request, last)
+    deadline = received.deadline_us
+    if policy.limits.deadline_us is not None:
+        deadline = _deadline(policy, received)
+    exhausted: ExhaustedReason | None = None
+    if len(request.attempts) >= policy.limits.attempts_max:
+        exhausted = ExhaustedReason.ATTEMPTS_LIMIT
+    elif deadline is not None and now_us >= deadline:
+        exhausted = ExhaustedReason.DEADLINE
     if exhausted is None:
         pick = _pick(policy, state, request, plans, start, only_pair, now_us, credentials, scan)
         if pick is not None:
@@ -393,17 +409,14 @@ def decide_next(
     return RouteExhausted(_exhausted(policy, state, request, plans, exhausted, now_us, credentials))
 
 
-def _request_for(
+def _opened(
     state: RoutingState, command: RouteNext, opening: RequestReceived | None
 ) -> RequestState:
-    """The request ``command`` names: folded, or just opened by ``opening`` (raises on misuse)."""
+    """The request ``opening`` just opened (raises :class:`CommandError` on any misuse)."""
     if opening is None:
-        request = state.requests.get(command.request_id)
-        if request is None:
-            raise CommandError(
-                command, "request_id", f"unknown request {command.request_id!r}: start it first"
-            )
-        return request
+        raise CommandError(
+            command, "request_id", f"unknown request {command.request_id!r}: start it first"
+        )
     if type(opening) is RequestReceived and opening.request_id == command.request_id:
         if command.request_id in state.requests:
             raise CommandError(
@@ -415,46 +428,28 @@ def _request_for(
     )
 
 
-def _check_attempt_id(command: RouteNext, request: RequestState) -> None:
-    """Raise :class:`CommandError` unless ``command.attempt_id`` is a new, well-formed id (X3)."""
+def _refuse_attempt_id(command: RouteNext) -> NoReturn:
+    """Raise :class:`CommandError` for a malformed or reused ``command.attempt_id`` (X3)."""
     attempt_id = command.attempt_id
     if type(attempt_id) is not str or not 0 < len(attempt_id) <= STREAM_ID_LENGTH_MAX:
         raise CommandError(command, "attempt_id", f"must be a non-empty str, got {attempt_id!r}")
-    if attempt_id in request.attempts:
-        raise CommandError(
-            command, "attempt_id", f"{attempt_id!r} was already used by this request"
-        )
+    raise CommandError(command, "attempt_id", f"{attempt_id!r} was already used by this request")
 
 
-def _resume_point(policy: Policy, request: RequestState) -> tuple[int, str | None]:
-    """Where the scan starts in the chain, and the one pair a no-fallback failure pins it to."""
-    last = request.last_failure
-    if last is None:
-        return 0, None
+def _resume_point(
+    policy: Policy, request: RequestState, last: AttemptFailed
+) -> tuple[int, str | None]:
+    """Where the scan resumes after ``last`` failed, and the one pair a no-fallback failure pins."""
     record = request.attempts[last.attempt_id]
     start = record.chain_position + (1 if last.phase is Phase.MID_STREAM else 0)
     only_pair = None if policy.rule(last.failure).fallback else record.pair_stream
     return start, only_pair
 
 
-def _deadline(policy: Policy, received: RequestReceived) -> int | None:
-    """The request's deadline: its own, or the policy's relative one if earlier."""
-    deadline = received.deadline_us
-    if policy.limits.deadline_us is not None:
-        relative = received.at_us + policy.limits.deadline_us
-        deadline = relative if deadline is None else min(deadline, relative)
-    return deadline
-
-
-def _ended_before_scan(
-    policy: Policy, request: RequestState, deadline: int | None, now_us: int
-) -> ExhaustedReason | None:
-    """Why the request ends whatever is selectable (attempts or time used up), or ``None``."""
-    if len(request.attempts) >= policy.limits.attempts_max:
-        return ExhaustedReason.ATTEMPTS_LIMIT
-    if deadline is not None and now_us >= deadline:
-        return ExhaustedReason.DEADLINE
-    return None
+def _deadline(policy: Policy, received: RequestReceived) -> int:
+    """The request's deadline under a policy deadline: its own, or the policy's if earlier."""
+    relative = received.at_us + (policy.limits.deadline_us or 0)
+    return relative if received.deadline_us is None else min(received.deadline_us, relative)
 
 
 def _wait_decided(request: RequestState, scan: _Scan, until_us: int, now_us: int) -> WaitDecided:
@@ -567,7 +562,14 @@ def _pick(
     compute the earliest time anything could serve (``scan.retry_at_us``).
     """
     received = request.received
-    asking = _asking(request)
+    owner = received.model_owner if received.model_owner is not None else received.caller_scope
+    asking = Asking(  # positional: keywords cost twice as much, once per decision
+        owner,
+        received.stream,
+        received.input_tokens,
+        request.fails_by_pair,
+        request.last_class_by_pair,
+    )
     pairs = state.pairs
     creds = state.creds
     attempt_no = len(request.attempts) + 1
@@ -581,7 +583,9 @@ def _pick(
         for index in _order(plan, state, received, salt):
             if tree is not None and examined == TREE_SCAN_FIRST:
                 at = (position, tree, salt, examined)
-                pick = _pick_indexed(policy, state, request, plan, at, now_us, credentials, scan)
+                pick = _pick_indexed(
+                    policy, state, request, plan, at, asking, now_us, credentials, scan
+                )
                 if pick is not None:
                     return pick
                 tree = None  # nothing in the pool is ready: scan the rest for the wait decision
@@ -616,25 +620,13 @@ def _pick(
     return None
 
 
-def _asking(request: RequestState) -> Asking:
-    """What ``request`` brings to the selection rules (:mod:`.selection`)."""
-    received = request.received
-    owner = received.model_owner if received.model_owner is not None else received.caller_scope
-    return Asking(
-        owner_scope=owner,
-        stream=received.stream,
-        input_tokens=received.input_tokens,
-        fails_by_pair=request.fails_by_pair,
-        last_class_by_pair=request.last_class_by_pair,
-    )
-
-
 def _pick_indexed(
     policy: Policy,
     state: RoutingState,
     request: RequestState,
     plan: PoolPlan,
     at: tuple[int, ReadyTree, int, int],
+    asking: Asking,
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None,
     scan: _Scan,
@@ -650,7 +642,6 @@ def _pick_indexed(
     position, tree, salt, examined = at
     entries = plan.entries
     size = len(entries)
-    asking = _asking(request)
     creds, pairs = state.creds, state.pairs
     begin = _begin(plan, state, request.received, salt)
     resume = begin + examined
