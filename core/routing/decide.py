@@ -543,6 +543,19 @@ def _after_scan(
     return None
 
 
+def _asking(request: RequestState) -> Asking:
+    """What ``request`` brings to the selection rules (:mod:`.selection`)."""
+    received = request.received
+    owner = received.model_owner if received.model_owner is not None else received.caller_scope
+    return Asking(  # positional: keywords cost twice as much, once per decision
+        owner,
+        received.stream,
+        received.input_tokens,
+        request.fails_by_pair,
+        request.last_class_by_pair,
+    )
+
+
 def _pick(
     policy: Policy,
     state: RoutingState,
@@ -562,14 +575,7 @@ def _pick(
     compute the earliest time anything could serve (``scan.retry_at_us``).
     """
     received = request.received
-    owner = received.model_owner if received.model_owner is not None else received.caller_scope
-    asking = Asking(  # positional: keywords cost twice as much, once per decision
-        owner,
-        received.stream,
-        received.input_tokens,
-        request.fails_by_pair,
-        request.last_class_by_pair,
-    )
+    asking = _asking(request)
     pairs = state.pairs
     creds = state.creds
     attempt_no = len(request.attempts) + 1
