@@ -1001,10 +1001,13 @@ class RequestHandle:
 
     async def _aleave(self, error: BaseException | None) -> None:
         items = self._leave_items(error)
-        if items:
-            # Queued together before the only await: a cancellation there does
-            # not withdraw them, and ``_left`` still runs once they are recorded.
-            await self.engine.committer.asubmit_all(items, on_abandoned=lambda: self._left(items))
+        committer = self.engine.committer
+        # Queued together before the only await: a cancellation there does not
+        # withdraw them, and ``_left`` still runs once they are recorded.
+        if len(items) == 1:  # the common case: no gather to build
+            await committer.asubmit(items[0], on_abandoned=lambda _: self._left(items))
+        elif items:
+            await committer.asubmit_all(items, on_abandoned=lambda: self._left(items))
         self._left(items)
 
     async def __aexit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
