@@ -45,7 +45,9 @@ def _run(script: Path, env: dict[str, str], figures: list[str], failed: list[str
 
 def main(argv: list[str]) -> int:
     scripts = sorted(
-        p for p in HERE.glob("*.py") if p.name != "run.py" and not p.name.startswith("_")
+        p
+        for p in HERE.glob("*.py")
+        if p.name not in ("run.py", "ab.py") and not p.name.startswith("_")
     )
     if argv:
         scripts = [p for p in scripts if p.stem in argv]

@@ -1,8 +1,8 @@
 """Group commit of budget hold commands: many concurrent holds, one durable commit.
 
-A durable append costs one sync (~0.25 ms on SQLite here; see
-``bench/README.md``), so appending each hold on its own caps a gateway near
-2k holds/s however many requests run at once. :class:`HoldCommitter` lets
+A durable append costs one sync (see ``bench/README.md``), so appending each
+hold on its own caps a gateway at the commit rate however many requests run
+at once. :class:`HoldCommitter` lets
 concurrent callers share commits, leader/follower style, as databases do:
 
 1. a caller queues its command;

@@ -37,9 +37,10 @@ __all__ = ["CONFLICT_RETRIES_MAX", "ConflictRetriesExhausted", "Runtime"]
 #: leases (core/budget/leases.py) rather than lean on this.
 CONFLICT_RETRIES_MAX: Final = 64
 
-#: First and largest pause between conflict retries, in seconds. Why: a
-#: PostgreSQL append round trip is ~1 ms here; full jitter over 1 ms doubling to
-#: 100 ms lets 4-8 writers on one hot stream take turns instead of colliding.
+#: First and largest pause between conflict retries, in seconds. Why: about one
+#: PostgreSQL append round trip to start with; full jitter doubling to 100 ms
+#: lets 4-8 writers on one hot stream take turns instead of colliding
+#: (``ledger.postgres4.retry_rate`` in bench/README.md).
 RETRY_PAUSE_S_MIN: Final = 0.001
 RETRY_PAUSE_S_MAX: Final = 0.1
 

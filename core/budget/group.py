@@ -1,7 +1,8 @@
 """Group commit: decide several hold commands as one batch, exactly as if one by one.
 
-A durable store pays one sync per commit (~0.25 ms on SQLite here), so a
-gateway placing one hold per commit tops out near 2k holds/s. Holds arriving
+A durable store pays one sync per commit, so a gateway placing one hold per
+commit is capped by the commit rate (``ledger.sqlite.serial.holds_per_s`` in
+``bench/README.md``). Holds arriving
 together can share a commit: :func:`decide_holds` decides them in order, each
 seeing the effect of those before it (a hot account's ``reserved`` grows hold
 by hold, so L2 is judged exactly as if they were appended one at a time), and
@@ -43,10 +44,11 @@ from .ledger import LedgerState, fold
 
 __all__ = ["GROUP_COMMANDS_MAX", "HoldCommand", "HoldGroup", "HoldResult", "decide_holds"]
 
-#: Commands decided as one batch, at most. Why: one commit on SQLite costs
-#: ~0.25 ms and a hold ~30 µs of CPU (decide, encode, insert, fold), so 64
-#: holds already spend ~90% of the commit in work rather than waiting; larger
-#: groups only lengthen the tail latency of the first command in them.
+#: Commands decided as one batch, at most. Why: a hold's CPU work (decide,
+#: encode, insert, fold) is about a tenth of one durable commit, so by 64 holds
+#: a group spends most of its commit working rather than waiting; larger groups
+#: only lengthen the tail latency of the first command in them (figures:
+#: ``ledger.sqlite.holds_per_s`` against ``ledger.sqlite.serial.holds_per_s``).
 GROUP_COMMANDS_MAX: Final = 64
 
 HoldCommand: TypeAlias = PlaceHold | SettleHold | RefundHold | AdjustHold

@@ -26,7 +26,7 @@ from routeledger.core.budget.ledger import AccountState
 from routeledger.core.budget.sinks import LocalLedgerSink, SinkMode
 from routeledger.core.budget.values import Usage
 
-#: The fixed seed set `make test` runs (small fleets, short workloads: ~10 s here).
+#: The fixed seed set `make test` runs (small fleets, short workloads, so the suite stays fast).
 FIXED_SEEDS = range(24)
 FIXED_OPTIONS = {"gateways": 3, "providers": 3, "requests": 100}
 #: A seed whose schedule exhausts a request with no output (the refund path) on a 3-gateway fleet.
