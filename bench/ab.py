@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("base")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("scripts", nargs="*", default=["route_decide", "engine"])
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     for name in args.scripts:
         if "postgres_url" in (ROOT / "bench" / f"{name}.py").read_text():
             parser.error(f"{name} needs PostgreSQL: run make bench for it")
