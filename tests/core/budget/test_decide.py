@@ -6,25 +6,27 @@ import pytest
 
 from routeledger.core.budget import events as ev
 from routeledger.core.budget import ledger
+from routeledger.core.budget.admin import (
+    ChangeLimit,
+    CorrectSpend,
+    decide_change_limit,
+    decide_correct_spend,
+    decide_roll_period,
+    periods_due,
+)
 from routeledger.core.budget.decide import (
     EXPIRE_BATCH_MAX,
     AdjustHold,
-    ChangeLimit,
-    CorrectSpend,
     OpenAccount,
     PlaceHold,
     RefundHold,
     SettleHold,
     decide_adjust_hold,
-    decide_change_limit,
-    decide_correct_spend,
     decide_expire_due,
     decide_open_account,
     decide_place_hold,
     decide_refund_hold,
-    decide_roll_period,
     decide_settle_hold,
-    periods_due,
     usage_problem,
 )
 from routeledger.core.budget.values import (

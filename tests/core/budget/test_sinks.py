@@ -7,11 +7,11 @@ import enum
 import attrs
 import pytest
 
+from routeledger.core.budget.admin import decide_roll_period
 from routeledger.core.budget.decide import (
     RefundHold,
     SettleHold,
     decide_refund_hold,
-    decide_roll_period,
     decide_settle_hold,
 )
 from routeledger.core.budget.sinks import (

@@ -18,21 +18,23 @@ from hypothesis.stateful import (
 
 from routeledger.core.budget import events as ev
 from routeledger.core.budget import ledger
+from routeledger.core.budget.admin import (
+    ChangeLimit,
+    decide_change_limit,
+    decide_roll_period,
+    periods_due,
+)
 from routeledger.core.budget.decide import (
     AdjustHold,
-    ChangeLimit,
     Decision,
     PlaceHold,
     RefundHold,
     SettleHold,
     decide_adjust_hold,
-    decide_change_limit,
     decide_expire_due,
     decide_place_hold,
     decide_refund_hold,
-    decide_roll_period,
     decide_settle_hold,
-    periods_due,
 )
 from routeledger.core.budget.values import (
     AMOUNT_MAX,
