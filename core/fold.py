@@ -17,6 +17,7 @@ from . import catalog  # noqa: F401  (registers every event type)
 from .budget import ledger as budget
 from .budget.events import BudgetEvent
 from .credentials import lifecycle as credentials
+from .errors import InvariantViolation
 from .events import Event
 from .routing import state as routing
 from .routing.events import RoutingEvent
@@ -62,14 +63,20 @@ class Folded:
         own). ``tests/adapters/engine/test_runtime.py`` checks this equals folding every
         event through every context.
         """
-        if evt.stream_id.startswith(SHARED_STREAM_PREFIXES):
-            self._apply_all(evt)
-        elif isinstance(evt, RoutingEvent):
-            self.routing = routing.evolve(self.routing, evt)
-        elif isinstance(evt, BudgetEvent):
-            self.budget = budget.evolve(self.budget, evt)
-        else:
-            self._apply_all(evt)
+        try:
+            if evt.stream_id.startswith(SHARED_STREAM_PREFIXES):
+                self._apply_all(evt)
+            elif isinstance(evt, RoutingEvent):
+                self.routing = routing.evolve(self.routing, evt)
+            elif isinstance(evt, BudgetEvent):
+                self.budget = budget.evolve(self.budget, evt)
+            else:
+                self._apply_all(evt)
+        except KeyError as missing:  # an event about a request, hold or account never opened
+            raise InvariantViolation(
+                f"{type(evt).__qualname__} on {evt.stream_id!r} (version {evt.version}) "
+                f"cannot be folded: {missing} was never recorded"
+            ) from None
         self.events += 1
         if evt.at_us > self.at_us_max:
             self.at_us_max = evt.at_us

@@ -214,8 +214,13 @@ _UNUSABLE_REASON: Final[Mapping[CredentialState, UnusableReason]] = {
 }
 
 
-class IllegalTransition(UsageError):
-    """An event is impossible in the current state (names event, subject and state)."""
+class IllegalTransition(UsageError, InvariantViolation):
+    """An event is impossible in the current state (names event, subject and state).
+
+    Both families: a decider raises it for a command that would make the move
+    (the caller's mistake); the fold raises it for a recorded event that makes
+    it (an impossible log: a RouteLedger bug), so it is caught as either.
+    """
 
     def __init__(self, *, event_tag: str, subject: str, state: enum.Enum) -> None:
         self.event_tag = event_tag
