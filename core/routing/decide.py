@@ -73,7 +73,7 @@ from .events import (
 from .failures import Evidence, FailureAction, FailureClass, FailureRule, FailureScope, Phase
 from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
 from .policy import BACKUPS_MAX, Policy, PoolPlan, Strategy
-from .selection import BLOCKED, Asking, member_verdict
+from .selection import BLOCKED, member_verdict
 from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
@@ -543,19 +543,6 @@ def _after_scan(
     return None
 
 
-def _asking(request: RequestState) -> Asking:
-    """What ``request`` brings to the selection rules (:mod:`.selection`)."""
-    received = request.received
-    owner = received.model_owner if received.model_owner is not None else received.caller_scope
-    return Asking(  # positional: keywords cost twice as much, once per decision
-        owner,
-        received.stream,
-        received.input_tokens,
-        request.fails_by_pair,
-        request.last_class_by_pair,
-    )
-
-
 def _pick(
     policy: Policy,
     state: RoutingState,
@@ -575,7 +562,6 @@ def _pick(
     compute the earliest time anything could serve (``scan.retry_at_us``).
     """
     received = request.received
-    asking = _asking(request)
     pairs = state.pairs
     creds = state.creds
     attempt_no = len(request.attempts) + 1
@@ -589,9 +575,7 @@ def _pick(
         for index in _order(plan, state, received, salt):
             if tree is not None and examined == TREE_SCAN_FIRST:
                 at = (position, tree, salt, examined)
-                pick = _pick_indexed(
-                    policy, state, request, plan, at, asking, now_us, credentials, scan
-                )
+                pick = _pick_indexed(policy, state, request, plan, at, now_us, credentials, scan)
                 if pick is not None:
                     return pick
                 tree = None  # nothing in the pool is ready: scan the rest for the wait decision
@@ -599,7 +583,7 @@ def _pick(
             member = entries[index]
             if only_pair is not None and member.pair_stream != only_pair:
                 continue
-            why, ready = member_verdict(policy, member, asking, creds, pairs, now_us, credentials)
+            why, ready = member_verdict(policy, member, request, creds, pairs, now_us, credentials)
             if why is None:
                 if survey:
                     scan.could_serve_at(now_us)
@@ -632,7 +616,6 @@ def _pick_indexed(
     request: RequestState,
     plan: PoolPlan,
     at: tuple[int, ReadyTree, int, int],
-    asking: Asking,
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None,
     scan: _Scan,
@@ -656,7 +639,7 @@ def _pick_indexed(
         member = first_ready(tree, low, now_us) if low < high else -1
         while 0 <= member < high:
             verdict, _ = member_verdict(
-                policy, entries[member], asking, creds, pairs, now_us, credentials
+                policy, entries[member], request, creds, pairs, now_us, credentials
             )
             if verdict is None:
                 passed = (member - begin) % size
@@ -664,7 +647,7 @@ def _pick_indexed(
                 for step in range(examined, recorded):
                     entry = entries[(begin + step) % size]
                     why, ready = member_verdict(
-                        policy, entry, asking, creds, pairs, now_us, credentials
+                        policy, entry, request, creds, pairs, now_us, credentials
                     )
                     if why is None:  # pragma: no cover (unreachable: the tree passed over it)
                         raise InvariantViolation(

@@ -22,15 +22,14 @@ the time availability allows the member again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, NamedTuple
+from typing import Final
 
 from ..usability import CredentialUsability, model_problem
 from .events import SkipReason
-from .failures import FailureClass
 from .policy import Policy, PoolMember
-from .state import ScopeState
+from .state import RequestState, ScopeState
 
-__all__ = ["BLOCKED", "Asking", "member_verdict", "why_blocked"]
+__all__ = ["BLOCKED", "member_verdict", "why_blocked"]
 
 #: The reasons of rule 4: the member is only blocked until ``ready``.
 BLOCKED: Final = frozenset(
@@ -41,19 +40,6 @@ BLOCKED: Final = frozenset(
         SkipReason.PROBE_IN_FLIGHT,
     }
 )
-
-
-class Asking(NamedTuple):
-    """What the request asking for a member brings to rules 2 and 3."""
-
-    #: The scope whose credentials the request may use (its model owner or caller).
-    owner_scope: str
-    stream: bool
-    input_tokens: int
-    #: Pair stream -> the request's failures on it so far.
-    fails_by_pair: Mapping[str, int]
-    #: Pair stream -> the class of the request's last failure on it.
-    last_class_by_pair: Mapping[str, FailureClass]
 
 
 def why_blocked(cred: ScopeState | None, pair: ScopeState | None, ready: int) -> SkipReason:
@@ -68,7 +54,7 @@ def why_blocked(cred: ScopeState | None, pair: ScopeState | None, ready: int) ->
 def member_verdict(
     policy: Policy,
     member: PoolMember,
-    asking: Asking | None,
+    request: RequestState | None,
     creds: Mapping[str, ScopeState],
     pairs: Mapping[str, ScopeState],
     now_us: int,
@@ -76,8 +62,8 @@ def member_verdict(
 ) -> tuple[SkipReason | None, int]:
     """Why ``member`` is not selectable at ``now_us`` (``None``: it is) and when it is ready.
 
-    ``asking`` is ``None`` for a reader with no request (``explain``): rules 2
-    and 3 are then not applied. ``credentials`` is ``None`` when the lifecycle
+    ``request`` is the request asking, or ``None`` for a reader with no request
+    (``explain``): rules 2 and 3 are then not applied. ``credentials`` is ``None`` when the lifecycle
     is not tracked (rule 1 is then not applied). ``ready`` is 0 for a permanent
     reason and for a member available now.
     """
@@ -90,13 +76,15 @@ def member_verdict(
         problem = model_problem(view, model)
         if problem is not None:
             return SkipReason(problem.value), 0
-    if asking is not None:
-        owner_scope, stream, input_tokens, fails, last_class = asking
-        if owner is not None and owner != owner_scope:
-            return SkipReason.OUT_OF_SCOPE, 0
-        if stream and not streaming:
+    if request is not None:
+        received = request.received
+        if owner is not None:  # members resolve in the model owner's scope (I3)
+            scope = received.caller_scope if received.model_owner is None else received.model_owner
+            if owner != scope:
+                return SkipReason.OUT_OF_SCOPE, 0
+        if received.stream and not streaming:
             return SkipReason.NO_STREAMING, 0
-        if input_tokens > window:
+        if received.input_tokens > window:
             return SkipReason.CONTEXT_TOO_SMALL, 0
     cred = creds.get(cred_stream)
     pair = pairs.get(pair_stream)
@@ -105,9 +93,12 @@ def member_verdict(
         ready = cred.ready_us
     if pair is not None and pair.ready_us > now_us and pair.ready_us > ready:
         ready = pair.ready_us
-    if asking is not None:
-        count = fails.get(pair_stream)
-        if count is not None and count > policy.rule(last_class[pair_stream]).retry_same:
+    if request is not None:
+        count = request.fails_by_pair.get(pair_stream)
+        if (
+            count is not None
+            and count > policy.rule(request.last_class_by_pair[pair_stream]).retry_same
+        ):
             return SkipReason.ALREADY_FAILED, ready
     if ready:
         blocking_cred = cred if cred is not None and cred.ready_us > now_us else None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from routeledger.core.routing.events import SkipReason
+from routeledger.core.routing.events import RequestReceived, SkipReason
 from routeledger.core.routing.failures import FailureClass
 from routeledger.core.routing.policy import RETRY_SAME_MAX
-from routeledger.core.routing.selection import Asking, member_verdict
-from routeledger.core.routing.state import ScopeState
+from routeledger.core.routing.selection import member_verdict
+from routeledger.core.routing.state import RequestState, ScopeState
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
 from .support import T0, S, policy, target
@@ -18,13 +18,34 @@ POLICY = policy(
     windows={"small": 100},
 )
 OWNED, OPEN = POLICY.pools()[0].entries
-ASKING = Asking(
-    owner_scope="team-a",
-    stream=True,
-    input_tokens=500,
-    fails_by_pair={OPEN.pair_stream: 1},
-    last_class_by_pair={OPEN.pair_stream: FailureClass.PROVIDER_UNAVAILABLE},
-)
+
+
+def _asking(
+    *, caller: str = "team-a", stream: bool = True, input_tokens: int = 500, fails: int = 1
+) -> RequestState:
+    """A request of ``caller`` that failed ``fails`` times on OPEN's pair."""
+    request = RequestState(
+        RequestReceived(
+            stream_id="request:r",
+            version=1,
+            at_us=T0,
+            request_id="r",
+            route="chat",
+            backups=(),
+            caller_scope=caller,
+            model_owner=None,
+            seed=0,
+            stream=stream,
+            input_tokens=input_tokens,
+            deadline_us=None,
+        )
+    )
+    request.fails_by_pair[OPEN.pair_stream] = fails
+    request.last_class_by_pair[OPEN.pair_stream] = FailureClass.PROVIDER_UNAVAILABLE
+    return request
+
+
+ASKING = _asking()
 
 
 def _cooling(until_us: int) -> ScopeState:
@@ -43,7 +64,7 @@ def test_without_a_request_only_lifecycle_and_availability_apply() -> None:
         SkipReason.COOLING_DOWN,
         later,
     )
-    no_stream = ASKING._replace(owner_scope="team-b")
+    no_stream = _asking(caller="team-b")
     assert member_verdict(POLICY, OWNED, no_stream, {}, {}, T0, None)[0] is SkipReason.NO_STREAMING
 
 
@@ -64,9 +85,7 @@ def test_lifecycle_comes_first_and_failures_before_availability() -> None:
     )
     later = T0 + 5 * S
     cooled = {OPEN.pair_stream: _cooling(later)}
-    streaming = ASKING._replace(
-        stream=False, input_tokens=10, fails_by_pair={OPEN.pair_stream: RETRY_SAME_MAX + 1}
-    )
+    streaming = _asking(stream=False, input_tokens=10, fails=RETRY_SAME_MAX + 1)
     assert member_verdict(POLICY, OPEN, streaming, {}, cooled, T0, None) == (
         SkipReason.ALREADY_FAILED,
         later,
