@@ -44,16 +44,14 @@ from routeledger.core.budget import decide as budget
 from routeledger.core.budget.values import AccountScope, Unit, Usage
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded, fold_log
-from routeledger.core.routing.decide import (
+from routeledger.core.routing.commands import (
     Failed,
     RecordOutcome,
     RouteNext,
     StartRequest,
     Succeeded,
-    decide_next,
-    decide_outcome,
-    decide_start,
 )
+from routeledger.core.routing.decide import decide_next, decide_outcome, decide_start
 from routeledger.core.routing.events import AttemptRouted
 from routeledger.core.routing.failures import FailureClass
 from routeledger.core.routing.policy import CredentialSpec, Member, ModelSpec, Policy, Route, Target

@@ -52,7 +52,7 @@ from routeledger.core.events import Event
 from routeledger.core.fold import Folded, Recorded
 from routeledger.core.routing import events as rev
 from routeledger.core.routing import state as routing
-from routeledger.core.routing.decide import Failed, StartRequest, Succeeded
+from routeledger.core.routing.commands import Failed, StartRequest, Succeeded
 from routeledger.core.routing.policy import Policy
 from routeledger.core.routing.steps import RouteWait
 from routeledger.core.usability import CredentialUsability

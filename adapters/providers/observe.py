@@ -56,7 +56,7 @@ import orjson
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.core.errors import UsageError
 from routeledger.core.events import DETAIL_CHARS_MAX
-from routeledger.core.routing.decide import Failed, Succeeded
+from routeledger.core.routing.commands import Failed, Succeeded
 from routeledger.core.routing.failures import (
     Evidence,
     FailureClass,

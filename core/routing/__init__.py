@@ -16,19 +16,8 @@ Modules:
 
 from __future__ import annotations
 
-from .decide import (
-    Failed,
-    OutcomeConflict,
-    RecordOutcome,
-    RequestConflict,
-    RouteNext,
-    StartRequest,
-    Succeeded,
-    decide_next,
-    decide_outcome,
-    decide_start,
-    succeeded_problem,
-)
+from .commands import Failed, RecordOutcome, RouteNext, StartRequest, Succeeded, succeeded_problem
+from .decide import OutcomeConflict, RequestConflict, decide_next, decide_outcome, decide_start
 from .failures import (
     DEFAULT_FAILURE_TABLE,
     Evidence,

@@ -38,14 +38,24 @@ import bisect
 from collections.abc import Iterable, Mapping
 from itertools import chain as chain_iter
 from types import MappingProxyType
-from typing import Final, NoReturn
+from typing import Final
 
 import attrs
 
 from ..errors import CommandError, InvariantViolation, UsageError
-from ..events import DETAIL_CHARS_MAX, STREAM_ID_LENGTH_MAX, stream_id_problem
+from ..events import STREAM_ID_LENGTH_MAX
 from ..streams import credential_stream, request_stream
 from ..usability import CredentialUsability
+from .commands import (
+    RecordOutcome,
+    RouteNext,
+    StartRequest,
+    Succeeded,
+    check_start,
+    failed_problem,
+    refuse_attempt_id,
+    succeeded_problem,
+)
 from .events import (
     AttemptFailed,
     AttemptRouted,
@@ -72,34 +82,24 @@ from .events import (
 )
 from .failures import Evidence, FailureAction, FailureClass, FailureRule, FailureScope, Phase
 from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
-from .policy import BACKUPS_MAX, Policy, PoolPlan, Strategy
+from .policy import Policy, PoolPlan, Strategy
 from .selection import BLOCKED, member_verdict
 from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
 __all__ = [
-    "INT64_MAX",
     "SKIPS_RECORDED_MAX",
-    "Failed",
     "OutcomeConflict",
-    "RecordOutcome",
     "RequestConflict",
-    "RouteNext",
-    "StartRequest",
-    "Succeeded",
     "decide_next",
     "decide_outcome",
     "decide_start",
-    "failed_problem",
     "mix64",
-    "succeeded_problem",
 ]
 
 #: Skipped candidates recorded on one decision; the rest are counted. Why: a
 #: 4,096-member pool must not produce a 4,096-entry event; 16 explain any pick.
 SKIPS_RECORDED_MAX: Final = 16
-#: Integers in events are signed 64-bit.
-INT64_MAX: Final = (1 << 63) - 1
 _MASK64: Final = (1 << 64) - 1
 #: No pool index (an unindexed state, a survey, or a retry pinned to one pair).
 _NO_TREES: Final[Mapping[str, ReadyTree]] = MappingProxyType({})
@@ -113,69 +113,6 @@ class OutcomeConflict(UsageError):
     """An outcome for an attempt that already has a different outcome (X1)."""
 
 
-@attrs.frozen(kw_only=True)
-class StartRequest:
-    """Start routing a request (ids come from the caller, X3)."""
-
-    request_id: str
-    route: str
-    caller_scope: str
-    #: Per-request backup aliases, tried before the route's fallback (I3).
-    backups: tuple[str, ...] = ()
-    #: The owner of the (shared) model configuration; members resolve in this scope (I3).
-    model_owner: str | None = None
-    #: Randomness for weighted pools (D1: never drawn by the core).
-    seed: int = 0
-    stream: bool = False
-    input_tokens: int = 0
-    #: Absolute deadline in engine time; the policy's relative deadline also applies.
-    deadline_us: int | None = None
-
-
-@attrs.frozen(kw_only=True)
-class RouteNext:
-    """Decide what a request does next; ``attempt_id`` names the attempt it may route."""
-
-    request_id: str
-    attempt_id: str
-
-
-@attrs.frozen(kw_only=True)
-class Succeeded:
-    """A completed attempt (a truncated answer is a ``Failed`` mid-stream, never this)."""
-
-    evidence: Evidence = Evidence.UPSTREAM
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-@attrs.frozen(kw_only=True)
-class Failed:
-    """A failed attempt, classified by an adapter."""
-
-    failure: FailureClass
-    phase: Phase = Phase.BEFORE_RESPONSE
-    #: Output delivered to the caller so far (all attempts of the request).
-    delivered_chars: int = 0
-    #: The provider's hint as a duration; clamped by the policy.
-    hint_us: int | None = None
-    #: HTTP status, if the provider answered (recorded for the failure report, I4).
-    status: int | None = None
-    #: Short description, scrubbed by the adapter before it reaches the core (E1).
-    detail: str = ""
-    #: Whether the provider billed this failed attempt.
-    billed: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class RecordOutcome:
-    """Record what happened to an attempt."""
-
-    request_id: str
-    attempt_id: str
-    outcome: Succeeded | Failed
-
-
 def mix64(seed: int, salt: int) -> int:
     """A deterministic 64-bit mix of two integers (one splitmix64 step), independent of PYTHONHASHSEED."""
     acc = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + (salt & _MASK64)) & _MASK64
@@ -187,52 +124,12 @@ def mix64(seed: int, salt: int) -> int:
 # --------------------------------------------------------------------------- start
 
 
-def _check_text(command: object, name: str, value: object) -> None:
-    if type(value) is not str or stream_id_problem(value) is not None:
-        raise CommandError(command, name, f"must be a non-empty printable string, got {value!r}")
-
-
-def _check_count(command: object, name: str, value: object, high: int = INT64_MAX) -> None:
-    if type(value) is not int or not 0 <= value <= high:
-        raise CommandError(command, name, f"must be an int in 0..{high}, got {value!r}")
-
-
-def succeeded_problem(outcome: Succeeded) -> str | None:
-    """Why ``outcome`` cannot be recorded (malformed evidence or token counts), or ``None``."""
-    if not isinstance(outcome.evidence, Evidence):
-        return f"evidence must be an Evidence, got {outcome.evidence!r}"
-    for name, value in (
-        ("input_tokens", outcome.input_tokens),
-        ("output_tokens", outcome.output_tokens),
-    ):
-        if type(value) is not int or not 0 <= value <= INT64_MAX:
-            return f"{name} must be an int in 0..{INT64_MAX}, got {value!r}"
-    return None
-
-
 def decide_start(
     policy: Policy, state: RoutingState, command: StartRequest, *, now_us: int
 ) -> tuple[RoutingEvent, ...]:
     """Record a request's arrival; the same command again is a no-op, a different one a conflict."""
     del policy  # the route is resolved at each decision (an unknown alias degrades there)
-    _check_text(command, "request_id", command.request_id)
-    _check_text(command, "route", command.route)
-    _check_text(command, "caller_scope", command.caller_scope)
-    if command.model_owner is not None:
-        _check_text(command, "model_owner", command.model_owner)
-    if len(command.backups) > BACKUPS_MAX:
-        raise CommandError(command, "backups", f"lists more than {BACKUPS_MAX} aliases")
-    for index, alias in enumerate(command.backups):
-        _check_text(command, f"backups[{index}]", alias)
-    if type(command.seed) is not int or not -INT64_MAX - 1 <= command.seed <= INT64_MAX:
-        raise CommandError(command, "seed", f"must be a signed 64-bit int, got {command.seed!r}")
-    _check_count(command, "input_tokens", command.input_tokens)
-    if command.deadline_us is not None:
-        _check_count(command, "deadline_us", command.deadline_us)
-    stream_id = request_stream(command.request_id)
-    problem = stream_id_problem(stream_id)
-    if problem is not None:
-        raise CommandError(command, "request_id", problem)
+    stream_id = check_start(command)
     received = RequestReceived(
         stream_id=stream_id,
         version=1,
@@ -376,7 +273,7 @@ def decide_next(
         or not 0 < len(attempt_id) <= STREAM_ID_LENGTH_MAX
         or attempt_id in request.attempts
     ):
-        _refuse_attempt_id(command)
+        refuse_attempt_id(command)
     received = request.received
     scan = _Scan()
     chain = policy.chain(received.route, received.backups)
@@ -426,14 +323,6 @@ def _opened(
     raise CommandError(
         command, "", f"opening must be this request's RequestReceived, got {opening!r}"
     )
-
-
-def _refuse_attempt_id(command: RouteNext) -> NoReturn:
-    """Raise :class:`CommandError` for a malformed or reused ``command.attempt_id`` (X3)."""
-    attempt_id = command.attempt_id
-    if type(attempt_id) is not str or not 0 < len(attempt_id) <= STREAM_ID_LENGTH_MAX:
-        raise CommandError(command, "attempt_id", f"must be a non-empty str, got {attempt_id!r}")
-    raise CommandError(command, "attempt_id", f"{attempt_id!r} was already used by this request")
 
 
 def _resume_point(
@@ -775,27 +664,6 @@ def decide_outcome(
     if isinstance(observed, AttemptSucceeded):
         return _healed(state, observed, record.pair_stream, now_us)
     return (observed, *_blocks(policy, state, observed, record.pair_stream, now_us))
-
-
-def failed_problem(outcome: Failed) -> str | None:
-    """Why a failure ``outcome`` cannot be recorded (a malformed field), or ``None``."""
-    hint_us = outcome.hint_us
-    delivered = outcome.delivered_chars
-    if (
-        type(outcome.failure) is FailureClass
-        and type(outcome.phase) is Phase
-        and type(delivered) is int
-        and 0 <= delivered <= INT64_MAX
-        and (hint_us is None or (type(hint_us) is int and 0 <= hint_us <= INT64_MAX))
-        and (
-            outcome.status is None or (type(outcome.status) is int and 100 <= outcome.status <= 599)
-        )
-        and type(outcome.detail) is str
-        and len(outcome.detail) <= DETAIL_CHARS_MAX
-        and type(outcome.billed) is bool
-    ):
-        return None
-    return f"malformed failure outcome {outcome!r}"
 
 
 def _observed(

@@ -14,7 +14,8 @@ from routeledger.core.budget import events as bev
 from routeledger.core.budget.values import Leg, Rejection, RejectionReason, Usage
 from routeledger.core.fold import Folded, Recorded, fold_log
 from routeledger.core.routing import events as rev
-from routeledger.core.routing.decide import RouteNext, StartRequest, decide_next, decide_start
+from routeledger.core.routing.commands import RouteNext, StartRequest
+from routeledger.core.routing.decide import decide_next, decide_start
 from routeledger.projections import RequestTimeline
 from tests.projections.workload import POLICY, T0, build
 

@@ -20,16 +20,14 @@ from routeledger.adapters.store.eventstore import EventStore
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget.values import AccountScope, Unit, Usage
 from routeledger.core.fold import Folded
-from routeledger.core.routing.decide import (
+from routeledger.core.routing.commands import (
     Failed,
     RecordOutcome,
     RouteNext,
     StartRequest,
     Succeeded,
-    decide_next,
-    decide_outcome,
-    decide_start,
 )
+from routeledger.core.routing.decide import decide_next, decide_outcome, decide_start
 from routeledger.core.routing.events import AttemptRouted, Degraded, FallbackExhausted, WaitDecided
 from routeledger.core.routing.failures import FailureClass, Phase
 from routeledger.core.routing.policy import (

@@ -29,7 +29,8 @@ from routeledger.core.budget.values import AccountScope, Unit
 from routeledger.core.errors import DataError
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded, Recorded, fold_log
-from routeledger.core.routing.decide import StartRequest, decide_start
+from routeledger.core.routing.commands import StartRequest
+from routeledger.core.routing.decide import decide_start
 from routeledger.core.routing.policy import CredentialSpec, Member, ModelSpec, Policy, Route, Target
 from routeledger.projections import AvailabilityBoard, BudgetBoard, Projection
 from tests.backends import sqlite_url

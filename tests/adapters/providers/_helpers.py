@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from routeledger.adapters.providers.observe import Observation
-from routeledger.core.routing.decide import Failed
+from routeledger.core.routing.commands import Failed
 from routeledger.core.routing.failures import FailureClass
 
 #: Engine time used as "now" by every case: 2026-01-01T00:00:00Z.

@@ -14,7 +14,7 @@ from routeledger.adapters.providers.observe import (
     parse_duration_us,
     parse_hint_us,
 )
-from routeledger.core.routing.decide import Succeeded
+from routeledger.core.routing.commands import Succeeded
 from routeledger.core.routing.failures import FailureClass
 
 from ._helpers import NOW_US, expect, response

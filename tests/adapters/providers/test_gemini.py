@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routeledger.adapters.providers.observe import Provider, observe_response
-from routeledger.core.routing.decide import Succeeded
+from routeledger.core.routing.commands import Succeeded
 from routeledger.core.routing.failures import FailureClass
 
 from ._helpers import NOW_US, expect, response

@@ -12,7 +12,7 @@ from routeledger.adapters.providers.observe import (
     observe_response,
 )
 from routeledger.core.events import DETAIL_CHARS_MAX
-from routeledger.core.routing.decide import Succeeded
+from routeledger.core.routing.commands import Succeeded
 from routeledger.core.routing.failures import Evidence, FailureClass, Phase
 
 from ._helpers import NOW_US, expect, failed, response

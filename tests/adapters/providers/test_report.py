@@ -8,7 +8,7 @@ from routeledger.adapters.providers.problems import render_exhaustion
 from routeledger.adapters.providers.report import exhaustion_report
 from routeledger.adapters.providers.scrub import Scrubber
 from routeledger.core.routing import FailureClass
-from routeledger.core.routing.decide import Failed
+from routeledger.core.routing.commands import Failed
 from tests.core.routing.support import S, World, policy, target
 
 SECRET = "sk-live-9f8e7d6c5b4a39281706f5e4"

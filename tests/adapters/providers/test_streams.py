@@ -15,7 +15,7 @@ from routeledger.adapters.providers.observe import (
     StreamState,
 )
 from routeledger.core.errors import UsageError
-from routeledger.core.routing.decide import Succeeded
+from routeledger.core.routing.commands import Succeeded
 from routeledger.core.routing.failures import FailureClass, Phase
 
 from ._helpers import failed
