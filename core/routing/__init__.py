@@ -9,6 +9,7 @@ Modules:
 * :mod:`.index` — the optional per-pool readiness index (O(log n) picks in large pools);
 * :mod:`.selection` — the one precedence rule: why a member is or is not selectable now;
 * :mod:`.steps` — the typed step :func:`decide_next` returns;
+* :mod:`.commands` — the commands and every check of a caller's mistake in one (the edge);
 * :mod:`.decide` — the deciders: start a request, decide its next step, record an outcome.
 
 ``docs/routing.md`` describes the policy format, the failure table and the decisions.
