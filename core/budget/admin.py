@@ -15,9 +15,10 @@ import attrs
 from ..errors import CommandError
 from ..streams import account_stream
 from . import events as ev
-from .decide import _NOTHING, Decision, _check_id, _check_now, _conflict, _invalid, _replay
+from .decide import _NOTHING, Decision, _conflict, _invalid, _replay
 from .ledger import AccountState, LedgerState
 from .periods import ZoneResolver, period_bounds
+from .validate import check_id, check_now
 from .values import AMOUNT_MAX, LIMIT_MAX, PeriodKind, Rejection, RejectionReason, amount_problem
 
 __all__ = [
@@ -53,8 +54,8 @@ def _account_command(
     state: LedgerState, account_id: str, command_id: str, digest: str, now_us: int
 ) -> AccountState | Decision:
     """Common prologue of admin commands: the account, or the decision already made."""
-    account_id = _check_id(account_id, "account_id")
-    command_id = _check_id(command_id, "command_id")
+    account_id = check_id(account_id, "account_id")
+    command_id = check_id(command_id, "command_id")
     acc = state.accounts.get(account_id)
     if acc is None:
         return Decision(
@@ -85,7 +86,7 @@ def _account_command(
 
 def decide_change_limit(state: LedgerState, command: ChangeLimit, *, now_us: int) -> Decision:
     """Change an account's limit; the very next decision sees it (T3)."""
-    now_us = _check_now(now_us)
+    now_us = check_now(now_us)
     acc = _account_command(
         state, command.account_id, command.command_id, f"limit|{command.limit}", now_us
     )
@@ -112,7 +113,7 @@ def decide_change_limit(state: LedgerState, command: ChangeLimit, *, now_us: int
 
 def decide_correct_spend(state: LedgerState, command: CorrectSpend, *, now_us: int) -> Decision:
     """Correct spend by a signed delta; a correction below zero spend is refused (sticky)."""
-    now_us = _check_now(now_us)
+    now_us = check_now(now_us)
     if type(command.reason) is not str:
         raise CommandError(command, "reason", f"must be a str, got {command.reason!r}")
     digest = f"correct|{command.delta}|{command.reason}"
@@ -180,7 +181,7 @@ def decide_roll_period(
     Period spend restarts at zero; ``reserved`` and lifetime spend are kept,
     open holds carry over. Nothing to do (no events) before the boundary.
     """
-    now_us = _check_now(now_us)
+    now_us = check_now(now_us)
     acc = state.accounts.get(account_id)
     if acc is None:
         return Decision(

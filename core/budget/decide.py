@@ -22,9 +22,8 @@ from typing import Final, NamedTuple
 import attrs
 
 from ..errors import CommandError, UsageError
-from ..events import stream_id_problem
-from ..streams import ID_LENGTH_MAX, account_stream, hold_stream
-from ..time import ENGINE_TIME_US_MAX, ENGINE_TIME_US_MIN
+from ..streams import account_stream, hold_stream
+from ..time import ENGINE_TIME_US_MAX
 from . import events as ev
 from .ledger import (
     TRANSITIONS,
@@ -36,10 +35,8 @@ from .ledger import (
     hold_account_ids,
 )
 from .periods import ZoneResolver, period_bounds
+from .validate import check_id, check_now, check_place, usage_problem
 from .values import (
-    ACCOUNTS_PER_HOLD_MAX,
-    AMOUNT_MAX,
-    HOLD_TTL_US_MAX,
     LIMIT_MAX,
     AccountScope,
     HoldStatus,
@@ -67,7 +64,6 @@ __all__ = [
     "decide_place_hold",
     "decide_refund_hold",
     "decide_settle_hold",
-    "usage_problem",
 ]
 
 #: Most holds one expiry pass resolves. Why: it bounds one batch (each hold
@@ -152,49 +148,7 @@ class Decision(NamedTuple):
 _NOTHING: Final = Decision(events=())
 
 
-# --- validation (misuse raises; bad amounts are results) ---------------------
-
-
-def _check_id(value: object, field: str, command: object = "") -> str:
-    """Return ``value`` if it is a usable id, else raise :class:`CommandError`."""
-    if (
-        type(value) is str
-        and 0 < len(value) <= ID_LENGTH_MAX
-        and value.isprintable()
-        and " " not in value
-    ):
-        return value
-    problem = stream_id_problem(value) or f"must be 1..{ID_LENGTH_MAX} characters long"
-    raise CommandError(command, field, f"{value!r}: {problem}")
-
-
-def _check_now(now_us: int) -> int:
-    if type(now_us) is int and ENGINE_TIME_US_MIN <= now_us <= ENGINE_TIME_US_MAX:
-        return now_us
-    raise UsageError(f"now_us must be an engine time (int microseconds), got {now_us!r}")
-
-
-def usage_problem(usage: object) -> str | None:
-    """Why ``usage`` is not a valid :class:`Usage` of amounts (L9), or ``None``."""
-    if type(usage) is not Usage:
-        return f"usage must be a Usage, got {type(usage).__name__}"
-    c, t, r = usage.cost_micros, usage.tokens, usage.requests
-    if (
-        type(c) is int
-        and type(t) is int
-        and type(r) is int
-        and 0 <= c <= AMOUNT_MAX
-        and 0 <= t <= AMOUNT_MAX
-        and 0 <= r <= AMOUNT_MAX
-    ):
-        return None
-    problem = amount_problem(c)
-    if problem is not None:
-        return f"cost_micros: {problem}"
-    problem = amount_problem(t)
-    if problem is not None:
-        return f"tokens: {problem}"
-    return f"requests: {amount_problem(r)}"
+# --- decision helpers --------------------------------------------------------
 
 
 def _invalid(detail: str, *, account_id: str | None = None, hold_id: str | None = None) -> Decision:
@@ -243,9 +197,9 @@ def decide_open_account(
     state: LedgerState, command: OpenAccount, *, now_us: int, zones: ZoneResolver
 ) -> Decision:
     """Open an account; its first period is computed in its zone (calendar kinds)."""
-    now_us = _check_now(now_us)
-    account_id = _check_id(command.account_id, "account_id", command)
-    command_id = _check_id(command.command_id, "command_id", command)
+    now_us = check_now(now_us)
+    account_id = check_id(command.account_id, "account_id", command)
+    command_id = check_id(command.command_id, "command_id", command)
     period = command.period
     if period.kind is PeriodKind.ROLLING and not (
         type(period.length_us) is int and 0 < period.length_us <= ENGINE_TIME_US_MAX
@@ -311,29 +265,6 @@ def decide_open_account(
 # --- holds -------------------------------------------------------------------
 
 
-def _check_place(command: PlaceHold) -> str:
-    """Return the hold id of a well-formed place command, else raise :class:`CommandError`."""
-    hold_id = _check_id(command.hold_id, "hold_id", command)
-    account_ids = command.account_ids
-    if (
-        type(account_ids) is not tuple
-        or not 1 <= len(account_ids) <= ACCOUNTS_PER_HOLD_MAX
-        or (len(account_ids) > 1 and len(set(account_ids)) != len(account_ids))
-    ):
-        raise CommandError(
-            command,
-            "account_ids",
-            f"must be a tuple of 1..{ACCOUNTS_PER_HOLD_MAX} distinct ids, got {account_ids!r}",
-        )
-    for account_id in account_ids:
-        _check_id(account_id, "account_ids", command)
-    if not (type(command.ttl_us) is int and 0 < command.ttl_us <= HOLD_TTL_US_MAX):
-        raise CommandError(
-            command, "ttl_us", f"must be an int in 1..{HOLD_TTL_US_MAX}, got {command.ttl_us!r}"
-        )
-    return hold_id
-
-
 def _over_budget(acc: AccountState, hold_id: str, requested: int) -> Rejection:
     """The rejection of ``requested`` more on ``acc``, with the figures that refused it (L2)."""
     return Rejection(
@@ -368,8 +299,8 @@ def _admit(
 
 def decide_place_hold(state: LedgerState, command: PlaceHold, *, now_us: int) -> Decision:
     """Admit a hold on all its accounts or on none (L8), by the one comparator (L2)."""
-    now_us = _check_now(now_us)
-    hold_id = _check_place(command)
+    now_us = check_now(now_us)
+    hold_id = check_place(command)
     estimate = command.estimate
     problem = usage_problem(estimate)
     if problem is not None:
@@ -455,8 +386,8 @@ def _hold_command(
     state: LedgerState, hold_id: str, command_id: str, digest: str, now_us: int
 ) -> HoldState | Decision:
     """Common prologue of hold commands: the hold, or the decision already made."""
-    hold_id = _check_id(hold_id, "hold_id")
-    command_id = _check_id(command_id, "command_id")
+    hold_id = check_id(hold_id, "hold_id")
+    command_id = check_id(command_id, "command_id")
     hold = state.holds.get(hold_id)
     if hold is None:
         return Decision(
@@ -552,7 +483,7 @@ def decide_settle_hold(state: LedgerState, command: SettleHold, *, now_us: int) 
     in the same batch and the usage booked as a late posted debit, never
     dropped.
     """
-    now_us = _check_now(now_us)
+    now_us = check_now(now_us)
     usage = command.usage
     problem = usage_problem(usage)
     if problem is not None:
@@ -642,7 +573,7 @@ def _late(
 
 def decide_refund_hold(state: LedgerState, command: RefundHold, *, now_us: int) -> Decision:
     """Release the whole hold (failure before any billable output, L11)."""
-    now_us = _check_now(now_us)
+    now_us = check_now(now_us)
     hold = _hold_command(state, command.hold_id, command.command_id, "refund", now_us)
     if isinstance(hold, Decision):
         return hold
@@ -700,7 +631,7 @@ def decide_adjust_hold(state: LedgerState, command: AdjustHold, *, now_us: int) 
     A refused increase is recorded (sticky for the command id, X2) and the
     hold keeps its previous amounts.
     """
-    now_us = _check_now(now_us)
+    now_us = check_now(now_us)
     estimate = command.estimate
     problem = usage_problem(estimate)
     if problem is not None:
@@ -755,7 +686,7 @@ def decide_expire_due(
     At most ``batch_max`` holds per decision, oldest placement first; call
     again until the decision is empty.
     """
-    now_us = _check_now(now_us)
+    now_us = check_now(now_us)
     if not (type(batch_max) is int and 1 <= batch_max <= EXPIRE_BATCH_MAX):
         raise UsageError(f"batch_max must be an int in 1..{EXPIRE_BATCH_MAX}, got {batch_max!r}")
     batch: list[ev.BudgetEvent] = []

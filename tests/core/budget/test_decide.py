@@ -27,8 +27,8 @@ from routeledger.core.budget.decide import (
     decide_place_hold,
     decide_refund_hold,
     decide_settle_hold,
-    usage_problem,
 )
+from routeledger.core.budget.validate import usage_problem
 from routeledger.core.budget.values import (
     AMOUNT_MAX,
     HOLD_TTL_US_MAX,
