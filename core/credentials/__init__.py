@@ -4,6 +4,7 @@
   ``install:<id>``;
 * :mod:`.lifecycle` — the state machine: states, ``TRANSITIONS``, ``evolve``,
   ``fold``, ``check_invariants`` and :func:`usability` (what routing consumes);
+* :mod:`.validate` — every check of a caller's mistake in a command (the edge);
 * :mod:`.decide` — the deciders, above all :func:`decide_next_step`;
 * :mod:`.secrets` — the secret store port (keys never enter the log);
 * :mod:`.diagram` — the Mermaid diagram in ``docs/credentials.md``.

@@ -35,18 +35,15 @@ from __future__ import annotations
 
 import enum
 from typing import Final, TypeAlias
-from urllib.parse import urlsplit
 
 import attrs
 
 from ..errors import CommandError, UsageError
 from ..streams import (
-    CREDENTIAL_ID_LENGTH_MAX,
-    MODEL_NAME_LENGTH_MAX,
     credential_stream,
     installation_stream,
 )
-from ..time import US_PER_MIN, US_PER_S, is_engine_time
+from ..time import US_PER_MIN, US_PER_S
 from .events import (
     CredentialAuthFailed,
     CredentialEvent,
@@ -76,13 +73,12 @@ from .lifecycle import (
     next_state,
     next_trial_state,
 )
+from .validate import check_id, check_metadata, check_now, check_resolution
 
 __all__ = [
     "KEY_RECOVERIES_MAX",
-    "MODELS_PER_CREDENTIAL_MAX",
     "RESOLVE_BACKOFF_US_MAX",
     "RESOLVE_BACKOFF_US_MIN",
-    "ROLES_MAX",
     "Blocked",
     "BlockedReason",
     "CredentialFailure",
@@ -126,12 +122,6 @@ RESOLVE_BACKOFF_US_MAX: Final = 10 * US_PER_MIN
 #: rejects three fresh keys in a row is misconfigured, and more attempts would
 #: only burn server-side key quota; an operator has to look.
 KEY_RECOVERIES_MAX: Final = 3
-#: Most model names one key may list. Why: large LiteLLM catalogues list a few
-#: hundred; the bound keeps one ``ModelsResolved`` event small.
-MODELS_PER_CREDENTIAL_MAX: Final = 2_000
-#: Most roles in a mapping. Why: callers use two or three ("main", "summary",
-#: "expansion"); sixteen is generous and keeps the event small.
-ROLES_MAX: Final = 16
 
 #: Largest backoff exponent; 2**30 s is far past the cap, so larger ones change nothing.
 _BACKOFF_EXPONENT_MAX: Final = 30
@@ -334,37 +324,7 @@ CredentialStep: TypeAlias = (
 _RETIRED: Final = frozenset({CredentialState.ROTATED, CredentialState.REVOKED})
 
 
-# --- validation --------------------------------------------------------------------
-
-
-def _check_now(now_us: int) -> None:
-    if not is_engine_time(now_us):
-        raise UsageError(f"now_us must be engine time (an int in range), got {now_us!r}")
-
-
-def _check_id(command: object, field: str, value: str) -> None:
-    if type(value) is not str or not value:
-        raise CommandError(command, field, f"must be a non-empty str, got {value!r}")
-    if len(value) > CREDENTIAL_ID_LENGTH_MAX:
-        raise CommandError(command, field, f"longer than {CREDENTIAL_ID_LENGTH_MAX} characters")
-    if ":" in value or any(not c.isprintable() or c.isspace() for c in value):
-        raise CommandError(command, field, f"{value!r} has ':', a space or a control character")
-
-
-def _check_metadata(command: object, metadata: CredentialMetadata) -> None:
-    if not metadata.provider:
-        raise CommandError(command, "metadata.provider", "is empty")
-    parts = urlsplit(metadata.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CommandError(command, "metadata.base_url", "is not an http(s) URL with a host")
-    if "@" in parts.netloc or parts.query or parts.fragment:
-        # A URL with userinfo or a query string may carry a key into the log.
-        raise CommandError(
-            command, "metadata.base_url", "must not carry userinfo, a query or a fragment"
-        )
-    expires_at_us = metadata.expires_at_us
-    if expires_at_us is not None and not is_engine_time(expires_at_us):
-        raise CommandError(command, "metadata.expires_at_us", "is not engine time")
+# --- helpers -----------------------------------------------------------------------
 
 
 def _stamp(state: CredentialsState, stream_id: str) -> int:
@@ -390,10 +350,10 @@ def decide_provision_explicit(
     state: CredentialsState, command: ProvisionExplicitKey, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record an operator key (and add it to its installation); a re-run is a no-op (X1)."""
-    _check_now(now_us)
-    _check_id(command, "installation_id", command.installation_id)
-    _check_id(command, "credential_id", command.credential_id)
-    _check_metadata(command, command.metadata)
+    check_now(now_us)
+    check_id(command, "installation_id", command.installation_id)
+    check_id(command, "credential_id", command.credential_id)
+    check_metadata(command, command.metadata)
     existing = state.credentials.get(command.credential_id)
     if (
         existing is not None
@@ -443,8 +403,8 @@ def decide_trial_provisioned(
     state: CredentialsState, command: RecordTrialProvisioned, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record the claimed trial's key; only the claimed id is accepted, once (I0)."""
-    _check_now(now_us)
-    _check_metadata(command, command.metadata)
+    check_now(now_us)
+    check_metadata(command, command.metadata)
     trial = _claimed_trial(state, command.installation_id, command.credential_id)
     if trial is TrialState.PROVISIONED:
         return ()
@@ -466,7 +426,7 @@ def decide_trial_failed(
     state: CredentialsState, command: RecordTrialProvisioningFailed, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record that the claimed trial could not be obtained; the trial stays spent."""
-    _check_now(now_us)
+    check_now(now_us)
     trial = _claimed_trial(state, command.installation_id, command.credential_id)
     if trial is TrialState.FAILED:
         return ()
@@ -487,9 +447,9 @@ def decide_rotation(
     state: CredentialsState, command: RecordRotation, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record a replacement key; legal only after an auth failure or expiry (the table)."""
-    _check_now(now_us)
-    _check_id(command, "successor_id", command.successor_id)
-    _check_metadata(command, command.metadata)
+    check_now(now_us)
+    check_id(command, "successor_id", command.successor_id)
+    check_metadata(command, command.metadata)
     old = _get(state, command.credential_id)
     if old.state is CredentialState.ROTATED and old.successor_id == command.successor_id:
         return ()
@@ -520,7 +480,7 @@ def decide_revoke(
     state: CredentialsState, command: RevokeCredential, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Revoke a key; revoking it again is a no-op."""
-    _check_now(now_us)
+    check_now(now_us)
     cred = _get(state, command.credential_id)
     if cred.state is CredentialState.REVOKED:
         return ()
@@ -538,36 +498,11 @@ def decide_revoke(
 # --- model resolution --------------------------------------------------------------
 
 
-def _check_resolution(command: RecordModelsResolved) -> tuple[RoleModel, ...]:
-    models = command.models
-    if len(models) > MODELS_PER_CREDENTIAL_MAX:
-        raise CommandError(command, "models", f"more than {MODELS_PER_CREDENTIAL_MAX} names")
-    for name in sorted(models):
-        if type(name) is not str or not name or len(name) > MODEL_NAME_LENGTH_MAX:
-            raise CommandError(
-                command, "models", f"{name!r} is not a str of 1..{MODEL_NAME_LENGTH_MAX} chars"
-            )
-    if len(command.roles) > ROLES_MAX:
-        raise CommandError(command, "roles", f"more than {ROLES_MAX} roles")
-    roles = tuple(sorted(command.roles, key=lambda entry: entry.role))
-    seen: set[str] = set()
-    for entry in roles:
-        if not entry.role or entry.role in seen:
-            raise CommandError(command, "roles", f"role {entry.role!r} is empty or repeated")
-        if entry.model not in models:
-            # I0: a role may only point at a name the provider listed.
-            raise CommandError(
-                command, "roles", f"role {entry.role!r} maps to unresolved model {entry.model!r}"
-            )
-        seen.add(entry.role)
-    return roles
-
-
 def decide_models_resolved(
     state: CredentialsState, command: RecordModelsResolved, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record a listing; an *empty* listing is a resolution failure, never a success (I0)."""
-    _check_now(now_us)
+    check_now(now_us)
     cred = _get(state, command.credential_id)
     if not command.models:
         return decide_resolution_failed(
@@ -577,7 +512,7 @@ def decide_models_resolved(
             ),
             now_us=now_us,
         )
-    roles = _check_resolution(command)
+    roles = check_resolution(command)
     if (
         cred.state is CredentialState.USABLE
         and cred.models == command.models
@@ -602,7 +537,7 @@ def decide_resolution_failed(
     state: CredentialsState, command: RecordResolutionFailed, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record a failed listing; a known-good set is kept (the table keeps USABLE)."""
-    _check_now(now_us)
+    check_now(now_us)
     cred = _get(state, command.credential_id)
     stream = credential_stream(command.credential_id)
     evt = ModelResolutionFailed(
@@ -638,7 +573,7 @@ def decide_failure(
     state: CredentialsState, command: RecordFailure, *, now_us: int
 ) -> tuple[CredentialEvent, ...]:
     """Record a failure of use: only ``AUTH`` changes the lifecycle (I0)."""
-    _check_now(now_us)
+    check_now(now_us)
     cred = _get(state, command.credential_id)
     if command.failure is not CredentialFailure.AUTH or cred.state not in _AUTH_NEWS:
         # Budget and invalid-model failures never trigger key recovery; a late
@@ -730,7 +665,7 @@ def _no_credential(state: CredentialsState, command: PrepareUse, now_us: int) ->
         return Blocked(reason=BlockedReason.TRIAL_PROVISIONING_FAILED, credential_id=None)
     if command.trial_credential_id is None:
         return Blocked(reason=BlockedReason.NO_CREDENTIAL, credential_id=None)
-    _check_id(command, "trial_credential_id", command.trial_credential_id)
+    check_id(command, "trial_credential_id", command.trial_credential_id)
     if command.trial_credential_id in state.credentials:
         raise CommandError(command, "trial_credential_id", "is already in use")
     stream = installation_stream(command.installation_id)
@@ -760,8 +695,8 @@ def decide_next_step(
     be used wins, else the first one's next step. With no credential at all, a
     trial is provisioned only if none was ever claimed.
     """
-    _check_now(now_us)
-    _check_id(command, "installation_id", command.installation_id)
+    check_now(now_us)
+    check_id(command, "installation_id", command.installation_id)
     if command.credential_id is not None:
         cred = _get(state, command.credential_id)
         if cred.installation_id != command.installation_id:

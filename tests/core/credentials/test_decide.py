@@ -42,19 +42,17 @@ from routeledger.core.credentials import (
     usability,
 )
 from routeledger.core.credentials.decide import (
-    CREDENTIAL_ID_LENGTH_MAX,
     KEY_RECOVERIES_MAX,
-    MODEL_NAME_LENGTH_MAX,
-    MODELS_PER_CREDENTIAL_MAX,
     RESOLVE_BACKOFF_US_MAX,
     RESOLVE_BACKOFF_US_MIN,
-    ROLES_MAX,
     TrialClaimMismatch,
     resolve_retry_at_us,
 )
 from routeledger.core.credentials.events import ModelResolutionFailed
+from routeledger.core.credentials.validate import MODELS_PER_CREDENTIAL_MAX, ROLES_MAX
 from routeledger.core.errors import CommandError, InvariantViolation, UsageError
 from routeledger.core.events import Event, Origin, event
+from routeledger.core.streams import CREDENTIAL_ID_LENGTH_MAX, MODEL_NAME_LENGTH_MAX
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import UnusableReason
 
