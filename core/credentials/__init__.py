@@ -5,7 +5,9 @@
 * :mod:`.lifecycle` — the state machine: states, ``TRANSITIONS``, ``evolve``,
   ``fold``, ``check_invariants`` and :func:`usability` (what routing consumes);
 * :mod:`.validate` — every check of a caller's mistake in a command (the edge);
-* :mod:`.decide` — the deciders, above all :func:`decide_next_step`;
+* :mod:`.decide` — the deciders the engine calls (provisioning, resolution, key failures);
+* :mod:`.healing` — self-healing (:func:`decide_next_step`), trials, rotation, revocation:
+  parked until [G4] wires them;
 * :mod:`.secrets` — the secret store port (keys never enter the log);
 * :mod:`.diagram` — the Mermaid diagram in ``docs/credentials.md``.
 
@@ -13,16 +15,23 @@ See ``docs/credentials.md`` and incident I0.
 """
 
 from .decide import (
-    Blocked,
-    BlockedReason,
     CredentialFailure,
-    CredentialStep,
-    PrepareUse,
     ProvisionExplicitKey,
-    ProvisionTrial,
     RecordFailure,
     RecordModelsResolved,
     RecordResolutionFailed,
+    decide_failure,
+    decide_models_resolved,
+    decide_provision_explicit,
+    decide_resolution_failed,
+)
+from .events import CredentialEvent, CredentialMetadata, ResolutionFailure, RoleModel
+from .healing import (
+    Blocked,
+    BlockedReason,
+    CredentialStep,
+    PrepareUse,
+    ProvisionTrial,
     RecordRotation,
     RecordTrialProvisioned,
     RecordTrialProvisioningFailed,
@@ -31,17 +40,12 @@ from .decide import (
     RotateKey,
     UseCredential,
     WaitUntil,
-    decide_failure,
-    decide_models_resolved,
     decide_next_step,
-    decide_provision_explicit,
-    decide_resolution_failed,
     decide_revoke,
     decide_rotation,
     decide_trial_failed,
     decide_trial_provisioned,
 )
-from .events import CredentialEvent, CredentialMetadata, ResolutionFailure, RoleModel
 from .lifecycle import (
     TRANSITIONS,
     CredentialSource,

@@ -42,13 +42,12 @@ from routeledger.core.credentials import (
     usability,
 )
 from routeledger.core.credentials.decide import (
-    KEY_RECOVERIES_MAX,
     RESOLVE_BACKOFF_US_MAX,
     RESOLVE_BACKOFF_US_MIN,
-    TrialClaimMismatch,
     resolve_retry_at_us,
 )
 from routeledger.core.credentials.events import ModelResolutionFailed
+from routeledger.core.credentials.healing import KEY_RECOVERIES_MAX, TrialClaimMismatch
 from routeledger.core.credentials.validate import MODELS_PER_CREDENTIAL_MAX, ROLES_MAX
 from routeledger.core.errors import CommandError, InvariantViolation, UsageError
 from routeledger.core.events import Event, Origin, event
