@@ -15,7 +15,7 @@ import attrs
 from ..errors import CommandError
 from ..streams import account_stream
 from . import events as ev
-from .decide import _NOTHING, Decision, _conflict, _invalid, _replay
+from .decide import _NOTHING, Decision, _invalid, _replay, account_conflict
 from .ledger import AccountState, LedgerState
 from .periods import ZoneResolver, period_bounds
 from .validate import check_id, check_now
@@ -68,20 +68,7 @@ def _account_command(
         return acc
     if recorded is None:
         return Decision(events=(), rejection=rejection, duplicate=True)
-    return Decision(
-        events=(
-            ev.AccountCommandConflicted(
-                stream_id=stream,
-                version=acc.version + 1,
-                at_us=now_us,
-                account_id=account_id,
-                command_id=command_id,
-                command_digest=digest,
-                recorded_digest=recorded,
-            ),
-        ),
-        rejection=_conflict(command_id, recorded, account_id=account_id),
-    )
+    return account_conflict(acc, command_id, digest, recorded, now_us)
 
 
 def decide_change_limit(state: LedgerState, command: ChangeLimit, *, now_us: int) -> Decision:

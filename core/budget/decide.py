@@ -190,6 +190,26 @@ def _conflict(
     )
 
 
+def account_conflict(
+    acc: AccountState, command_id: str, digest: str, recorded: str, now_us: int
+) -> Decision:
+    """``command_id`` was recorded on ``acc`` with another payload: a recorded conflict (X1)."""
+    return Decision(
+        events=(
+            ev.AccountCommandConflicted(
+                stream_id=account_stream(acc.account_id),
+                version=acc.version + 1,
+                at_us=now_us,
+                account_id=acc.account_id,
+                command_id=command_id,
+                command_digest=digest,
+                recorded_digest=recorded,
+            ),
+        ),
+        rejection=_conflict(command_id, recorded, account_id=acc.account_id),
+    )
+
+
 # --- accounts ----------------------------------------------------------------
 
 
@@ -219,20 +239,7 @@ def decide_open_account(
         return Decision(events=(), rejection=rejection, duplicate=True)
     acc = state.accounts.get(account_id)
     if acc is not None and recorded is not None:
-        return Decision(
-            events=(
-                ev.AccountCommandConflicted(
-                    stream_id=stream,
-                    version=acc.version + 1,
-                    at_us=now_us,
-                    account_id=account_id,
-                    command_id=command_id,
-                    command_digest=digest,
-                    recorded_digest=recorded,
-                ),
-            ),
-            rejection=_conflict(command_id, recorded, account_id=account_id),
-        )
+        return account_conflict(acc, command_id, digest, recorded, now_us)
     if acc is not None:
         return Decision(
             events=(),
