@@ -40,7 +40,6 @@ __all__ = [
     "is_pair_stream",
     "pair_stream",
     "request_stream",
-    "stream_key",
 ]
 
 REQUEST: Final = "request:"
@@ -98,10 +97,3 @@ def hold_stream(hold_id: str) -> str:
 def is_pair_stream(stream_id: str) -> bool:
     """Tell whether ``stream_id`` is a (credential, model) availability stream."""
     return stream_id.startswith(PAIR)
-
-
-def stream_key(stream_id: str, kind: str) -> str:
-    """The key of ``stream_id`` after the ``kind`` prefix; ``ValueError`` if it has another kind."""
-    if not stream_id.startswith(kind):
-        raise ValueError(f"stream id {stream_id!r} is not of kind {kind!r}")
-    return stream_id[len(kind) :]
