@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import operator
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -79,8 +80,9 @@ from routeledger.core.routing.events import (
     FallbackExhausted,
     RoutingEvent,
 )
+from routeledger.core.routing.group import group_view, note_in_view, request_local
 from routeledger.core.routing.policy import Policy
-from routeledger.core.routing.state import RoutingState, group_view, note_in_view, request_local
+from routeledger.core.routing.state import RoutingState
 from routeledger.core.routing.steps import (
     RouteAttempt,
     RouteDegraded,
@@ -248,22 +250,19 @@ class _Leave(NamedTuple):
 Item = _Enter | _Next | _Report | _KeyFailure | _Leave
 
 
-@attrs.frozen
-class Commit:
+class Commit(NamedTuple):
     """Hand ``item`` to the group committer, then give its :class:`Decided` to ``committed``."""
 
     item: Item
 
 
-@attrs.frozen
-class Sleep:
+class Sleep(NamedTuple):
     """Sleep until engine time ``until_us``, then call ``wait_over``."""
 
     until_us: int
 
 
-@attrs.frozen
-class Perform:
+class Perform(NamedTuple):
     """Perform the routed attempt and report its outcome."""
 
     routed: AttemptRouted
@@ -287,9 +286,8 @@ class Decided(NamedTuple):
     step: RouteStep | None = None
 
 
-def decided_events(decided: Decided) -> Sequence[Event]:
-    """The events an item's decision records (for the group committer)."""
-    return decided.events
+#: The events an item's decision records (for the group committer).
+decided_events: Final[Callable[[Decided], Sequence[Event]]] = operator.attrgetter("events")
 
 
 # --- one request, without I/O -------------------------------------------------------
@@ -531,17 +529,6 @@ def _decide_enter(
     return Decided((*started, *hold_events, *routed), None, step), (*started, *routed), held
 
 
-def _decide_next(
-    policy: Policy,
-    view: RoutingState,
-    item: _Next,
-    now: int,
-    credentials: Mapping[str, CredentialUsability] | None,
-) -> Decided:
-    step = decide_next(policy, view, item.command, now_us=now, credentials=credentials)
-    return Decided(step.events, None, step)
-
-
 def decide_items(
     policy: Policy, track_credentials: bool, state: Folded, items: Sequence[Item], now: int
 ) -> list[Decided | Exception]:
@@ -554,8 +541,14 @@ def decide_items(
     (the committer queues the rest for the next group).
     """
     credentials = usability(state.credentials, now) if track_credentials else None
-    if len(items) == 1:  # the common case (no concurrency): no group to build
-        return [_decide_lone(policy, state, items[0], now, credentials)]
+    if len(items) == 1:  # the common case (no concurrency): decided on the state itself
+        lone = items[0]
+        command = _hold_command(lone)
+        holds = HoldGroup(state.budget, (command,) if command is not None else ())
+        try:
+            return [decide_item(policy, state.routing, holds, state, lone, now, credentials)[0]]
+        except UsageError as error:
+            return [error]
     commands = [_hold_command(i) for i in items]
     holds = HoldGroup(state.budget, [c for c in commands if c is not None])
     view = group_view(state.routing)
@@ -589,23 +582,6 @@ def _hold_command(item: Item) -> HoldCommand | None:
     return item.resolution if isinstance(item, _Leave) else None
 
 
-def _decide_lone(
-    policy: Policy,
-    state: Folded,
-    item: Item,
-    now: int,
-    credentials: Mapping[str, CredentialUsability] | None,
-) -> Decided | Exception:
-    """One item decided on the state itself (nothing follows it to mislead)."""
-    command = _hold_command(item)
-    holds = HoldGroup(state.budget, (command,) if command is not None else ())
-    try:
-        decided, _, _ = decide_item(policy, state.routing, holds, state, item, now, credentials)
-    except UsageError as error:
-        return error
-    return decided
-
-
 def decide_item(
     policy: Policy,
     view: RoutingState,
@@ -619,8 +595,9 @@ def decide_item(
     if isinstance(item, _Enter):
         return _decide_enter(policy, view, holds, item, now, credentials)
     if isinstance(item, _Next):
-        decided = _decide_next(policy, view, item, now, credentials)
-        return decided, decided.events, None
+        step = decide_next(policy, view, item.command, now_us=now, credentials=credentials)
+        events = step.events
+        return Decided(events, None, step), events, None
     if isinstance(item, _Report):
         events = decide_outcome(policy, view, item.command, now_us=now)
         return Decided(events), events, None

@@ -34,17 +34,15 @@ wait and exhaustion paths (nothing selectable) examine every member: O(n).
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Mapping
-from itertools import chain as chain_iter
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
 import attrs
 
-from ..errors import CommandError, InvariantViolation, UsageError
+from ..errors import CommandError, UsageError
 from ..events import STREAM_ID_LENGTH_MAX
-from ..streams import credential_stream, request_stream
+from ..streams import credential_stream
 from ..usability import CredentialUsability
 from .commands import (
     RecordOutcome,
@@ -76,31 +74,24 @@ from .events import (
     ProbeAllowed,
     RequestReceived,
     RoutingEvent,
-    Skipped,
     SkipReason,
     WaitDecided,
 )
 from .failures import Evidence, FailureAction, FailureClass, FailureRule, FailureScope, Phase
-from .index import TREE_SCAN_FIRST, ReadyTree, first_ready
-from .policy import Policy, PoolPlan, Strategy
-from .selection import BLOCKED, member_verdict
+from .index import TREE_SCAN_FIRST, ReadyTree, pick_indexed
+from .policy import Policy, PoolPlan
+from .selection import Scan, member_order, member_verdict
 from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
 __all__ = [
-    "SKIPS_RECORDED_MAX",
     "OutcomeConflict",
     "RequestConflict",
     "decide_next",
     "decide_outcome",
     "decide_start",
-    "mix64",
 ]
 
-#: Skipped candidates recorded on one decision; the rest are counted. Why: a
-#: 4,096-member pool must not produce a 4,096-entry event; 16 explain any pick.
-SKIPS_RECORDED_MAX: Final = 16
-_MASK64: Final = (1 << 64) - 1
 #: No pool index (an unindexed state, a survey, or a retry pinned to one pair).
 _NO_TREES: Final[Mapping[str, ReadyTree]] = MappingProxyType({})
 
@@ -111,14 +102,6 @@ class RequestConflict(UsageError):
 
 class OutcomeConflict(UsageError):
     """An outcome for an attempt that already has a different outcome (X1)."""
-
-
-def mix64(seed: int, salt: int) -> int:
-    """A deterministic 64-bit mix of two integers (one splitmix64 step), independent of PYTHONHASHSEED."""
-    acc = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + (salt & _MASK64)) & _MASK64
-    acc = ((acc ^ (acc >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    acc = ((acc ^ (acc >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return acc ^ (acc >> 31)
 
 
 # --------------------------------------------------------------------------- start
@@ -155,96 +138,6 @@ def decide_start(
 # --------------------------------------------------------------------------- next step
 
 
-class _Scan:
-    """What a scan of the request's chain found (a private accumulator)."""
-
-    __slots__ = (
-        "any_attemptable",
-        "recovering",
-        "retry_at_us",
-        "skipped",
-        "skipped_more",
-        "wait_us",
-    )
-
-    def __init__(self) -> None:
-        self.skipped: list[Skipped] = []
-        self.skipped_more = 0
-        #: Earliest time-bound recovery for this request, and who recovers then.
-        self.wait_us: int | None = None
-        self.recovering: list[tuple[str, str]] = []
-        #: Earliest time anything could serve a new request (Retry-After).
-        self.retry_at_us: int | None = None
-        #: Whether any member was not ruled out for good (lifecycle, scope, capability).
-        self.any_attemptable = False
-
-    def skip(
-        self,
-        plan_alias: str,
-        position: int,
-        credential: str | None,
-        model: str | None,
-        reason: SkipReason,
-        recovers_at_us: int | None = None,
-    ) -> None:
-        if len(self.skipped) < SKIPS_RECORDED_MAX:
-            self.skipped.append(
-                Skipped(
-                    alias=plan_alias,
-                    chain_position=position,
-                    credential_id=credential,
-                    upstream_model=model,
-                    reason=reason,
-                    recovers_at_us=recovers_at_us,
-                )
-            )
-        else:
-            self.skipped_more += 1
-
-    def blocked(
-        self,
-        plan_alias: str,
-        position: int,
-        credential: str,
-        model: str,
-        reason: SkipReason,
-        ready_us: int,
-    ) -> None:
-        """A member blocked until ``ready_us``: the earliest recovery is what to wait for (I1.3)."""
-        if self.wait_us is None or ready_us < self.wait_us:
-            self.wait_us = ready_us
-            self.recovering = [(credential, model)]
-        elif ready_us == self.wait_us and len(self.recovering) < SKIPS_RECORDED_MAX:
-            self.recovering.append((credential, model))
-        self.skip(plan_alias, position, credential, model, reason, ready_us)
-
-    def could_serve_at(self, at_us: int) -> None:
-        self.any_attemptable = True
-        if self.retry_at_us is None or at_us < self.retry_at_us:
-            self.retry_at_us = at_us
-
-
-def _begin(plan: PoolPlan, state: RoutingState, received: RequestReceived, salt: int) -> int:
-    """The member a pool starts from: 0 (priority), its cursor (round-robin) or a seeded draw."""
-    if plan.strategy is Strategy.PRIORITY:
-        return 0
-    if plan.strategy is Strategy.ROUND_ROBIN:
-        return state.cursors.get(plan.path, 0) % len(plan.entries)
-    draw = mix64(received.seed, salt) % plan.cumulative_weights[-1]
-    return bisect.bisect_right(plan.cumulative_weights, draw)
-
-
-def _order(
-    plan: PoolPlan, state: RoutingState, received: RequestReceived, salt: int
-) -> Iterable[int]:
-    """Member indices in strategy order: from the pool's start member, wrapping around."""
-    size = len(plan.entries)
-    if plan.strategy is Strategy.PRIORITY:
-        return range(size)
-    start = _begin(plan, state, received, salt)
-    return chain_iter(range(start, size), range(start))
-
-
 def decide_next(
     policy: Policy,
     state: RoutingState,
@@ -275,7 +168,7 @@ def decide_next(
     ):
         refuse_attempt_id(command)
     received = request.received
-    scan = _Scan()
+    scan = Scan()
     chain = policy.chain(received.route, received.backups)
     if chain is None:
         return RouteDegraded(_degraded(request, DegradedReason.UNKNOWN_ROUTE, None, now_us))
@@ -341,11 +234,11 @@ def _deadline(policy: Policy, received: RequestReceived) -> int:
     return relative if received.deadline_us is None else min(received.deadline_us, relative)
 
 
-def _wait_decided(request: RequestState, scan: _Scan, until_us: int, now_us: int) -> WaitDecided:
+def _wait_decided(request: RequestState, scan: Scan, until_us: int, now_us: int) -> WaitDecided:
     """``WaitDecided`` until the earliest recovery the scan found (I1.3)."""
     received = request.received
     return WaitDecided(
-        stream_id=request_stream(received.request_id),
+        stream_id=received.stream_id,
         version=request.version + 1,
         at_us=now_us,
         request_id=received.request_id,
@@ -359,12 +252,12 @@ def _wait_decided(request: RequestState, scan: _Scan, until_us: int, now_us: int
 
 
 def _degraded(
-    request: RequestState, reason: DegradedReason, scan: _Scan | None, now_us: int
+    request: RequestState, reason: DegradedReason, scan: Scan | None, now_us: int
 ) -> Degraded:
     """``Degraded`` for ``reason``, with the scan's skips (none for an unknown route)."""
     received = request.received
     return Degraded(
-        stream_id=request_stream(received.request_id),
+        stream_id=received.stream_id,
         version=request.version + 1,
         at_us=now_us,
         request_id=received.request_id,
@@ -386,11 +279,11 @@ def _exhausted(
     """The request ends (A7): its classified failures in order and when the chain could serve again."""
     retry_at = None
     if reason is not ExhaustedReason.TERMINAL_FAILURE:
-        survey = _Scan()
+        survey = Scan()
         _pick(policy, state, request, plans, 0, None, now_us, credentials, survey, survey=True)
         retry_at = survey.retry_at_us
     return FallbackExhausted(
-        stream_id=request_stream(request.received.request_id),
+        stream_id=request.received.stream_id,
         version=request.version + 1,
         at_us=now_us,
         request_id=request.received.request_id,
@@ -412,7 +305,7 @@ def _exhausted(
 def _after_scan(
     policy: Policy,
     request: RequestState,
-    scan: _Scan,
+    scan: Scan,
     only_pair: str | None,
     now_us: int,
     deadline: int | None,
@@ -441,7 +334,7 @@ def _pick(
     only_pair: str | None,
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None,
-    scan: _Scan,
+    scan: Scan,
     *,
     survey: bool = False,
 ) -> tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None] | None:
@@ -461,10 +354,10 @@ def _pick(
         tree = trees.get(plan.path)
         salt = attempt_no + (position << 8)
         examined = 0
-        for index in _order(plan, state, received, salt):
+        for index in member_order(plan, state, received, salt):
             if tree is not None and examined == TREE_SCAN_FIRST:
                 at = (position, tree, salt, examined)
-                pick = _pick_indexed(policy, state, request, plan, at, now_us, credentials, scan)
+                pick = pick_indexed(policy, state, request, plan, at, now_us, credentials, scan)
                 if pick is not None:
                     return pick
                 tree = None  # nothing in the pool is ready: scan the rest for the wait decision
@@ -499,71 +392,13 @@ def _pick(
     return None
 
 
-def _pick_indexed(
-    policy: Policy,
-    state: RoutingState,
-    request: RequestState,
-    plan: PoolPlan,
-    at: tuple[int, ReadyTree, int, int],
-    now_us: int,
-    credentials: Mapping[str, CredentialUsability] | None,
-    scan: _Scan,
-) -> tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None] | None:
-    """Continue :func:`_pick` in an indexed pool after ``examined`` members, in O(log n) jumps.
-
-    ``at`` is where the scan stands: (chain position, the pool's tree, the
-    strategy salt, members examined so far).
-
-    Records exactly the skips the scan would record; ``None`` when nothing
-    further in the pool is selectable (the caller then scans on for the wait).
-    """
-    position, tree, salt, examined = at
-    entries = plan.entries
-    size = len(entries)
-    creds, pairs = state.creds, state.pairs
-    begin = _begin(plan, state, request.received, salt)
-    resume = begin + examined
-    ranges = ((resume, size), (0, begin)) if resume < size else ((resume - size, begin),)
-    for low, high in ranges:
-        member = first_ready(tree, low, now_us) if low < high else -1
-        while 0 <= member < high:
-            verdict, _ = member_verdict(
-                policy, entries[member], request, creds, pairs, now_us, credentials
-            )
-            if verdict is None:
-                passed = (member - begin) % size
-                recorded = min(passed, examined + max(0, SKIPS_RECORDED_MAX - len(scan.skipped)))
-                for step in range(examined, recorded):
-                    entry = entries[(begin + step) % size]
-                    why, ready = member_verdict(
-                        policy, entry, request, creds, pairs, now_us, credentials
-                    )
-                    if why is None:  # pragma: no cover (unreachable: the tree passed over it)
-                        raise InvariantViolation(
-                            f"{plan.path}[{(begin + step) % size}] was selectable"
-                        )
-                    until = ready if why in BLOCKED else None
-                    scan.skip(plan.alias, position, entry.credential, entry.model, why, until)
-                scan.skipped_more += passed - recorded
-                picked = entries[member]
-                return (
-                    position,
-                    plan,
-                    member,
-                    pairs.get(picked.pair_stream),
-                    creds.get(picked.cred_stream),
-                )
-            member = first_ready(tree, member + 1, now_us) if member + 1 < high else -1
-    return None
-
-
 def _routed(
     policy: Policy,
     request: RequestState,
     command: RouteNext,
     pick: tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None],
     now_us: int,
-    scan: _Scan,
+    scan: Scan,
 ) -> RouteAttempt:
     """``AttemptRouted`` for the picked member, plus ``ProbeAllowed`` where it is half-open (A4)."""
     position, plan, index, pair, cred = pick
@@ -582,7 +417,7 @@ def _routed(
     if cred is not None and cred.needs_probe:
         probes = (*probes, _probe(policy, cred, cred_stream, credential, None, command, now_us))
     routed = AttemptRouted(
-        stream_id=request_stream(received.request_id),
+        stream_id=received.stream_id,
         version=request.version + 1,
         at_us=now_us,
         request_id=received.request_id,
@@ -654,7 +489,7 @@ def decide_outcome(
     )
     if problem is not None:
         raise CommandError(command, "outcome", problem)
-    observed = _observed(command, record, request.version + 1, now_us)
+    observed = _observed(command, record, request, now_us)
     if record.outcome is not None:
         if attrs.evolve(record.outcome, version=observed.version, at_us=now_us) == observed:
             return ()
@@ -667,13 +502,14 @@ def decide_outcome(
 
 
 def _observed(
-    command: RecordOutcome, record: AttemptRecord, version: int, now_us: int
+    command: RecordOutcome, record: AttemptRecord, request: RequestState, now_us: int
 ) -> AttemptSucceeded | AttemptFailed:
     """The observation event of a validated outcome."""
     outcome = command.outcome
+    stream, version = request.received.stream_id, request.version + 1
     if isinstance(outcome, Succeeded):
         return AttemptSucceeded(
-            stream_id=request_stream(command.request_id),
+            stream_id=stream,
             version=version,
             at_us=now_us,
             request_id=command.request_id,
@@ -685,7 +521,7 @@ def _observed(
             output_tokens=outcome.output_tokens,
         )
     return AttemptFailed(
-        stream_id=request_stream(command.request_id),
+        stream_id=stream,
         version=version,
         at_us=now_us,
         request_id=command.request_id,

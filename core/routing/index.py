@@ -16,9 +16,26 @@ I1) and deciders produce exactly the same events with or without it (D3).
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["TREE_MIN_MEMBERS", "TREE_SCAN_FIRST", "ReadyTree", "first_ready"]
+from ..errors import InvariantViolation
+from ..usability import CredentialUsability
+from .selection import BLOCKED, SKIPS_RECORDED_MAX, Scan, member_verdict, start_index
+
+if TYPE_CHECKING:  # annotations only: the state imports this module
+    from .policy import Policy, PoolPlan
+    from .state import RequestState, RoutingState, ScopeState
+
+__all__ = [
+    "TREE_MIN_MEMBERS",
+    "TREE_SCAN_FIRST",
+    "ReadyTree",
+    "first_ready",
+    "index_pools",
+    "pick_indexed",
+    "refresh_leaves",
+]
 
 #: Smallest pool given a tree. Why: below this a plain scan is as fast as a
 #: tree descent and keeps small pools (the common case) on the simplest path.
@@ -75,3 +92,88 @@ def first_ready(tree: ReadyTree, lo: int, now_us: int) -> int:
         if node == 0:
             return -1
         node += 1
+
+
+# --- the index kept by the fold -------------------------------------------------------
+
+
+def index_pools(state: RoutingState, policy: Policy) -> None:
+    """Give ``state`` a readiness tree per pool of ``policy`` of at least TREE_MIN_MEMBERS."""
+    state.indexed_for = policy
+    for plan in policy.pools():
+        if len(plan.entries) >= TREE_MIN_MEMBERS:
+            tree = state.trees[plan.path] = ReadyTree(len(plan.entries))
+            for member, entry in enumerate(plan.entries):
+                pair_key, cred_key = entry.pair_stream, entry.cred_stream
+                leaf = (tree, member, pair_key, cred_key)
+                state.tree_leaves.setdefault(pair_key, []).append(leaf)
+                state.tree_leaves.setdefault(cred_key, []).append(leaf)
+
+
+def refresh_leaves(state: RoutingState, stream: str) -> None:
+    """Refresh the tree leaves fed by ``stream`` (derived data: the later ready time wins)."""
+    for tree, member, pair_key, cred_key in state.tree_leaves.get(stream, ()):
+        pair = state.pairs.get(pair_key)
+        cred = state.creds.get(cred_key)
+        tree.set(member, max(pair.ready_us if pair else 0, cred.ready_us if cred else 0))
+
+
+# --- the indexed pick -----------------------------------------------------------------
+
+
+def pick_indexed(
+    policy: Policy,
+    state: RoutingState,
+    request: RequestState,
+    plan: PoolPlan,
+    at: tuple[int, ReadyTree, int, int],
+    now_us: int,
+    credentials: Mapping[str, CredentialUsability] | None,
+    scan: Scan,
+) -> tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None] | None:
+    """Continue :func:`~.decide._pick` in an indexed pool after ``examined`` members, in O(log n) jumps.
+
+    ``at`` is where the scan stands: (chain position, the pool's tree, the
+    strategy salt, members examined so far).
+
+    Records exactly the skips the scan would record; ``None`` when nothing
+    further in the pool is selectable (the caller then scans on for the wait).
+    """
+    position, tree, salt, examined = at
+    entries = plan.entries
+    size = len(entries)
+    creds, pairs = state.creds, state.pairs
+    begin = start_index(plan, state, request.received, salt)
+    resume = begin + examined
+    ranges = ((resume, size), (0, begin)) if resume < size else ((resume - size, begin),)
+    for low, high in ranges:
+        member = first_ready(tree, low, now_us) if low < high else -1
+        while 0 <= member < high:
+            verdict, _ = member_verdict(
+                policy, entries[member], request, creds, pairs, now_us, credentials
+            )
+            if verdict is None:
+                passed = (member - begin) % size
+                recorded = min(passed, examined + max(0, SKIPS_RECORDED_MAX - len(scan.skipped)))
+                for step in range(examined, recorded):
+                    entry = entries[(begin + step) % size]
+                    why, ready = member_verdict(
+                        policy, entry, request, creds, pairs, now_us, credentials
+                    )
+                    if why is None:  # pragma: no cover (unreachable: the tree passed over it)
+                        raise InvariantViolation(
+                            f"{plan.path}[{(begin + step) % size}] was selectable"
+                        )
+                    until = ready if why in BLOCKED else None
+                    scan.skip(plan.alias, position, entry.credential, entry.model, why, until)
+                scan.skipped_more += passed - recorded
+                picked = entries[member]
+                return (
+                    position,
+                    plan,
+                    member,
+                    pairs.get(picked.pair_stream),
+                    creds.get(picked.cred_stream),
+                )
+            member = first_ready(tree, member + 1, now_us) if member + 1 < high else -1
+    return None

@@ -1,4 +1,12 @@
-"""Why one pool member is or is not selectable at ``now``: the one precedence rule.
+"""Which pool members a decision examines, in which order, and why each is or is not selectable.
+
+Order: a target's members are examined in strategy order
+(:func:`member_order`): priority from the first member, round-robin from the
+target's cursor, weighted from a seeded draw (:func:`mix64`, so a replay draws
+the same), each wrapping around the pool. What a scan of the chain finds
+(skips, the earliest recovery to wait for) accumulates in a :class:`Scan`.
+
+Precedence: one rule for every reader.
 
 Every reader that says whether a member can be used — the picker
 (:mod:`.decide`), its indexed fast path, and the CLI's ``explain`` — asks
@@ -21,15 +29,35 @@ the time availability allows the member again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+import bisect
+from collections.abc import Iterable, Mapping
+from itertools import chain as chain_iter
+from typing import TYPE_CHECKING, Final
 
 from ..usability import CredentialUsability, model_problem
-from .events import SkipReason
-from .policy import Policy, PoolMember
-from .state import RequestState, ScopeState
+from .events import Skipped, SkipReason
+from .policy import Policy, PoolMember, PoolPlan, Strategy
 
-__all__ = ["BLOCKED", "member_verdict", "why_blocked"]
+if TYPE_CHECKING:  # annotations only: the state imports the index, which imports this
+    from .events import RequestReceived
+    from .state import RequestState, RoutingState, ScopeState
+
+__all__ = [
+    "BLOCKED",
+    "SKIPS_RECORDED_MAX",
+    "Scan",
+    "member_order",
+    "member_verdict",
+    "mix64",
+    "start_index",
+    "why_blocked",
+]
+
+#: Skipped candidates recorded on one decision; the rest are counted. Why: a
+#: 4,096-member pool must not produce a 4,096-entry event; 16 explain any pick.
+SKIPS_RECORDED_MAX: Final = 16
+_MASK64: Final = (1 << 64) - 1
+
 
 #: The reasons of rule 4: the member is only blocked until ``ready``.
 BLOCKED: Final = frozenset(
@@ -104,3 +132,104 @@ def member_verdict(
         blocking_cred = cred if cred is not None and cred.ready_us > now_us else None
         return why_blocked(blocking_cred, pair, ready), ready
     return None, 0
+
+
+# --- the order members are examined in, and what a scan found ------------------------
+
+
+def mix64(seed: int, salt: int) -> int:
+    """A deterministic 64-bit mix of two integers (one splitmix64 step), independent of PYTHONHASHSEED."""
+    acc = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + (salt & _MASK64)) & _MASK64
+    acc = ((acc ^ (acc >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    acc = ((acc ^ (acc >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return acc ^ (acc >> 31)
+
+
+class Scan:
+    """What a scan of the request's chain found (a private accumulator)."""
+
+    __slots__ = (
+        "any_attemptable",
+        "recovering",
+        "retry_at_us",
+        "skipped",
+        "skipped_more",
+        "wait_us",
+    )
+
+    def __init__(self) -> None:
+        self.skipped: list[Skipped] = []
+        self.skipped_more = 0
+        #: Earliest time-bound recovery for this request, and who recovers then.
+        self.wait_us: int | None = None
+        self.recovering: list[tuple[str, str]] = []
+        #: Earliest time anything could serve a new request (Retry-After).
+        self.retry_at_us: int | None = None
+        #: Whether any member was not ruled out for good (lifecycle, scope, capability).
+        self.any_attemptable = False
+
+    def skip(
+        self,
+        plan_alias: str,
+        position: int,
+        credential: str | None,
+        model: str | None,
+        reason: SkipReason,
+        recovers_at_us: int | None = None,
+    ) -> None:
+        if len(self.skipped) < SKIPS_RECORDED_MAX:
+            self.skipped.append(
+                Skipped(
+                    alias=plan_alias,
+                    chain_position=position,
+                    credential_id=credential,
+                    upstream_model=model,
+                    reason=reason,
+                    recovers_at_us=recovers_at_us,
+                )
+            )
+        else:
+            self.skipped_more += 1
+
+    def blocked(
+        self,
+        plan_alias: str,
+        position: int,
+        credential: str,
+        model: str,
+        reason: SkipReason,
+        ready_us: int,
+    ) -> None:
+        """A member blocked until ``ready_us``: the earliest recovery is what to wait for (I1.3)."""
+        if self.wait_us is None or ready_us < self.wait_us:
+            self.wait_us = ready_us
+            self.recovering = [(credential, model)]
+        elif ready_us == self.wait_us and len(self.recovering) < SKIPS_RECORDED_MAX:
+            self.recovering.append((credential, model))
+        self.skip(plan_alias, position, credential, model, reason, ready_us)
+
+    def could_serve_at(self, at_us: int) -> None:
+        self.any_attemptable = True
+        if self.retry_at_us is None or at_us < self.retry_at_us:
+            self.retry_at_us = at_us
+
+
+def start_index(plan: PoolPlan, state: RoutingState, received: RequestReceived, salt: int) -> int:
+    """The member a pool starts from: 0 (priority), its cursor (round-robin) or a seeded draw."""
+    if plan.strategy is Strategy.PRIORITY:
+        return 0
+    if plan.strategy is Strategy.ROUND_ROBIN:
+        return state.cursors.get(plan.path, 0) % len(plan.entries)
+    draw = mix64(received.seed, salt) % plan.cumulative_weights[-1]
+    return bisect.bisect_right(plan.cumulative_weights, draw)
+
+
+def member_order(
+    plan: PoolPlan, state: RoutingState, received: RequestReceived, salt: int
+) -> Iterable[int]:
+    """Member indices in strategy order: from the pool's start member, wrapping around."""
+    size = len(plan.entries)
+    if plan.strategy is Strategy.PRIORITY:
+        return range(size)
+    start = start_index(plan, state, received, salt)
+    return chain_iter(range(start, size), range(start))

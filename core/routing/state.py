@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from ..errors import InvariantViolation
 from ..events import Event
-from ..streams import CREDENTIAL, is_pair_stream, pair_stream, request_stream
+from ..streams import CREDENTIAL, is_pair_stream, pair_stream
 from .events import (
     AttemptFailed,
     AttemptRouted,
@@ -59,7 +59,7 @@ from .events import (
     WaitDecided,
 )
 from .failures import FailureClass
-from .index import TREE_MIN_MEMBERS, ReadyTree
+from .index import ReadyTree, index_pools, refresh_leaves
 from .policy import ATTEMPTS_MAX, COOLDOWN_US_MAX, Policy
 
 __all__ = [
@@ -69,14 +69,12 @@ __all__ = [
     "RoutingState",
     "ScopeState",
     "Status",
+    "advance_cursor",
     "check_invariants",
     "evolve",
     "fold",
-    "group_view",
     "initial",
-    "note_in_view",
     "reindex",
-    "request_local",
     "status_at",
 ]
 
@@ -224,15 +222,7 @@ def initial(policy: Policy | None = None) -> RoutingState:
     """
     state = RoutingState()
     if policy is not None:
-        state.indexed_for = policy
-        for plan in policy.pools():
-            if len(plan.entries) >= TREE_MIN_MEMBERS:
-                tree = state.trees[plan.path] = ReadyTree(len(plan.entries))
-                for member, entry in enumerate(plan.entries):
-                    pair_key, cred_key = entry.pair_stream, entry.cred_stream
-                    leaf = (tree, member, pair_key, cred_key)
-                    state.tree_leaves.setdefault(pair_key, []).append(leaf)
-                    state.tree_leaves.setdefault(cred_key, []).append(leaf)
+        index_pools(state, policy)
     return state
 
 
@@ -248,16 +238,8 @@ def reindex(state: RoutingState, policy: Policy) -> RoutingState:
     fresh.requests = state.requests
     fresh.cursors = state.cursors
     for stream in fresh.tree_leaves:
-        _reindex(fresh, stream)
+        refresh_leaves(fresh, stream)
     return fresh
-
-
-def _reindex(state: RoutingState, stream: str) -> None:
-    """Refresh the tree leaves fed by ``stream`` (derived data: the later ready time wins)."""
-    for tree, member, pair_key, cred_key in state.tree_leaves.get(stream, ()):
-        pair = state.pairs.get(pair_key)
-        cred = state.creds.get(cred_key)
-        tree.set(member, max(pair.ready_us if pair else 0, cred.ready_us if cred else 0))
 
 
 def status_at(scope: ScopeState | None, now_us: int) -> Status:
@@ -301,13 +283,13 @@ def _block(
 
 def _on_cooldown(state: RoutingState, event: CooldownStarted | CooldownExtended) -> RoutingState:
     _block(state, event, suspended=False).level = event.level
-    _reindex(state, event.stream_id)
+    refresh_leaves(state, event.stream_id)
     return state
 
 
 def _on_suspended(state: RoutingState, event: PairSuspended | CredentialSuspended) -> RoutingState:
     _block(state, event, suspended=True)
-    _reindex(state, event.stream_id)
+    refresh_leaves(state, event.stream_id)
     return state
 
 
@@ -321,7 +303,7 @@ def _on_cleared(state: RoutingState, event: CooldownCleared) -> RoutingState:
     scope.reason = None
     scope.needs_probe = False
     scope.probe_until_us = 0
-    _reindex(state, event.stream_id)
+    refresh_leaves(state, event.stream_id)
     return state
 
 
@@ -329,7 +311,7 @@ def _on_probe(state: RoutingState, event: ProbeAllowed) -> RoutingState:
     scope = _scope(state, event)
     scope.probe_until_us = event.until_us
     scope.ready_us = event.until_us
-    _reindex(state, event.stream_id)
+    refresh_leaves(state, event.stream_id)
     return state
 
 
@@ -357,49 +339,15 @@ def _on_routed(state: RoutingState, event: AttemptRouted) -> RoutingState:
     request.attempts[event.attempt_id] = AttemptRecord(event)
     request.in_flight = event.attempt_id
     request.position = event.chain_position
-    _advance_cursor(state, event)
+    advance_cursor(state, event)
     return state
 
 
-def _advance_cursor(state: RoutingState, event: AttemptRouted) -> None:
+def advance_cursor(state: RoutingState, event: AttemptRouted) -> None:
     state.cursors[event.target_path] = event.member_index + 1
 
 
 # --------------------------------------------------------------------------- groups
-
-
-def group_view(state: RoutingState) -> RoutingState:
-    """A view for deciding several requests' steps as one batch (group commit).
-
-    A decision of one request reads only that request's own entry, the
-    round-robin cursors and pair / credential availability; a request-local
-    event (on its own ``request:`` stream) changes only its own entry and, when
-    it routes an attempt, one cursor. So the view shares everything with
-    ``state`` (deciders never modify what they read) except a private copy of
-    the cursors, which :func:`note_in_view` advances. Deciding requests one
-    after another on the view, as long as every event so far was request-local
-    (:func:`request_local`), decides exactly what folding each batch before the
-    next decision would have. After a decision with an event on another
-    stream (a probe, a cooldown cleared), the group must end.
-    """
-    view = RoutingState.__new__(RoutingState)
-    for name in RoutingState.__slots__:
-        setattr(view, name, getattr(state, name))
-    view.cursors = dict(state.cursors)
-    return view
-
-
-def note_in_view(view: RoutingState, events: Iterable[Event]) -> None:
-    """Advance the view's cursors as folding ``events`` would (see :func:`group_view`)."""
-    for event in events:
-        if type(event) is AttemptRouted:
-            _advance_cursor(view, event)
-
-
-def request_local(events: Iterable[Event], request_id: str) -> bool:
-    """Whether every event is on ``request_id``'s own stream (or not a routing event at all)."""
-    stream = request_stream(request_id)
-    return all(e.stream_id == stream or not isinstance(e, RoutingEvent) for e in events)
 
 
 def _on_succeeded(state: RoutingState, event: AttemptSucceeded) -> RoutingState:

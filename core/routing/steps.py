@@ -12,14 +12,14 @@ Exactly one of:
 * :class:`RouteIdle` — nothing to decide: the request has ended, an attempt
   is in flight, or a decided wait has not elapsed (no events).
 
-Callers branch on the step's type; ``step.events`` is what to append.
+Callers branch on the step's type; ``step.events`` is what to append. Steps
+are named tuples, immutable and built once per decision: a frozen attrs
+class costs about 3x as much to construct (bench/README.md, G1).
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
-import attrs
+from typing import NamedTuple, TypeAlias
 
 from .events import AttemptRouted, Degraded, FallbackExhausted, ProbeAllowed, WaitDecided
 
@@ -33,8 +33,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen
-class RouteAttempt:
+class RouteAttempt(NamedTuple):
     """Call ``routed``'s member now."""
 
     routed: AttemptRouted
@@ -47,8 +46,7 @@ class RouteAttempt:
         return (self.routed, *self.probes)
 
 
-@attrs.frozen
-class RouteWait:
+class RouteWait(NamedTuple):
     """Wait until ``decided.until_us``, then decide again."""
 
     decided: WaitDecided
@@ -59,8 +57,7 @@ class RouteWait:
         return (self.decided,)
 
 
-@attrs.frozen
-class RouteExhausted:
+class RouteExhausted(NamedTuple):
     """The request ends unserved; ``exhausted`` lists its failures and when it could retry."""
 
     exhausted: FallbackExhausted
@@ -71,8 +68,7 @@ class RouteExhausted:
         return (self.exhausted,)
 
 
-@attrs.frozen
-class RouteDegraded:
+class RouteDegraded(NamedTuple):
     """The request ends: nothing in its chain can be used (or the route is unknown)."""
 
     degraded: Degraded
@@ -83,8 +79,7 @@ class RouteDegraded:
         return (self.degraded,)
 
 
-@attrs.frozen
-class RouteIdle:
+class RouteIdle(NamedTuple):
     """Nothing to decide now; ``ended`` tells whether the request is over.
 
     When it is not, an attempt is in flight or a decided wait stands until

@@ -35,7 +35,6 @@ from routeledger.core.routing import (
     fold,
     initial,
 )
-from routeledger.core.routing.decide import mix64
 from routeledger.core.routing.events import (
     AttemptFailed,
     AttemptRouted,
@@ -54,6 +53,7 @@ from routeledger.core.routing.events import (
     SkipReason,
     WaitDecided,
 )
+from routeledger.core.routing.selection import mix64
 from routeledger.core.routing.state import LEVEL_MAX, ScopeState, Status, status_at
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
@@ -632,7 +632,7 @@ def test_weighted_pick_is_deterministic_and_follows_weights() -> None:
 
 def test_mix64_is_independent_of_hash_seed() -> None:
     """D1: the seeded mix gives the same value in processes with different PYTHONHASHSEED."""
-    code = "from routeledger.core.routing.decide import mix64; print(mix64(-3, 2**70))"
+    code = "from routeledger.core.routing.selection import mix64; print(mix64(-3, 2**70))"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],

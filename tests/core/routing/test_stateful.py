@@ -29,7 +29,7 @@ from routeledger.core.routing import (
     initial,
 )
 from routeledger.core.routing import decide as decide_module
-from routeledger.core.routing import state as state_module
+from routeledger.core.routing import index as index_module
 from routeledger.core.routing.events import (
     AttemptFailed,
     AttemptRouted,
@@ -46,14 +46,9 @@ from routeledger.core.routing.events import (
     RoutingEvent,
 )
 from routeledger.core.routing.failures import Evidence
+from routeledger.core.routing.group import group_view, note_in_view, request_local
 from routeledger.core.routing.policy import COOLDOWN_US_MAX
-from routeledger.core.routing.state import (
-    Status,
-    group_view,
-    note_in_view,
-    request_local,
-    status_at,
-)
+from routeledger.core.routing.state import Status, status_at
 
 from .support import S, World, policy, snapshot, target
 
@@ -114,9 +109,9 @@ class RoutingMachine(RuleBasedStateMachine):
             )
         )
         # Index every pool (the real threshold is 32 members) so the O(log n) pick is exercised.
-        self.saved_threshold = state_module.TREE_MIN_MEMBERS
+        self.saved_threshold = index_module.TREE_MIN_MEMBERS
         self.saved_scan_first = decide_module.TREE_SCAN_FIRST
-        state_module.TREE_MIN_MEMBERS = 2
+        index_module.TREE_MIN_MEMBERS = 2
         decide_module.TREE_SCAN_FIRST = 1
         self.world.state = initial(self.world.policy)
         assert self.world.state.trees
@@ -124,8 +119,8 @@ class RoutingMachine(RuleBasedStateMachine):
         self.attempts = 0
 
     def teardown(self) -> None:
-        state_module.TREE_MIN_MEMBERS = getattr(
-            self, "saved_threshold", state_module.TREE_MIN_MEMBERS
+        index_module.TREE_MIN_MEMBERS = getattr(
+            self, "saved_threshold", index_module.TREE_MIN_MEMBERS
         )
 
     # ------------------------------------------------------------------ rules
