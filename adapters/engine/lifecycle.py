@@ -599,8 +599,8 @@ def decide_item(
         events = step.events
         return Decided(events, None, step), events, None
     if isinstance(item, _Report):
-        events = decide_outcome(policy, view, item.command, now_us=now)
-        return Decided(events), events, None
+        reported = decide_outcome(policy, view, item.command, now_us=now)
+        return Decided(reported), reported, None
     if isinstance(item, _KeyFailure):
         if item.command.credential_id not in state.credentials.credentials:
             return Decided(()), (), None
