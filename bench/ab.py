@@ -1,7 +1,9 @@
 """Interleaved A/B of benchmark scripts: a base commit against this working tree.
 
-Usage: ``.venv/bin/python bench/ab.py BASE_REF [--rounds N] [SCRIPT ...]``
-(scripts by name without ``.py``; default ``route_decide engine``).
+Usage: ``.venv/bin/python bench/ab.py BASE_REF [--head REF] [--rounds N] [SCRIPT ...]``
+(scripts by name without ``.py``; default ``route_decide engine``). With
+``--head`` the head side is that commit, checked out like the base, so the
+working tree may change while a long run goes on.
 
 ``BASE_REF`` is checked out in a temporary git worktree and made importable as
 ``routeledger`` through a tree of symlinks named as installed (``PYTHONPATH``
@@ -45,6 +47,7 @@ def _figures(script: Path, cwd: Path, env: dict[str, str]) -> dict[str, float]:
 
 def _base_tree(ref: str, into: Path) -> tuple[Path, dict[str, str]]:
     """Check ``ref`` out under ``into``; its root and the environment that imports it."""
+    into.mkdir(parents=True, exist_ok=True)
     tree = into / "tree"
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
@@ -76,6 +79,7 @@ def _report(samples: dict[tuple[str, str], list[float]]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base")
+    parser.add_argument("--head", default=None, help="a commit instead of the working tree")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("scripts", nargs="*", default=["route_decide", "engine"])
     args = parser.parse_intermixed_args(argv)
@@ -84,22 +88,27 @@ def main(argv: list[str]) -> int:
             parser.error(f"{name} needs PostgreSQL: run make bench for it")
     samples: dict[tuple[str, str], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="routeledger-ab-") as tmp:
-        tree, base_env = _base_tree(args.base, Path(tmp))
+        tree, base_env = _base_tree(args.base, Path(tmp) / "base")
+        head, head_env = ROOT, dict(os.environ)
+        if args.head is not None:
+            head, head_env = _base_tree(args.head, Path(tmp) / "head")
         try:
             for round_no in range(args.rounds):
                 for name in args.scripts:
                     runs = (
                         ("base", tree / "bench" / f"{name}.py", tree, base_env),
-                        ("head", ROOT / "bench" / f"{name}.py", ROOT, dict(os.environ)),
+                        ("head", head / "bench" / f"{name}.py", head, head_env),
                     )
                     for side, script, cwd, env in runs:
                         for figure, value in _figures(script, cwd, env).items():
                             samples[(figure, side)].append(value)
                 print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False
-            )
+            for made in {tree, head} - {ROOT}:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(made)],
+                    check=False,
+                )
     _report(samples)
     return 0
 
