@@ -722,6 +722,8 @@ def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _httpx_class(exc: BaseException) -> FailureClass | None:
+    if isinstance(exc, httpx.PoolTimeout):  # our own pool, not the upstream
+        return _F.GATEWAY_POOL_EXHAUSTED
     if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
         return _F.CONNECT_ERROR
     if isinstance(exc, httpx.TimeoutException):

@@ -93,6 +93,7 @@ FAILURE_TITLES: Final[Mapping[FailureClass, str]] = {
     _F.MALFORMED_RESPONSE: "Malformed response",
     _F.RESPONSE_REJECTED: "Response rejected",
     _F.CALLER_CANCELLED: "Cancelled by caller",
+    _F.GATEWAY_POOL_EXHAUSTED: "Gateway connection pool exhausted",
     _F.UNKNOWN: "Unknown failure",
 }
 #: The HTTP status of a request that ended on one failure of this class.
@@ -116,6 +117,7 @@ FAILURE_STATUS: Final[Mapping[FailureClass, int]] = {
     _F.MALFORMED_RESPONSE: 502,
     _F.RESPONSE_REJECTED: 502,
     _F.CALLER_CANCELLED: 499,
+    _F.GATEWAY_POOL_EXHAUSTED: 503,
     _F.UNKNOWN: 502,
 }
 

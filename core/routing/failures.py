@@ -74,6 +74,9 @@ class FailureClass(enum.Enum):
     RESPONSE_REJECTED = "response_rejected"
     #: The caller went away. Scope: none; the request ends.
     CALLER_CANCELLED = "caller_cancelled"
+    #: The gateway's own connection pool had no free connection in time: a
+    #: local limit, not the upstream's fault. Scope: none; the next member may serve.
+    GATEWAY_POOL_EXHAUSTED = "gateway_pool_exhausted"
     #: Anything else. Scope: the pair, short cooldown.
     UNKNOWN = "unknown"
 
@@ -206,6 +209,7 @@ DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyT
             _cool(_F.MALFORMED_RESPONSE, 5 * US_PER_S, 1 * US_PER_MIN),
             _caller(_F.RESPONSE_REJECTED, FailureScope.REQUEST, fallback=True),
             _caller(_F.CALLER_CANCELLED, FailureScope.NONE, fallback=False),
+            _caller(_F.GATEWAY_POOL_EXHAUSTED, FailureScope.NONE, fallback=True),
             _cool(_F.UNKNOWN, 5 * US_PER_S, 1 * US_PER_MIN),
         )
     }

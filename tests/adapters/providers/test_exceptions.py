@@ -38,7 +38,7 @@ REQUEST = httpx.Request("POST", "https://api.example.test/v1/chat/completions")
         (httpx.ConnectError("[Errno 111] Connection refused", request=REQUEST), F.CONNECT_ERROR),
         (httpx.ConnectTimeout("timed out", request=REQUEST), F.CONNECT_ERROR),
         (httpx.ReadTimeout("timed out", request=REQUEST), F.TIMEOUT_BEFORE_RESPONSE),
-        (httpx.PoolTimeout("no connection", request=REQUEST), F.TIMEOUT_BEFORE_RESPONSE),
+        (httpx.PoolTimeout("no connection", request=REQUEST), F.GATEWAY_POOL_EXHAUSTED),
         (
             httpx.RemoteProtocolError(
                 "Server disconnected without sending a response.", request=REQUEST

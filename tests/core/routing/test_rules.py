@@ -99,6 +99,7 @@ def test_state_is_keyed_by_concrete_pair_and_credential_only() -> None:
         FailureClass.CONTENT_FILTERED,
         FailureClass.CALLER_CANCELLED,
         FailureClass.RESPONSE_REJECTED,
+        FailureClass.GATEWAY_POOL_EXHAUSTED,
     ],
 )
 def test_caller_caused_failures_change_no_availability(failure: FailureClass) -> None:

@@ -58,6 +58,7 @@ CALLER_CAUSED = {
     FailureClass.INVALID_REQUEST,
     FailureClass.RESPONSE_REJECTED,
     FailureClass.CALLER_CANCELLED,
+    FailureClass.GATEWAY_POOL_EXHAUSTED,
 }
 BLOCKS = (CooldownStarted, CooldownExtended, PairSuspended, CredentialSuspended)
 

@@ -41,6 +41,7 @@ EXPECTED_SCOPE: dict[FailureClass, tuple[str | None, str | None]] = {
     FailureClass.MALFORMED_RESPONSE: ("pair", "cool"),
     FailureClass.RESPONSE_REJECTED: (None, None),
     FailureClass.CALLER_CANCELLED: (None, None),
+    FailureClass.GATEWAY_POOL_EXHAUSTED: (None, None),
     FailureClass.UNKNOWN: ("pair", "cool"),
 }
 
