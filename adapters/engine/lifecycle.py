@@ -118,6 +118,9 @@ __all__ = [
 #: attempts are bounded by the policy (<= 64) and waits by its wait budget;
 #: this is a backstop that turns a decider bug into an error, not a hang.
 REQUEST_STEPS_MAX: Final = 1_000
+#: Characters of output assumed per token when a cut attempt reported no usage.
+#: Why: ~4 characters per token is the usual English average.
+CHARS_PER_TOKEN: Final = 4
 
 #: How an attempt's failure class reads for the credential lifecycle (I0): only
 #: AUTH may trigger key recovery; the others are recorded as what they are.
@@ -320,10 +323,13 @@ class RequestLifecycle:
         self.key_failure: RecordFailure | None = None
         self.exhausted: FallbackExhausted | None = None
         #: Settlement facts: the usage reported on success, whether billable
-        #: output was produced by a failed attempt, and what it observed.
+        #: output was produced by a failed attempt, and what the failed
+        #: attempts billed, summed (observed, or estimated per attempt: L11).
         self.usage: Usage | None = None
         self.partial = False
         self.observed: Usage | None = None
+        #: A billed failed attempt reported no usage (its share is estimated).
+        self.unobserved_cut = False
         self._cost = prices
         self._attempt_id = attempt_id
 
@@ -441,8 +447,11 @@ class RequestLifecycle:
         self.attempts += 1
         self.pending = command
         if isinstance(outcome, Succeeded):
-            self.usage = usage
             billed = usage if usage is not None else self.estimate_usage()
+            if self.observed is not None:  # a billed cut attempt stays on the bill (L11)
+                billed = billed + self.observed
+                usage = billed
+            self.usage = usage
             self.result = Served(
                 credential_id=current.credential_id,
                 upstream_model=current.upstream_model,
@@ -455,6 +464,14 @@ class RequestLifecycle:
             return
         if outcome.phase is Phase.MID_STREAM or outcome.billed:
             self.partial = True
+            spent = usage if usage is not None and not usage.is_zero() else None
+            if spent is None:  # no usage report: estimate what this attempt delivered
+                self.unobserved_cut = True
+                chars = max(1, outcome.delivered_chars - current.delivered_chars)
+                spent = self.usage_of(
+                    current.upstream_model, self.start.input_tokens, -(-chars // CHARS_PER_TOKEN)
+                )
+            self.observed = spent if self.observed is None else self.observed + spent
         kind = _LIFECYCLE_FAILURE.get(outcome.failure)
         if kind is not None:
             self.key_failure = RecordFailure(
@@ -691,10 +708,7 @@ class Attempt:
                 billed=billed,
             )
         )
-        self._report(outcome, None)
-        partial = outcome.phase is Phase.MID_STREAM or outcome.billed
-        if partial and observed_usage is not None:
-            self._handle.lifecycle.observed = observed_usage
+        self._report(outcome, observed_usage)
 
     def observed(self, observation: Observation) -> None:
         """Report what an adapter observed (a response, an exception, a stream)."""
@@ -707,6 +721,7 @@ class Attempt:
                 evidence=outcome.evidence,
             )
         else:
+            tokens = observation.failed_usage
             self.failed(
                 attrs.evolve(
                     outcome,
@@ -714,7 +729,10 @@ class Attempt:
                     status=observation.status,
                     detail=observation.detail[:DETAIL_CHARS_MAX],
                     billed=observation.billed,
-                )
+                ),
+                observed_usage=None
+                if tokens is None
+                else self._handle.lifecycle.usage_of(self.upstream_model, *tokens),
             )
 
     def failed_from_exception(self, error: BaseException) -> None:
@@ -940,7 +958,8 @@ class RequestHandle:
             else:
                 sink.on_no_usage()
         elif life.partial:
-            sink.on_incomplete(life.observed)
+            # Not served: an unobserved cut bills the whole estimate, never less (L11).
+            sink.on_incomplete(None if life.unobserved_cut else life.observed)
         else:
             sink.on_error_before_output()
         if isinstance(sink, LocalLedgerSink):

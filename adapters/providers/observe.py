@@ -134,6 +134,9 @@ class Observation:
     #: Whether a success came with a usage report (without one, the request is
     #: billed its estimate, never zero: L11).
     usage_reported: bool = True
+    #: A failed stream's usage report, if it sent one before failing:
+    #: ``(input_tokens, output_tokens)``; billed instead of an estimate (L11).
+    failed_usage: tuple[int, int] | None = None
 
     @property
     def failure(self) -> FailureClass | None:
@@ -1060,7 +1063,7 @@ class StreamObserver:
         code: str | None = None,
         hint: tuple[int | None, str | None] = (None, None),
     ) -> Observation:
-        return _failed(
+        observation = _failed(
             failure,
             status=status,
             detail=detail,
@@ -1072,6 +1075,9 @@ class StreamObserver:
             delivered_chars=self.delivered_chars,
             billed=self.delivered_chars > 0 or self.output_tokens > 0,
         )
+        if not self.usage_seen:
+            return observation
+        return attrs.evolve(observation, failed_usage=(self.input_tokens, self.output_tokens))
 
     def _succeeded(self) -> Observation:
         return Observation(

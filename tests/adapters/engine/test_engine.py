@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
 from routeledger.adapters.engine.config import EngineConfig, ModelPrice, parse_config
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.results import BudgetRejected, Degradation, Exhausted, Served
 from routeledger.adapters.testing.clock import FakeClock, counter_ids
-from routeledger.core.budget.values import HoldStatus
+from routeledger.core.budget.values import HoldStatus, Usage
 from routeledger.core.errors import UsageError
-from routeledger.core.routing import FailureClass, Phase
+from routeledger.core.routing import Failed, FailureClass, Phase
 from routeledger.core.routing.events import AttemptRouted, WaitDecided
 
 CONFIG = """
@@ -114,6 +115,47 @@ def test_a_mid_stream_failure_bills_the_partial_usage_never_zero() -> None:
     account = engine.state.budget.accounts["team"]
     assert account.reserved == 0
     assert account.spent == req.estimate.cost_micros > 0
+
+
+def test_a_billed_cut_attempt_stays_on_the_bill_when_a_later_attempt_serves() -> None:
+    """L11: cut (usage observed) then served settles at both attempts' usage, summed."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",)) as req:
+        for attempt in req.sync_attempts():
+            if attempt.credential_id == "a":
+                cut = engine.cost_micros("m1", 10, 20)
+                attempt.failed(
+                    FailureClass.STREAM_INTERRUPTED,
+                    phase=Phase.MID_STREAM,
+                    billed=True,
+                    observed_usage=Usage(cost_micros=cut, tokens=30, requests=1),
+                )
+            else:
+                attempt.succeeded(input_tokens=10, output_tokens=5)
+    assert isinstance(req.result, Served)
+    expected = engine.cost_micros("m1", 10, 20) + engine.cost_micros("m2", 10, 5)
+    assert req.result.cost_micros == expected
+    assert engine.state.budget.accounts["team"].spent == expected
+
+
+def test_an_unobserved_cut_then_served_bills_an_estimate_of_the_cut_never_zero() -> None:
+    """L11: a cut without a usage report adds its delivered output's estimate to the served usage."""
+    engine, _ = make_engine()
+    with engine.request(route="chat", caller_scope="u", accounts=("team",), input_tokens=8) as req:
+        for attempt in req.sync_attempts():
+            if attempt.credential_id == "a":
+                attempt.failed(
+                    attrs.evolve(
+                        Failed(failure=FailureClass.STREAM_INTERRUPTED, phase=Phase.MID_STREAM),
+                        delivered_chars=40,
+                        billed=True,
+                    )
+                )
+            else:
+                attempt.succeeded(input_tokens=10, output_tokens=5)
+    served = engine.cost_micros("m2", 10, 5)
+    cut = engine.cost_micros("m1", 8, 10)  # 40 characters ~ 10 tokens
+    assert engine.state.budget.accounts["team"].spent == served + cut > served
 
 
 def test_an_exception_in_the_callers_code_refunds_the_hold() -> None:
