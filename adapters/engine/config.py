@@ -30,6 +30,14 @@ One file configures a gateway's engine::
     idle_us = 30_000_000
     total_us = 300_000_000
 
+    [http]                        # the executor's connection pool (httpx.Limits)
+    max_connections = 100
+    max_keepalive_connections = 20
+    pool_timeout_us = 5_000_000   # waiting for a free connection: a local failure
+
+    [routes.chat]                 # optional, per route: continue a cut live stream on a
+    continue_instruction = "..."  # model without prefill by asking it to go on (off when "")
+
     [accounts.team-a]             # budget accounts opened at start-up (if missing)
     scope = "team"                # key | user | team | org | provider | model
     unit = "micros"               # micros | tokens | requests
@@ -103,6 +111,16 @@ class ConfigError(UsageError):
         super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
 
 
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """Timeouts and pool sizes are positive integers (a zero would fail every attempt)."""
+    if value <= 0:
+        section = "timeouts" if isinstance(instance, Timeouts) else "http"
+        raise PolicyError(f"{section}.{attribute.name}", f"must be > 0, got {value}")
+
+
+_POSITIVE: Final = _positive
+
+
 @attrs.frozen(kw_only=True)
 class CredentialEndpoint:
     """Where and how to call one credential's provider (non-secret)."""
@@ -133,12 +151,24 @@ class ModelPrice:
 
 @attrs.frozen(kw_only=True)
 class Timeouts:
-    """Per-attempt timeouts of the httpx executor, in microseconds."""
+    """Per-attempt timeouts of the httpx executor, in microseconds (each > 0)."""
 
-    connect_us: int = 5 * US_PER_S
-    first_token_us: int = 30 * US_PER_S
-    idle_us: int = 30 * US_PER_S
-    total_us: int = 5 * US_PER_MIN
+    connect_us: int = attrs.field(default=5 * US_PER_S, validator=_POSITIVE)
+    #: Connect + response headers + the first token.
+    first_token_us: int = attrs.field(default=30 * US_PER_S, validator=_POSITIVE)
+    #: Between two chunks once the first token arrived.
+    idle_us: int = attrs.field(default=30 * US_PER_S, validator=_POSITIVE)
+    total_us: int = attrs.field(default=5 * US_PER_MIN, validator=_POSITIVE)
+
+
+@attrs.frozen(kw_only=True)
+class HttpSettings:
+    """The httpx executor's connection pool. Why these defaults: httpx's own."""
+
+    max_connections: int = attrs.field(default=100, validator=_POSITIVE)
+    max_keepalive_connections: int = attrs.field(default=20, validator=_POSITIVE)
+    #: Waiting longer for a free connection is ``gateway_pool_exhausted`` (a local failure).
+    pool_timeout_us: int = attrs.field(default=5 * US_PER_S, validator=_POSITIVE)
 
 
 @attrs.frozen(kw_only=True)
@@ -161,6 +191,10 @@ class EngineConfig:
     accounts: tuple[OpenAccount, ...] = ()
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     engine: EngineSettings = attrs.field(factory=EngineSettings)
+    http: HttpSettings = attrs.field(factory=HttpSettings)
+    #: Route alias -> the instruction that continues a cut live stream on a
+    #: model without prefill (routes without one end the stream instead).
+    continuations: Mapping[str, str] = attrs.field(factory=dict)
 
 
 # --- the file's shape (structured by cattrs, strictly) ------------------------
@@ -203,6 +237,7 @@ class _TargetFile:
 class _RouteFile:
     chain: tuple[_TargetFile, ...]
     fallback: tuple[str, ...] = ()
+    continue_instruction: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -242,6 +277,7 @@ class _File:
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     accounts: dict[str, _AccountFile] = attrs.field(factory=dict)
     engine: EngineSettings = attrs.field(factory=EngineSettings)
+    http: HttpSettings = attrs.field(factory=HttpSettings)
 
 
 def _strict(kind: type[Any]) -> Any:
@@ -358,6 +394,12 @@ def _to_config(shape: _File) -> EngineConfig:
         accounts=tuple(_open_account(key, value) for key, value in shape.accounts.items()),
         timeouts=shape.timeouts,
         engine=shape.engine,
+        http=shape.http,
+        continuations={
+            alias: route.continue_instruction
+            for alias, route in shape.routes.items()
+            if route.continue_instruction
+        },
     )
 
 
@@ -428,6 +470,17 @@ def _key_line(text: str, start: int, key: str) -> int | None:
     return None
 
 
+def _policy_error(error: BaseException) -> PolicyError | None:
+    """The first :class:`PolicyError` a validator raised inside cattrs' error groups."""
+    if isinstance(error, PolicyError):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        found = _policy_error(inner)
+        if found is not None:
+            return found
+    return None
+
+
 def parse_config(text: str, *, source: str = "<config>") -> EngineConfig:
     """Parse a TOML text into an :class:`EngineConfig`; :class:`ConfigError` on any problem."""
     try:
@@ -440,6 +493,9 @@ def parse_config(text: str, *, source: str = "<config>") -> EngineConfig:
     try:
         shape = _CONVERTER.structure(raw, _File)
     except ClassValidationError as error:
+        bad = _policy_error(error)
+        if bad is not None:
+            raise ConfigError(source, bad.path, bad.problem, line_of(text, bad.path)) from error
         first = transform_error(error)[0]
         match = _CATTRS_PATH.search(first)
         key = _dotted(match.group("path")) if match else ""

@@ -301,6 +301,11 @@ class Engine:
             tokens = max(tokens, input_tokens + out)
         return Usage(cost_micros=cost, tokens=tokens, requests=1)
 
+    def output_tokens_max(self, route: str, backups: Sequence[str] = ()) -> int | None:
+        """The largest ``max_output_tokens`` of the models ``route`` can reach (``None``: none)."""
+        prices = self._prices_reachable(route, tuple(backups))
+        return max((price.max_output_tokens for price in prices), default=None)
+
     def _prices_reachable(self, route: str, backups: tuple[str, ...]) -> tuple[ModelPrice, ...]:
         """The prices of the distinct priced models ``route`` with ``backups`` can reach (cached)."""
         if self._prices_config is not self.config:

@@ -449,7 +449,7 @@ class RequestLifecycle:
         if isinstance(outcome, Succeeded):
             billed = usage if usage is not None else self.estimate_usage()
             if self.observed is not None:  # a billed cut attempt stays on the bill (L11)
-                billed = billed + self.observed
+                billed = _with_attempt(billed, self.observed)
                 usage = billed
             self.usage = usage
             self.result = Served(
@@ -471,7 +471,7 @@ class RequestLifecycle:
                 spent = self.usage_of(
                     current.upstream_model, self.start.input_tokens, -(-chars // CHARS_PER_TOKEN)
                 )
-            self.observed = spent if self.observed is None else self.observed + spent
+            self.observed = spent if self.observed is None else _with_attempt(self.observed, spent)
         kind = _LIFECYCLE_FAILURE.get(outcome.failure)
         if kind is not None:
             self.key_failure = RecordFailure(
@@ -512,6 +512,15 @@ class RequestLifecycle:
         if self.exhausted is None:
             return None
         return exhaustion_report(self.request_id, (*failures, self.exhausted))
+
+
+def _with_attempt(usage: Usage, attempt: Usage) -> Usage:
+    """``usage`` plus another billed attempt's: its cost and tokens; still one request."""
+    return Usage(
+        cost_micros=usage.cost_micros + attempt.cost_micros,
+        tokens=usage.tokens + attempt.tokens,
+        requests=max(usage.requests, attempt.requests),
+    )
 
 
 # --- deciding items (pure; called by the group committer under the runtime's lock) ---

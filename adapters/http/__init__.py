@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from routeledger.adapters.http.executor import ChatEvent, Completion, Executor
+from routeledger.adapters.http.chat import ChatRequestError
+from routeledger.adapters.http.executor import (
+    ChatEvent,
+    Completion,
+    Executor,
+    request_error_response,
+    result_problem,
+)
 
-__all__ = ["ChatEvent", "Completion", "Executor"]
+__all__ = [
+    "ChatEvent",
+    "ChatRequestError",
+    "Completion",
+    "Executor",
+    "request_error_response",
+    "result_problem",
+]

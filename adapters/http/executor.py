@@ -1,58 +1,101 @@
 """The httpx executor for OpenAI-compatible upstreams, with the engine in charge.
 
 ``Executor.chat(body, route=..., ...)`` runs one chat completion through the
-engine: the engine records the request and its hold, decides each attempt
-(credential, upstream model), and the executor performs it over HTTP,
-streaming from the upstream so that it can tell *how* an attempt failed:
+engine and returns a :class:`Completion` (the ``chat.completion`` object of the
+model that served, or the problem to answer with);
+``Executor.stream_chat`` yields the same run live, chunk by chunk, for callers
+that stream to their own clients. The engine records the request and its
+hold, decides each attempt (credential, upstream model), and the executor
+performs it over HTTP, always streaming from the upstream so that it can tell
+*how* an attempt failed:
 
-* per attempt: a connect timeout, a time-to-first-token deadline, a
-  stream-idle timeout between chunks, and a total deadline (``[timeouts]``);
-* SSE parsing through :class:`~.observe.StreamObserver`: an in-band error
+* per attempt, deadlines in ``[timeouts]``: ``first_token_us`` covers connect,
+  response headers and the first token; ``idle_us`` each gap between chunks
+  after it; ``total_us`` the whole attempt. A free connection from the pool is
+  awaited at most ``[http] pool_timeout_us``; running out is the gateway's own
+  failure (``gateway_pool_exhausted``) and changes no availability;
+* SSE is parsed once, by :class:`~.observe.StreamObserver`: an in-band error
   event in a 200 stream, a malformed chunk, a cut without ``[DONE]``, a stall
-  all become classified failures; a complete answer without ``[DONE]`` is a
-  success;
-* a failure after output started moves to the next target the core picks,
-  *continuing* the partial answer as an assistant prefix where that model
-  supports prefill, or restarting cleanly where it does not;
-* a truncated answer is never returned as complete: the result is
-  :class:`~.engine.Served` only after an attempt finished, with the model that
-  actually served it and its usage; otherwise the caller gets the engine's
-  typed result (exhausted, degraded, budget rejected) and an RFC 9457 problem.
+  all become classified failures; every chunk is passed on whole (content,
+  tool calls, refusal, finish reason, logprobs, fields we do not know);
+* the client's body passes through unchanged except ``model`` (and
+  ``stream``/``stream_options``, which the executor needs to see usage);
+* a failure after output started moves to the next target the core picks.
+  Streamed live (:meth:`Executor.stream_chat`), text the client already has is
+  never sent again: the next attempt *continues* it as an assistant prefix on
+  a model with prefill, or, on a route with a ``continue_instruction``, on a
+  model without prefill; otherwise the stream ends with the error event. Not
+  streamed (:meth:`Executor.chat`), a model without prefill restarts cleanly;
+* every attempt the provider billed is settled (the engine sums them: L11).
 
-``Executor.stream_chat`` yields the same run as events for callers that stream
-to their own clients: text deltas, a ``restart`` marker when a partial answer
-is abandoned, and a final ``done`` or ``error`` event.
+Errors: :meth:`Completion.error_response` and :meth:`ChatEvent.sse` render the
+one mapping of a result to a status and body (``docs/errors.md``) in OpenAI's
+``{"error": {...}}`` shape, or as ``application/problem+json`` when asked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 import httpx
+import orjson
 
 from routeledger.adapters.engine.engine import Engine
-from routeledger.adapters.engine.lifecycle import Attempt
-from routeledger.adapters.engine.results import Result, Served
+from routeledger.adapters.engine.lifecycle import Attempt, RequestHandle
+from routeledger.adapters.engine.results import (
+    BudgetRejected,
+    Degradation,
+    Exhausted,
+    Result,
+    Served,
+)
+from routeledger.adapters.http.chat import (
+    Assembly,
+    ChatRequestError,
+    parse_chat_body,
+    upstream_payload,
+    wants_usage,
+)
 from routeledger.adapters.providers.observe import (
     Observation,
     StreamObserver,
     observe_exception,
     observe_response,
 )
-from routeledger.adapters.providers.problems import Problem, render_exhaustion
+from routeledger.adapters.providers.problems import (
+    BudgetRejection,
+    FailureProblem,
+    Problem,
+    openai_error_body,
+    render_budget_rejection,
+    render_exhaustion,
+    render_failure,
+    render_invalid_request,
+    render_nothing_available,
+    render_unknown_route,
+)
 from routeledger.adapters.providers.secrets import EnvironmentSecretReader
 from routeledger.core.credentials.secrets import SecretReader
+from routeledger.core.errors import UsageError
+from routeledger.core.routing import FailureClass, Phase
 from routeledger.core.time import US_PER_S
 
-__all__ = ["ChatEvent", "Completion", "Executor"]
+__all__ = [
+    "ChatEvent",
+    "ChatRequestError",
+    "Completion",
+    "Executor",
+    "request_error_response",
+    "result_problem",
+]
 
-#: Characters of input assumed per token for the hold estimate. Why: ~4 chars
-#: per token is the usual English average; the hold only needs an upper-ish bound.
-CHARS_PER_TOKEN: Final = 4
+#: Bytes of an upstream's error body read to classify it. Why 64 KiB: error
+#: bodies are a few hundred bytes; a 10 MB one must not be buffered per attempt.
+ERROR_BODY_BYTES_MAX: Final = 64 * 1024
+_JSON: Final = (("Content-Type", "application/json"),)
 
 
 @attrs.frozen(kw_only=True)
@@ -61,8 +104,16 @@ class Completion:
 
     request_id: str
     result: Result
-    #: The full answer when served; empty otherwise (never a truncated answer).
+    #: The first choice's full text when served; empty otherwise (never a truncated answer).
     content: str = ""
+    #: The first choice's tool calls (OpenAI shape: id, type, function name and arguments).
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    finish_reason: str | None = None
+    #: ``prompt_tokens``/``completion_tokens``/``total_tokens`` summed over the
+    #: attempts whose usage was reported (a billed cut attempt included).
+    usage: Mapping[str, int] | None = None
+    #: The ``chat.completion`` object, with the model that actually served.
+    response: Mapping[str, Any] | None = None
     #: The upstream model that actually served the answer.
     model: str | None = None
     credential_id: str | None = None
@@ -72,23 +123,102 @@ class Completion:
     #: The problem to return to the client when not served (RFC 9457).
     problem: Problem | None = None
 
+    def error_response(
+        self, *, problem_json: bool = False
+    ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+        """Status, headers and body for a request that was not served (OpenAI's shape).
+
+        ``problem_json``: the RFC 9457 body as ``application/problem+json``
+        instead (for a client whose ``Accept`` asks for it).
+        """
+        if self.problem is None:
+            raise UsageError(f"request {self.request_id} was served: there is no error to render")
+        return _error_response(self.problem, problem_json=problem_json)
+
+
+def _error_response(
+    problem: Problem, *, problem_json: bool
+) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    if problem_json:
+        return problem.status, problem.headers, problem.to_json()
+    headers = tuple(pair for pair in problem.headers if pair[0] != "Content-Type")
+    return problem.status, (*_JSON, *headers), orjson.dumps(openai_error_body(problem))
+
+
+def request_error_response(
+    error: ChatRequestError, *, problem_json: bool = False
+) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    """Status, headers and body for a client body the executor refused (400)."""
+    problem = render_invalid_request(error.param, error.problem)
+    return _error_response(problem, problem_json=problem_json)
+
 
 @attrs.frozen(kw_only=True)
 class ChatEvent:
-    """One event of a streamed run: ``delta``, ``restart``, ``done`` or ``error``."""
+    """One event of a streamed run: ``delta``, ``restart``, ``done`` or ``error``.
+
+    ``delta`` carries one upstream ``chat.completion.chunk`` whole; ``restart``
+    (only when not streamed live) says the partial answer so far is abandoned.
+    """
 
     kind: str
-    text: str = ""
+    chunk: Mapping[str, Any] | None = None
     completion: Completion | None = None
 
+    @property
+    def text(self) -> str:
+        """The first choice's content delta in this chunk ("" for none)."""
+        choices = self.chunk.get("choices") if self.chunk is not None else None
+        if not choices or not isinstance(choices[0], dict):
+            return ""
+        delta = choices[0].get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        return content if isinstance(content, str) else ""
 
-def _input_tokens(body: Mapping[str, Any]) -> int:
-    messages = body.get("messages")
-    chars = 0
-    for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, dict) else None
-        chars += len(content) if isinstance(content, str) else 0
-    return -(-chars // CHARS_PER_TOKEN)
+    def sse(self) -> bytes:
+        """The event as the SSE bytes a client of OpenAI's API expects (``b""`` for a restart)."""
+        if self.kind == "delta" and self.chunk is not None:
+            return b"data: " + orjson.dumps(self.chunk) + b"\n\n"
+        if self.kind == "done":
+            return b"data: [DONE]\n\n"
+        if self.kind == "error" and self.completion is not None and self.completion.problem:
+            return b"data: " + orjson.dumps(openai_error_body(self.completion.problem)) + b"\n\n"
+        return b""
+
+
+@attrs.define
+class _Run:
+    """What one request's attempts have produced so far."""
+
+    body: Mapping[str, Any]
+    live: bool
+    instruction: str
+    forward_usage: bool
+    assembly: Assembly = attrs.Factory(Assembly)
+    restarts: int = 0
+    served: Attempt | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usage_seen: bool = False
+
+    def delivered(self) -> str:
+        first = self.assembly.first()
+        return "".join(first.parts) if first is not None else ""
+
+    def absorb(self, observer: StreamObserver) -> None:
+        if observer.usage_seen:
+            self.usage_seen = True
+            self.input_tokens += observer.input_tokens
+            self.output_tokens += observer.output_tokens
+
+    def usage(self) -> dict[str, int] | None:
+        if not self.usage_seen:
+            return None
+        return {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
 
 
 class Executor:
@@ -109,8 +239,21 @@ class Executor:
         }
         self.secrets: SecretReader = secrets or EnvironmentSecretReader(names=names)
         engine.scrubber = engine.scrubber.with_secrets(self.secrets.secret_values())
-        self._client = client or httpx.AsyncClient()
+        http, timeouts = engine.config.http, engine.config.timeouts
+        limits = httpx.Limits(
+            max_connections=http.max_connections,
+            max_keepalive_connections=http.max_keepalive_connections,
+        )
+        self._client = client or httpx.AsyncClient(limits=limits)
         self._own_client = client is None
+        # The read timeout starts unset (the first-token deadline covers the
+        # headers) and becomes ``idle_us`` once the headers are in (_open).
+        self._timeout = httpx.Timeout(
+            connect=timeouts.connect_us / US_PER_S,
+            read=None,
+            write=timeouts.connect_us / US_PER_S,
+            pool=http.pool_timeout_us / US_PER_S,
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client if the executor made it."""
@@ -119,7 +262,7 @@ class Executor:
 
     async def chat(
         self,
-        body: Mapping[str, Any],
+        body: object,
         *,
         route: str,
         caller_scope: str,
@@ -128,7 +271,11 @@ class Executor:
         backups: Sequence[str] = (),
         model_owner: str | None = None,
     ) -> Completion:
-        """Run a chat completion; returns when it is served or cannot be."""
+        """Run a chat completion; returns when it is served or cannot be.
+
+        Raises :class:`ChatRequestError` (nothing recorded) for a body that
+        cannot be sent; see :func:`request_error_response`.
+        """
         completion: Completion | None = None
         async for item in self.stream_chat(
             body,
@@ -138,6 +285,7 @@ class Executor:
             request_id=request_id,
             backups=backups,
             model_owner=model_owner,
+            live=False,
         ):
             if item.completion is not None:
                 completion = item.completion
@@ -146,7 +294,7 @@ class Executor:
 
     async def stream_chat(
         self,
-        body: Mapping[str, Any],
+        body: object,
         *,
         route: str,
         caller_scope: str,
@@ -154,134 +302,264 @@ class Executor:
         request_id: str | None = None,
         backups: Sequence[str] = (),
         model_owner: str | None = None,
+        live: bool = True,
     ) -> AsyncIterator[ChatEvent]:
-        """Run a chat completion, yielding deltas as they arrive, then ``done`` or ``error``."""
-        max_tokens = body.get("max_tokens")
+        """Run a chat completion, yielding chunks as they arrive, then ``done`` or ``error``.
+
+        ``live``: the chunks reach a client as they are yielded, so text it has
+        is never taken back (see the module docstring); ``False`` for a caller
+        that buffers them (``chat``).
+        """
+        payload, input_tokens, max_tokens = parse_chat_body(
+            body, output_limit=self.engine.output_tokens_max(route, backups)
+        )
         handle = self.engine.request(
             route=route,
             caller_scope=caller_scope,
             accounts=accounts,
-            input_tokens=_input_tokens(body),
-            max_output_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            input_tokens=input_tokens,
+            max_output_tokens=max_tokens,
             stream=True,
             backups=backups,
             model_owner=model_owner,
             request_id=request_id,
         )
-        delivered = ""
-        restarts = 0
-        served: Attempt | None = None
+        run = _Run(
+            body=payload,
+            live=live,
+            instruction=self.engine.config.continuations.get(route, ""),
+            forward_usage=wants_usage(payload),
+        )
         async with handle:
             async for attempt in handle.attempts():
-                if delivered and not attempt.continues:
-                    delivered = ""
-                    restarts += 1
-                    yield ChatEvent(kind="restart")
-                pieces: list[str] = []
-                observation = await self._perform(attempt, body, delivered, pieces)
-                for piece in pieces:
-                    yield ChatEvent(kind="delta", text=piece)
-                delivered += "".join(pieces)
-                # A mid-stream failure is billed through the engine's sink (L11).
-                attempt.observed(observation)
-                if observation.failure is None:
-                    served = attempt
-        result = handle.result
-        assert result is not None
-        if isinstance(result, Served) and served is not None:
-            completion = Completion(
-                request_id=handle.request_id,
-                result=result,
-                content=delivered,
-                model=served.upstream_model,
-                credential_id=served.credential_id,
-                attempts=result.attempts,
-                restarts=restarts,
-            )
-            yield ChatEvent(kind="done", completion=completion)
-            return
-        problem = None
-        report = handle.exhaustion_report()  # from the engine's state, not a store read
-        if report is not None:
-            problem = render_exhaustion(report, scrubber=self.engine.scrubber)
-        yield ChatEvent(
-            kind="error",
-            completion=Completion(
-                request_id=handle.request_id,
-                result=result,
-                attempts=getattr(result, "attempts", 0),
-                restarts=restarts,
-                problem=problem,
-            ),
-        )
+                if run.delivered() and not attempt.continues:
+                    if live and not run.instruction:
+                        _cannot_continue(attempt, len(run.delivered()))
+                        continue
+                    if not live:
+                        run.assembly.restart()
+                        run.restarts += 1
+                        yield ChatEvent(kind="restart")
+                async for event in self._attempt(attempt, run):
+                    yield event
+        yield self._final(handle, run, route)
 
-    async def _perform(
-        self, attempt: Attempt, body: Mapping[str, Any], delivered: str, pieces: list[str]
-    ) -> Observation:
-        """One HTTP attempt; never raises for what the upstream does."""
-        timeouts = self.engine.config.timeouts
-        endpoint = attempt.endpoint
-        messages = list(body.get("messages") or [])
-        if delivered and attempt.continues:
-            messages.append({"role": "assistant", "content": delivered})
-        payload = {
-            **body,
-            "model": attempt.upstream_model,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        headers = {}
+    async def _attempt(self, attempt: Attempt, run: _Run) -> AsyncIterator[ChatEvent]:
+        """One HTTP attempt, its chunks yielded as they arrive; reports its observation."""
+        delivered = run.delivered()
+        instruction = run.instruction if delivered and not attempt.continues else ""
+        payload = upstream_payload(
+            run.body, attempt.upstream_model, delivered=delivered, instruction=instruction
+        )
+        chunks: list[dict[str, Any]] = []
+        observer = StreamObserver(scrubber=self.engine.scrubber, on_chunk=chunks.append)
+        loop = asyncio.get_running_loop()
+        total_at = loop.time() + self.engine.config.timeouts.total_us / US_PER_S
+        response, body, observation = await self._open(attempt, payload, observer, total_at)
+        try:
+            for chunk in self._forward(chunks, run):
+                yield chunk
+            while observation is None and body is not None:
+                observation = await self._read(body, observer, total_at)
+                for chunk in self._forward(chunks, run):
+                    yield chunk
+        finally:
+            if response is not None:
+                await response.aclose()
+        assert observation is not None
+        run.absorb(observer)
+        attempt.observed(observation)
+        if observation.failure is None:
+            run.served = attempt
+
+    def _forward(self, chunks: list[dict[str, Any]], run: _Run) -> list[ChatEvent]:
+        """The chunks parsed since the last call, merged into the answer, as events."""
+        if not chunks:
+            return []
+        events = []
+        for chunk in chunks:
+            run.assembly.add(chunk)
+            if not run.forward_usage and not chunk.get("choices") and "usage" in chunk:
+                continue  # the usage chunk the executor asked for, not the client
+            events.append(ChatEvent(kind="delta", chunk=chunk))
+        chunks.clear()
+        return events
+
+    async def _open(
+        self,
+        attempt: Attempt,
+        payload: Mapping[str, Any],
+        observer: StreamObserver,
+        total_at: float,
+    ) -> tuple[httpx.Response | None, AsyncIterator[bytes] | None, Observation | None]:
+        """Connect, send, and read up to the first token, all within ``first_token_us``."""
+        engine = self.engine
+        headers = {"Content-Type": "application/json"}
         key = self.secrets.get(attempt.credential_id)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        url = endpoint.base_url.rstrip("/") + "/chat/completions"
-        timeout = httpx.Timeout(
-            connect=timeouts.connect_us / US_PER_S,
-            read=timeouts.idle_us / US_PER_S,
-            write=timeouts.connect_us / US_PER_S,
-            pool=timeouts.connect_us / US_PER_S,
+        url = attempt.endpoint.base_url.rstrip("/") + "/chat/completions"
+        request = self._client.build_request(
+            "POST", url, content=orjson.dumps(payload), headers=headers, timeout=self._timeout
         )
-        observer = StreamObserver(scrubber=self.engine.scrubber, on_text=pieces.append)
-        now = self.engine.clock.now_us
-        started = time.monotonic()
-        total_s = timeouts.total_us / US_PER_S
+        loop = asyncio.get_running_loop()
+        first_at = min(total_at, loop.time() + engine.config.timeouts.first_token_us / US_PER_S)
+        response: httpx.Response | None = None
         try:
-            async with asyncio.timeout(total_s):
-                async with self._client.stream(
-                    "POST", url, json=payload, headers=headers, timeout=timeout
-                ) as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        return observe_response(
-                            response, now_us=now(), scrubber=self.engine.scrubber
-                        )
-                    chunks = response.aiter_bytes()
-                    while True:
-                        if observer.first_token_us is None:
-                            left = timeouts.first_token_us / US_PER_S - (time.monotonic() - started)
-                        else:
-                            left = timeouts.idle_us / US_PER_S
-                        try:
-                            chunk = await asyncio.wait_for(anext(chunks), max(left, 0.001))
-                        except StopAsyncIteration:
-                            return observer.end(now_us=now())
-                        except TimeoutError:
-                            return observer.timed_out(now_us=now())
-                        observed = observer.feed(chunk, now_us=now())
-                        if observed is not None:
-                            return observed
+            async with asyncio.timeout_at(first_at):
+                response = await self._client.send(request, stream=True)
+                if response.status_code != 200:
+                    return response, None, await self._error(response)
+                # httpcore reads the read timeout when the body is first read.
+                request.extensions["timeout"]["read"] = engine.config.timeouts.idle_us / US_PER_S
+                body = response.aiter_bytes()
+                while observer.first_token_us is None:
+                    observation = await self._read(body, observer, total_at)
+                    if observation is not None:
+                        return response, None, observation
+                return response, body, None
         except TimeoutError:
-            return observer.timed_out(now_us=now())
+            if response is None:
+                return None, None, _no_response(engine.clock.now_us(), "no response headers")
+            return response, None, observer.timed_out(now_us=engine.clock.now_us())
+        except httpx.HTTPError as error:
+            return response, None, self._transport_failure(error, observer)
+
+    async def _read(
+        self, body: AsyncIterator[bytes], observer: StreamObserver, total_at: float
+    ) -> Observation | None:
+        """Feed the next chunk of bytes; an observation when the attempt ended."""
+        now = self.engine.clock.now_us
+        try:
+            raw = await anext(body, None)
         except httpx.ReadTimeout:
-            if observer.first_byte_us is None:
-                return _timeout_before_response(now())
             return observer.timed_out(now_us=now())
         except httpx.HTTPError as error:
-            if observer.first_byte_us is not None:
-                return observer.broken(error, now_us=now())
-            return observe_exception(error, now_us=now(), scrubber=self.engine.scrubber)
+            return self._transport_failure(error, observer)
+        if raw is None:
+            return observer.end(now_us=now())
+        observed = observer.feed(raw, now_us=now())
+        if observed is None and asyncio.get_running_loop().time() > total_at:
+            return observer.timed_out(now_us=now())
+        return observed
+
+    def _transport_failure(self, error: httpx.HTTPError, observer: StreamObserver) -> Observation:
+        now = self.engine.clock.now_us()
+        if isinstance(error, httpx.ReadTimeout) and observer.first_byte_us is None:
+            return observer.timed_out(now_us=now)  # headers in, no token: first-token timeout
+        if observer.first_byte_us is not None:
+            return observer.broken(error, now_us=now)
+        return observe_exception(error, now_us=now, scrubber=self.engine.scrubber)
+
+    async def _error(self, response: httpx.Response) -> Observation:
+        """Classify an error response from at most :data:`ERROR_BODY_BYTES_MAX` of its body."""
+        data = bytearray()
+        try:
+            async for raw in response.aiter_bytes():
+                data += raw
+                if len(data) >= ERROR_BODY_BYTES_MAX:
+                    break
+        except httpx.HTTPError:
+            pass  # classify what arrived
+        bounded = httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=bytes(data[:ERROR_BODY_BYTES_MAX]),
+            request=response.request,
+        )
+        return observe_response(
+            bounded, now_us=self.engine.clock.now_us(), scrubber=self.engine.scrubber
+        )
+
+    def _final(self, handle: RequestHandle, run: _Run, route: str) -> ChatEvent:
+        """``done`` with the answer, or ``error`` with the problem its result maps to."""
+        result = handle.result
+        assert result is not None
+        served = run.served
+        if isinstance(result, Served) and served is not None:
+            first = run.assembly.first()
+            usage = run.usage()
+            completion = Completion(
+                request_id=handle.request_id,
+                result=result,
+                content="".join(first.parts) if first is not None else "",
+                tool_calls=tuple(first.tool_calls()) if first is not None else (),
+                finish_reason=str(first.finish_reason) if first and first.finish_reason else None,
+                usage=usage,
+                response=run.assembly.completion(served.upstream_model, usage),
+                model=served.upstream_model,
+                credential_id=served.credential_id,
+                attempts=result.attempts,
+                restarts=run.restarts,
+            )
+            return ChatEvent(kind="done", completion=completion)
+        completion = Completion(
+            request_id=handle.request_id,
+            result=result,
+            attempts=getattr(result, "attempts", 0),
+            restarts=run.restarts,
+            problem=result_problem(self.engine, handle, result, route),
+        )
+        return ChatEvent(kind="error", completion=completion)
 
 
-def _timeout_before_response(now_us: int) -> Observation:
-    return observe_exception(httpx.ReadTimeout("no response before the deadline"), now_us=now_us)
+def _cannot_continue(attempt: Attempt, chars: int) -> None:
+    """A restart would re-send text a live client has: record why the attempt is not made."""
+    attempt.failed(
+        FailureClass.CALLER_CANCELLED,
+        phase=Phase.MID_STREAM,
+        detail=(
+            f"not attempted: the client already has {chars} characters and "
+            f"{attempt.upstream_model} cannot continue them (no prefill, and the route "
+            f"has no continue_instruction)"
+        ),
+    )
+
+
+def _no_response(now_us: int, detail: str) -> Observation:
+    return observe_exception(httpx.ReadTimeout(detail), now_us=now_us)
+
+
+def result_problem(engine: Engine, handle: RequestHandle, result: Result, route: str) -> Problem:
+    """The one mapping from a request's result to the problem a client gets (docs/errors.md)."""
+    scrubber = engine.scrubber
+    request_id = handle.request_id
+    if isinstance(result, BudgetRejected):
+        rejection = result.rejection
+        account = engine.state.budget.accounts.get(rejection.account_id or "")
+        limit = rejection.limit or 0
+        remaining = max(0, limit - (rejection.spent or 0) - (rejection.reserved or 0))
+        unit = account.unit.value if account is not None else "micros"
+        return render_budget_rejection(
+            BudgetRejection(
+                request_id=request_id,
+                scope=rejection.account_id or "?",
+                limit=limit,
+                remaining=remaining,
+                unit=unit,
+            ),
+            scrubber=scrubber,
+        )
+    if isinstance(result, Degradation):
+        if result.reason == "unknown_route":
+            return render_unknown_route(request_id, route, scrubber=scrubber)
+        return render_nothing_available(
+            request_id,
+            None,
+            detail="Nothing usable is configured or resolved for this route.",
+            scrubber=scrubber,
+        )
+    if not isinstance(result, Exhausted):  # pragma: no cover - Served is handled by the caller
+        raise UsageError(f"request {request_id} was served: no problem to render")
+    report = handle.exhaustion_report()
+    if report is None or not report.attempts:
+        retry = report.retry_after_us if report is not None else None
+        return render_nothing_available(request_id, retry, scrubber=scrubber)
+    last = report.attempts[-1]
+    terminal = not engine.config.policy.rule(last.failure).fallback
+    if terminal and last.failure is not FailureClass.CALLER_CANCELLED:
+        problem = FailureProblem(
+            request_id=request_id, attempt=last, retry_after_us=report.retry_after_us
+        )
+        return render_failure(problem, scrubber=scrubber)
+    return render_exhaustion(report, scrubber=scrubber)

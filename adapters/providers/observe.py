@@ -971,12 +971,16 @@ class StreamObserver:
         classifier: Classifier = DEFAULT_CLASSIFIER,
         scrubber: Scrubber = DEFAULT_SCRUBBER,
         on_text: Callable[[str], None] | None = None,
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.provider = provider
         self._classifier = classifier
         self._scrubber = scrubber
         #: Called with every text delta, in order (an executor forwards them).
         self._on_text = on_text
+        #: Called with every parsed data payload that is not an error, in order
+        #: (an executor passes them through whole: tool calls, refusals, usage).
+        self._on_chunk = on_chunk
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._line = ""
         self._event = ""
@@ -1123,6 +1127,8 @@ class StreamObserver:
         if event == "error" or payload.get("type") == "error" or payload.get("error"):
             return self._inband_error(payload)
         self._absorb(payload, now_us)
+        if self._on_chunk is not None:
+            self._on_chunk(payload)
         if payload.get("type") == "message_stop":
             self.done = True
         return None
@@ -1155,6 +1161,15 @@ class StreamObserver:
             if self._on_text is not None:
                 self._on_text(text)
 
+    def _output(self, calls: object, now_us: int) -> None:
+        """Non-text output (tool-call deltas): it counts as delivered, not as text."""
+        if self.first_token_us is None:
+            self.first_token_us = now_us
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            self.delivered_chars += len(arguments) if isinstance(arguments, str) else 1
+
     def _absorb(self, payload: Mapping[str, Any], now_us: int) -> None:
         """Read one parsed SSE payload of any dialect: its text, finish reason and usage."""
         kind = payload.get("type")
@@ -1185,6 +1200,9 @@ class StreamObserver:
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 self._token(delta.get("content"), now_us)
+                calls = delta.get("tool_calls")
+                if calls:  # a tool call's arguments are output too (billed, first token)
+                    self._output(calls, now_us)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
 

@@ -51,11 +51,15 @@ __all__ = [
     "Problem",
     "attempt_summary",
     "exhaustion_summary",
+    "openai_error_body",
     "problem_type",
     "render_budget_rejection",
     "render_degraded_credential",
     "render_exhaustion",
     "render_failure",
+    "render_invalid_request",
+    "render_nothing_available",
+    "render_unknown_route",
     "stream_error_chunk",
     "stream_error_payload",
 ]
@@ -70,6 +74,8 @@ STANDARD_MEMBERS: Final = frozenset({"type", "title", "status", "detail", "insta
 ATTEMPTS_MAX: Final = 64
 
 FALLBACK_EXHAUSTED: Final = "fallback_exhausted"
+MODEL_NOT_FOUND: Final = "model_not_found"
+NOTHING_AVAILABLE: Final = "nothing_available"
 BUDGET_EXCEEDED: Final = "budget_exceeded"
 CREDENTIAL_DEGRADED: Final = "credential_degraded"
 
@@ -372,6 +378,96 @@ def render_degraded_credential(
             "reason": scrubber(degraded.reason),
         },
     )
+
+
+def render_unknown_route(
+    request_id: str, route: str, *, scrubber: Scrubber = DEFAULT_SCRUBBER
+) -> Problem:
+    """The client named a model (route) that does not exist: 404, as OpenAI answers it."""
+    return _problem(
+        kind=MODEL_NOT_FOUND,
+        title="Model not found",
+        status=404,
+        detail=f"The model {route!r} does not exist: no route of that name is configured.",
+        request_id=request_id,
+        retry_after_us=None,
+        scrubber=scrubber,
+        extensions={"route": scrubber(route)},
+    )
+
+
+def render_nothing_available(
+    request_id: str,
+    retry_after_us: int | None,
+    *,
+    detail: str = "No attempt could be made: every candidate is cooling down or suspended.",
+    scrubber: Scrubber = DEFAULT_SCRUBBER,
+) -> Problem:
+    """Nothing could be attempted: 503, with ``Retry-After`` when a candidate's return is known."""
+    if retry_after_us is not None:
+        detail += f" Retry after {max(0, math.ceil(retry_after_us / 1_000_000))} s."
+    return _problem(
+        kind=NOTHING_AVAILABLE,
+        title="Nothing available",
+        status=503,
+        detail=detail,
+        request_id=request_id,
+        retry_after_us=retry_after_us,
+        scrubber=scrubber,
+    )
+
+
+def render_invalid_request(param: str | None, problem: str) -> Problem:
+    """The client's body cannot be sent: 400, ``param`` naming the field (nothing was recorded)."""
+    return _problem(
+        kind=_F.INVALID_REQUEST.value,
+        title=FAILURE_TITLES[_F.INVALID_REQUEST],
+        status=400,
+        detail=f"{param}: {problem}" if param else problem,
+        request_id="",
+        retry_after_us=None,
+        scrubber=DEFAULT_SCRUBBER,
+        extensions={"param": param},
+    )
+
+
+#: The OpenAI ``error.type`` for an HTTP status (what the openai SDK and
+#: LiteLLM clients branch on); anything not listed is a server error.
+OPENAI_ERROR_TYPES: Final[Mapping[int, str]] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(problem: Problem) -> dict[str, Any]:
+    """The problem in OpenAI's ``{"error": {...}}`` shape, RFC 9457 members as extensions.
+
+    ``message`` is the problem's detail, ``type`` the OpenAI error type of its
+    status, ``code`` its kind (``model_not_found``, ``content_filtered``,
+    ``fallback_exhausted``...); the RFC 9457 members sit beside them
+    (``problem_type`` holds the URI, since ``type`` means OpenAI's).
+    """
+    body = problem.body
+    kind = str(body["code"]).lower()
+    error: dict[str, Any] = {
+        "message": body["detail"],
+        "type": OPENAI_ERROR_TYPES.get(problem.status, "server_error"),
+        "param": body.get("param"),
+        "code": kind,
+        "problem_type": body["type"],
+        "title": body["title"],
+        "status": problem.status,
+        "instance": body["instance"],
+    }
+    for name, value in body.items():
+        if name not in STANDARD_MEMBERS and name not in error and name != "code":
+            error[name] = value
+    return {"error": error}
 
 
 # --------------------------------------------------------------------------- streams

@@ -124,6 +124,8 @@ class Behaviour:
     finish_reason: str = "stop"
     #: Seconds before the first chunk (before the response when not streaming).
     first_token_delay: float = 0.0
+    #: Streaming: seconds before the response headers (the status line).
+    headers_delay: float = 0.0
     #: Seconds between content chunks.
     token_interval: float = 0.0
     #: cut / stall / malformed_chunk / error_event: content chunks sent before the fault.
@@ -135,6 +137,11 @@ class Behaviour:
     #: error: the status; error kinds: overrides the message of the error body.
     status: int | None = None
     message: str | None = None
+    #: Success: answer with a call of this function (streamed as tool-call deltas,
+    #: ``finish_reason = "tool_calls"``) instead of text.
+    tool_call: str | None = None
+    #: The call's arguments (a JSON text), streamed a few characters per chunk.
+    tool_arguments: str = '{"city": "Paris", "unit": "celsius"}'
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -213,6 +220,8 @@ class UpstreamCall:
     #: ``in_progress``, ``completed``, ``cut``, ``reset``, ``stalled``, ``held``
     #: (no response until the hold ended), ``client_gone``, ``stopped``.
     outcome: str
+    #: The request body as received (a JSON object), for tests of what was sent.
+    body: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The attempt as a JSON-ready dict (the ``/_fake/attempts`` entry)."""
@@ -490,6 +499,7 @@ class _Record:
     chunks_sent: int = 0
     tokens_sent: int = 0
     outcome: str = "in_progress"
+    body: dict[str, Any] | None = None
 
     def freeze(self) -> UpstreamCall:
         return UpstreamCall(**dataclasses.asdict(self))
@@ -801,6 +811,7 @@ class _Handler(BaseHTTPRequestHandler):
             stream=stream,
             key_id=key_id(key) if key is not None else None,
             last_role=last_role,
+            body=request,
         )
         self.record = record
         outcome = "completed"
@@ -892,13 +903,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": behaviour.content,
-                            "refusal": None,
-                        },
+                        "message": _message(behaviour),
                         "logprobs": None,
-                        "finish_reason": behaviour.finish_reason,
+                        "finish_reason": behaviour.finish_reason
+                        if behaviour.tool_call is None
+                        else "tool_calls",
                     }
                 ],
                 "usage": _usage(behaviour, tokens),
@@ -926,10 +935,11 @@ class _Handler(BaseHTTPRequestHandler):
         self, behaviour: Behaviour, model: str, include_usage: bool, record: _Record
     ) -> str:
         """Answer with a server-sent event stream; how the connection ended."""
-        tokens = _tokens(behaviour.content)
+        tokens = _tokens(behaviour.content) if behaviour.tool_call is None else _pieces(behaviour)
         head = _ChunkHead(
             ident=f"chatcmpl-fake-{record.seq}", created=int(time.time()), model=model
         )
+        self._delay(behaviour.headers_delay)
         self._head(200, _STREAM_HEADERS)
         self._delay(self._first_delay(behaviour))
         self._event(
@@ -944,9 +954,10 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if index > 0:
                 self._delay(behaviour.token_interval)
-            self._event(head.chunk({"content": tokens[index]}, include_usage))
+            self._event(head.chunk(_delta(behaviour, index, tokens[index]), include_usage))
             record.tokens_sent += 1
-        self._event(head.chunk({}, include_usage, behaviour.finish_reason))
+        finish = behaviour.finish_reason if behaviour.tool_call is None else "tool_calls"
+        self._event(head.chunk({}, include_usage, finish))
         if include_usage:
             self._event(head.usage_chunk(_usage(behaviour, tokens)))
         if behaviour.kind != "no_done":
@@ -974,6 +985,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"")
             return "completed"
         return None
+
+
+#: Characters of a tool call's arguments per streamed chunk (OpenAI sends a few).
+_ARGUMENT_CHARS: Final = 6
+
+
+def _pieces(behaviour: Behaviour) -> list[str]:
+    """A tool call's arguments in the pieces the stream sends them in."""
+    text = behaviour.tool_arguments
+    return [text[i : i + _ARGUMENT_CHARS] for i in range(0, len(text), _ARGUMENT_CHARS)] or [""]
+
+
+def _delta(behaviour: Behaviour, index: int, piece: str) -> dict[str, Any]:
+    """The delta of the ``index``-th content chunk: text, or a piece of a tool call."""
+    if behaviour.tool_call is None:
+        return {"content": piece}
+    call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+    if index == 0:
+        call.update(id="call_fake_0", type="function")
+        call["function"]["name"] = behaviour.tool_call
+    return {"tool_calls": [call]}
+
+
+def _message(behaviour: Behaviour) -> dict[str, Any]:
+    """The non-streamed answer's message: text, or the tool call."""
+    if behaviour.tool_call is None:
+        return {"role": "assistant", "content": behaviour.content, "refusal": None}
+    call = {
+        "id": "call_fake_0",
+        "type": "function",
+        "function": {"name": behaviour.tool_call, "arguments": behaviour.tool_arguments},
+    }
+    return {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
 
 
 # --- public entry points -------------------------------------------------------------

@@ -133,14 +133,6 @@ class Usage:
             return cls(tokens=amount)
         return cls(requests=amount)
 
-    def __add__(self, other: Usage) -> Usage:
-        """Both usages together, in every unit."""
-        return Usage(
-            cost_micros=self.cost_micros + other.cost_micros,
-            tokens=self.tokens + other.tokens,
-            requests=self.requests + other.requests,
-        )
-
     def is_zero(self) -> bool:
         """Tell whether nothing at all was used."""
         return self.cost_micros == 0 and self.tokens == 0 and self.requests == 0
