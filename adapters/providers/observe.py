@@ -1011,6 +1011,10 @@ class StreamObserver:
         if len(self._line) > SSE_LINE_CHARS_MAX:
             return self._end(self._fail(_F.MALFORMED_RESPONSE, "SSE line longer than the limit"))
         for line in lines:
+            if len(line) > SSE_LINE_CHARS_MAX:  # a whole line in one chunk is checked too
+                return self._end(
+                    self._fail(_F.MALFORMED_RESPONSE, "SSE line longer than the limit")
+                )
             observed = self._line_received(line.rstrip("\r"), now_us)
             if observed is not None:
                 return self._end(observed)

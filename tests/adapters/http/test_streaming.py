@@ -1,0 +1,191 @@
+"""The executor's deadlines, pool, billing, continuation and hostile upstreams, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from routeledger.adapters.engine.clock import SystemClock
+from routeledger.adapters.engine.config import parse_config
+from routeledger.adapters.engine.engine import Engine
+from routeledger.adapters.engine.results import Exhausted, Served
+from routeledger.adapters.http import ChatEvent, Completion, Executor
+from routeledger.adapters.testing.clock import counter_ids
+from routeledger.adapters.testing.fake_provider import Behaviour, FakeProvider
+from routeledger.core.routing import FailureClass
+from routeledger.core.routing.events import AttemptFailed, CooldownStarted, PairSuspended
+
+from .test_executor import KEYS, config_text
+
+BODY: dict[str, Any] = {"messages": [{"role": "user", "content": "Say something."}]}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    with FakeProvider({}) as provider:
+        yield provider
+
+
+def engine_for(fake: FakeProvider, primary: Any, spare: Any = "ok", extra: str = "") -> Engine:
+    fake.set_scripts({"primary-model": primary, "spare-model": spare})
+    text = config_text(fake.base_url, "primary-model", "spare-model") + extra
+    return Engine.open("memory://", parse_config(text), clock=SystemClock(), ids=counter_ids())
+
+
+def chat(engine: Engine, body: dict[str, Any] = BODY) -> Completion:
+    async def go() -> Completion:
+        executor = Executor(engine)
+        try:
+            return await executor.chat(body, route="chat", caller_scope="u", accounts=("team",))
+        finally:
+            await executor.aclose()
+
+    return asyncio.run(go())
+
+
+def stream(engine: Engine, body: dict[str, Any] = BODY) -> list[ChatEvent]:
+    async def go() -> list[ChatEvent]:
+        executor = Executor(engine)
+        try:
+            return [
+                event
+                async for event in executor.stream_chat(
+                    body, route="chat", caller_scope="u", accounts=("team",)
+                )
+            ]
+        finally:
+            await executor.aclose()
+
+    return asyncio.run(go())
+
+
+def failures(engine: Engine) -> list[AttemptFailed]:
+    return [r.event for r in engine.store.read_all() if isinstance(r.event, AttemptFailed)]
+
+
+def availability_events(engine: Engine) -> list[object]:
+    blocks = (CooldownStarted, PairSuspended)
+    return [r.event for r in engine.store.read_all() if isinstance(r.event, blocks)]
+
+
+def test_the_first_token_deadline_covers_the_wait_for_headers(fake: FakeProvider) -> None:
+    """Headers later than idle_us but within first_token_us are not a timeout (idle is for gaps)."""
+    engine = engine_for(
+        fake, Behaviour(headers_delay=0.5)
+    )  # idle 0.4 s < 0.5 s < 0.6 s first token
+    completion = chat(engine)
+    assert isinstance(completion.result, Served)
+    assert completion.model == "primary-model"
+    assert failures(engine) == []
+
+
+def test_headers_later_than_the_first_token_deadline_fail_over(fake: FakeProvider) -> None:
+    """No headers within first_token_us is timeout_before_response, and the spare serves."""
+    engine = engine_for(fake, Behaviour(headers_delay=1.0))
+    completion = chat(engine)
+    assert completion.model == "spare-model"
+    assert [f.failure for f in failures(engine)] == [FailureClass.TIMEOUT_BEFORE_RESPONSE]
+
+
+def test_a_full_local_pool_is_the_gateways_failure_and_cools_nothing(fake: FakeProvider) -> None:
+    """PoolTimeout is gateway_pool_exhausted: recorded, no cooldown, no suspension for anyone."""
+    pool = "\n[http]\nmax_connections = 1\npool_timeout_us = 50_000\n"
+    engine = engine_for(fake, Behaviour(token_interval=0.1), Behaviour(token_interval=0.1), pool)
+
+    async def go() -> list[Completion]:
+        executor = Executor(engine)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(
+                        executor.chat(BODY, route="chat", caller_scope="u", accounts=("team",))
+                        for _ in range(2)
+                    )
+                )
+            )
+        finally:
+            await executor.aclose()
+
+    done = asyncio.run(go())
+    classes = [f.failure for f in failures(engine)]
+    assert FailureClass.GATEWAY_POOL_EXHAUSTED in classes
+    assert set(classes) == {FailureClass.GATEWAY_POOL_EXHAUSTED}
+    assert availability_events(engine) == []
+    assert any(isinstance(c.result, Served) for c in done)
+
+
+def test_a_cut_attempt_then_a_served_one_bills_both(fake: FakeProvider) -> None:
+    """L11 at the request level: the cut attempt's delivered output stays on the bill."""
+    engine = engine_for(fake, "cut:3", "ok")
+    completion = chat(engine)
+    assert isinstance(completion.result, Served)
+    served_alone = engine.cost_micros("spare-model", 10, 9)  # the spare's reported usage
+    spent = engine.state.budget.accounts["team"].spent
+    assert spent > served_alone
+    assert completion.result.cost_micros == spent
+
+
+def test_a_cut_then_exhausted_request_settles_at_the_estimate_never_zero(
+    fake: FakeProvider,
+) -> None:
+    """L11: a cut and a failing spare settle the hold (no usage reported), never refund it."""
+    engine = engine_for(fake, "cut:3", "overloaded")
+    completion = chat(engine)
+    assert isinstance(completion.result, Exhausted)
+    account = engine.state.budget.accounts["team"]
+    assert account.spent > 0 and account.reserved == 0
+
+
+def test_a_route_with_a_continue_instruction_continues_a_live_stream_without_prefill(
+    fake: FakeProvider,
+) -> None:
+    """Live, on a model without prefill: the delivered text and the instruction are sent on."""
+    extra = ""
+    engine = engine_for(fake, "cut:3", "ok: fox jumps.", extra)
+    text = config_text(fake.base_url, "primary-model", "spare-model").replace(
+        "[routes.chat]\n", '[routes.chat]\ncontinue_instruction = "Continue exactly."\n'
+    )
+    engine = Engine.open("memory://", parse_config(text), clock=SystemClock(), ids=counter_ids())
+    events = stream(engine)
+    content = "".join(event.text for event in events if event.kind == "delta")
+    assert events[-1].kind == "done"
+    assert content == "The quick brown fox jumps."
+    sent = fake.attempts()[-1].body
+    assert sent is not None
+    assert sent["messages"][-2:] == [
+        {"role": "assistant", "content": "The quick brown"},
+        {"role": "user", "content": "Continue exactly."},
+    ]
+
+
+def test_a_ten_megabyte_error_body_is_classified_from_a_bounded_read(fake: FakeProvider) -> None:
+    """An upstream's huge error body is read only up to the cap, and still classified."""
+    engine = engine_for(fake, Behaviour(kind="error", status=400, message="x" * 10_000_000))
+    completion = chat(engine)
+    assert completion.problem is not None
+    recorded = failures(engine)
+    assert recorded[0].status == 400
+    assert len(recorded[0].detail) <= 300
+
+
+def test_a_megabyte_sse_line_is_a_malformed_response_that_fails_over(fake: FakeProvider) -> None:
+    """An SSE line over the limit ends the attempt as malformed_response; the spare serves."""
+    engine = engine_for(fake, Behaviour(content="y" * 1_100_000))
+    completion = chat(engine)
+    assert completion.model == "spare-model"
+    assert [f.failure for f in failures(engine)] == [FailureClass.MALFORMED_RESPONSE]
+
+
+def test_stream_chat_never_resends_text_and_chat_restarts_cleanly(fake: FakeProvider) -> None:
+    """Not live (chat), a model without prefill restarts: the answer is the spare's alone."""
+    engine = engine_for(fake, "cut:3", "ok:Fresh answer.")
+    completion = chat(engine)
+    assert completion.content == "Fresh answer."
+    assert completion.restarts == 1
+    assert completion.response is not None
+    assert completion.response["choices"][0]["message"]["content"] == "Fresh answer."
