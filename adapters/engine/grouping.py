@@ -123,6 +123,7 @@ class GroupCommitter(Generic[C, R]):
         events_of: Callable[[R], Sequence[Event]],
         *,
         group_max: int = GROUP_COMMANDS_MAX,
+        inline: bool = False,
     ) -> None:
         if not (type(group_max) is int and 1 <= group_max <= GROUP_COMMANDS_MAX):
             raise UsageError(
@@ -130,6 +131,10 @@ class GroupCommitter(Generic[C, R]):
             )
         self.runtime = runtime
         self.group_max = group_max
+        #: Coroutines commit on the event loop itself, as :meth:`submit` does
+        #: (for a store whose append does no I/O: a thread hop would cost
+        #: more than the commit).
+        self.inline = inline
         self._decide_group = decide_group
         self._events_of = events_of
         self._queue: list[Slot[C, R]] = []
@@ -187,6 +192,8 @@ class GroupCommitter(Generic[C, R]):
         done (``slot.result()`` gives the outcome or raises its error), so the
         caller can resolve what it started.
         """
+        if self.inline:
+            return self.submit(command)
         loop = asyncio.get_running_loop()
         slot: Slot[C, R] = Slot(command, loop)
         if self._enqueue(slot):
@@ -208,6 +215,8 @@ class GroupCommitter(Generic[C, R]):
         withdraw a later one; ``on_abandoned()`` then runs once all are done.
         An error of any of them is raised after all were done.
         """
+        if self.inline:
+            return [self.submit(command) for command in commands]
         loop = asyncio.get_running_loop()
         slots: list[Slot[C, R]] = [Slot(command, loop) for command in commands]
         lead = False

@@ -1130,6 +1130,9 @@ class StreamObserver:
             return self._fail(_F.MALFORMED_RESPONSE, f"malformed SSE chunk: {data[:200]}")
         if event == "error" or payload.get("type") == "error" or payload.get("error"):
             return self._inband_error(payload)
+        if self.provider is Provider.OPENAI and "choices" not in payload and "type" in payload:
+            kind = str(payload["type"])[:40]
+            return self._fail(_F.MALFORMED_RESPONSE, f"an {kind!r} event in an OpenAI stream")
         self._absorb(payload, now_us)
         if self._on_chunk is not None:
             self._on_chunk(payload)
@@ -1184,9 +1187,13 @@ class StreamObserver:
                 self.provider = Provider.GEMINI
             elif "choices" in payload:
                 self.provider = Provider.OPENAI
-        self._absorb_openai(payload, now_us)
-        self._absorb_anthropic(kind, payload, now_us)
-        self._absorb_gemini(payload, now_us)
+        provider = self.provider
+        if provider is Provider.OPENAI:  # the common case: one dialect's fields only
+            self._absorb_openai(payload, now_us)
+        else:
+            self._absorb_openai(payload, now_us)
+            self._absorb_anthropic(kind, payload, now_us)
+            self._absorb_gemini(payload, now_us)
         tokens = _usage(payload)
         if tokens is not None:
             self.usage_seen = True

@@ -267,10 +267,12 @@ def test_odd_choices_are_ignored() -> None:
     """Non-object choices and unknown fields are skipped, not fatal."""
     observer = StreamObserver()
     observer.feed(b'data: {"choices": ["x", {"delta": "y"}]}\nid: 7\n\n', now_us=1)
-    observer.feed(b'data: {"type": "message_start", "message": {"usage": "n/a"}}\n\n', now_us=2)
-    observer.feed(b'data: {"type": "message_delta", "delta": "n/a"}\n\n', now_us=3)
     observer.feed(b"\n\n", now_us=4)
     assert failed(observer.end(now_us=5)).failure is F.STREAM_INTERRUPTED
+    anthropic = StreamObserver()
+    anthropic.feed(b'data: {"type": "message_start", "message": {"usage": "n/a"}}\n\n', now_us=2)
+    anthropic.feed(b'data: {"type": "message_delta", "delta": "n/a"}\n\n', now_us=3)
+    assert failed(anthropic.end(now_us=5)).failure is F.STREAM_INTERRUPTED
 
 
 def test_ended_observer_refuses_further_calls() -> None:
@@ -301,3 +303,13 @@ def test_on_text_receives_every_delta_in_order() -> None:
     )
     assert texts == ["Hel", "lo", " world"]
     assert observer.end(now_us=3).failure is None
+
+
+def test_a_stream_that_mixes_dialects_is_malformed() -> None:
+    """An Anthropic event inside an OpenAI stream ends the attempt as malformed_response."""
+    observer = StreamObserver()
+    assert observer.feed(b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n', now_us=1) is None
+    mixed = b'data: {"type": "content_block_delta", "delta": {"text": "x"}}\n\n'
+    observed = observer.feed(mixed, now_us=2)
+    assert observed is not None and observed.failure is FailureClass.MALFORMED_RESPONSE
+    assert "content_block_delta" in observed.detail
