@@ -126,3 +126,25 @@ def test_unreadable_files_are_config_errors(tmp_path: Path) -> None:
     big.write_bytes(b"#" * (4 * 1024 * 1024 + 1))
     with pytest.raises(ConfigError, match="more than"):
         load_config(big)
+
+
+def test_the_pool_and_continuation_settings_are_read() -> None:
+    """[http] sets the executor's pool; a route's continue_instruction is kept by alias."""
+    text = MINIMAL.replace("[routes.chat]\n", '[routes.chat]\ncontinue_instruction = "Go on."\n')
+    config = parse_config(text + "[http]\nmax_connections = 8\npool_timeout_us = 1_000\n")
+    assert (config.http.max_connections, config.http.pool_timeout_us) == (8, 1_000)
+    assert config.continuations == {"chat": "Go on."}
+    assert parse_config(MINIMAL).continuations == {}
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [("timeouts", "idle_us"), ("timeouts", "first_token_us"), ("http", "pool_timeout_us")],
+)
+def test_a_zero_timeout_or_pool_size_names_its_key_and_line(table: str, key: str) -> None:
+    """A timeout or pool setting <= 0 (which would fail every attempt) is refused by name."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL + f"[{table}]\n{key} = 0\n")
+    assert caught.value.key == f"{table}.{key}"
+    assert caught.value.line == MINIMAL.count("\n") + 2
+    assert "must be > 0" in str(caught.value)
