@@ -149,7 +149,7 @@ class Engine:
             self.runtime,
             self._decide_items,
             decided_events,
-            inline=store.backend == "memory",
+            inline=getattr(store, "backend", None) == "memory",  # an append without I/O
         )
         #: Resolutions of entries whose caller was cancelled (kept referenced).
         self._background: set[asyncio.Task[None]] = set()
