@@ -189,3 +189,37 @@ def test_stream_chat_never_resends_text_and_chat_restarts_cleanly(fake: FakeProv
     assert completion.restarts == 1
     assert completion.response is not None
     assert completion.response["choices"][0]["message"]["content"] == "Fresh answer."
+
+
+def test_a_cut_then_served_bill_survives_a_restart(fake: FakeProvider, tmp_path: Any) -> None:
+    """L11 after a restart: the store reopened gives the same settled hold and summed spend."""
+    fake.set_scripts({"primary-model": "cut:3", "spare-model": "ok"})
+    text = config_text(fake.base_url, "primary-model", "spare-model")
+    url = f"sqlite:///{tmp_path}/gateway.db"
+    engine = Engine.open(url, parse_config(text), clock=SystemClock(), ids=counter_ids())
+    completion = chat(engine)
+    assert isinstance(completion.result, Served)
+    spent = engine.state.budget.accounts["team"].spent
+    engine.close()
+    again = Engine.open(url, parse_config(text), clock=SystemClock())
+    try:
+        assert again.state.budget.accounts["team"].spent == spent == completion.result.cost_micros
+        assert again.state.budget.accounts["team"].reserved == 0
+        assert spent > again.cost_micros("spare-model", 10, 9)  # the cut attempt is on the bill
+    finally:
+        again.close()
+
+
+def test_a_hundred_thousand_tiny_chunks_arrive_whole_and_in_order(fake: FakeProvider) -> None:
+    """An upstream sending 100k one-word chunks is served complete, nothing dropped or merged."""
+    words = 100_000
+    fake.set_scripts({"primary-model": Behaviour(content=" ".join(["w"] * words))})
+    text = config_text(fake.base_url, "primary-model", "spare-model").replace(
+        "total_us = 3_000_000", "total_us = 60_000_000"
+    )
+    engine = Engine.open("memory://", parse_config(text), clock=SystemClock(), ids=counter_ids())
+    events = stream(engine)
+    deltas = [event for event in events if event.kind == "delta" and event.text]
+    assert len(deltas) == words
+    completion = events[-1].completion
+    assert completion is not None and completion.content == " ".join(["w"] * words)
