@@ -130,6 +130,12 @@ class CredentialEndpoint:
     #: Environment variable (or secret-store id) holding the key; never the key.
     secret_env: str = ""
     validates_model_names: bool = False
+    #: The API it speaks: ``openai`` (chat completions) or ``anthropic`` (messages).
+    dialect: str = "openai"
+
+
+#: The request dialects the executor knows, and the one a provider speaks by default.
+DIALECTS: Final = ("openai", "anthropic")
 
 
 @attrs.frozen(kw_only=True)
@@ -195,6 +201,12 @@ class EngineConfig:
     #: Route alias -> the instruction that continues a cut live stream on a
     #: model without prefill (routes without one end the stream instead).
     continuations: Mapping[str, str] = attrs.field(factory=dict)
+    #: Route alias -> each credential it can reach (fallbacks too) -> its dialect.
+    dialects: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+
+    def dialect(self, alias: str) -> str:
+        """The dialect of ``alias``'s credentials (``openai`` for none or an unknown alias)."""
+        return next(iter(self.dialects.get(alias, {}).values()), "openai")
 
 
 # --- the file's shape (structured by cattrs, strictly) ------------------------
@@ -208,6 +220,8 @@ class _CredentialFile:
     base_url: str = ""
     secret_env: str = ""
     validates_model_names: bool = False
+    #: ``openai`` or ``anthropic``; empty: ``anthropic`` for that provider, else ``openai``.
+    dialect: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -352,9 +366,56 @@ def _endpoints(shape: _File) -> dict[str, CredentialEndpoint]:
             base_url=value.base_url,
             secret_env=value.secret_env,
             validates_model_names=value.validates_model_names,
+            dialect=_dialect(key, value),
         )
         for key, value in shape.credentials.items()
     }
+
+
+def _dialect(key: str, value: _CredentialFile) -> str:
+    """The dialect a credential speaks: its setting, else its provider's."""
+    if not value.dialect:
+        return "anthropic" if value.provider == "anthropic" else "openai"
+    if value.dialect not in DIALECTS:
+        raise PolicyError(
+            f"credentials.{key}.dialect",
+            f"must be one of {', '.join(DIALECTS)}, got {value.dialect!r}",
+        )
+    return value.dialect
+
+
+def _route_dialects(
+    policy: Policy, endpoints: Mapping[str, CredentialEndpoint]
+) -> dict[str, dict[str, str]]:
+    """Each route's credentials (with its fallbacks') and the dialect each speaks."""
+    dialects: dict[str, dict[str, str]] = {}
+    for route in policy.routes:
+        chain = policy.chain(route.alias)
+        dialects[route.alias] = {
+            member.credential: endpoints[member.credential].dialect
+            for plan in (chain.targets if chain is not None else ())
+            for member in plan.members
+            if member.credential in endpoints
+        }
+    return dialects
+
+
+def mixed_dialects(config: EngineConfig) -> ConfigError | None:
+    """The first route whose credentials speak more than one dialect, as an error naming it.
+
+    The engine itself routes any mix (a gateway that translates calls each
+    provider its own way); the executor, which does not translate, refuses it.
+    """
+    for alias, spoken in config.dialects.items():
+        if len(set(spoken.values())) > 1:
+            pairs = ", ".join(f"{cid}: {dialect}" for cid, dialect in sorted(spoken.items()))
+            return ConfigError(
+                "<config>",
+                f"routes.{alias}",
+                f"mixes dialects ({pairs}); the executor does not translate between them",
+                None,
+            )
+    return None
 
 
 def _prices(shape: _File) -> dict[str, ModelPrice]:
@@ -387,9 +448,12 @@ def _open_account(key: str, value: _AccountFile) -> OpenAccount:
 
 def _to_config(shape: _File) -> EngineConfig:
     """The engine configuration the file describes; PolicyError if its policy is wrong."""
+    policy = _policy(shape)
+    endpoints = _endpoints(shape)
     return EngineConfig(
-        policy=_policy(shape),
-        endpoints=_endpoints(shape),
+        policy=policy,
+        endpoints=endpoints,
+        dialects=_route_dialects(policy, endpoints),
         prices=_prices(shape),
         accounts=tuple(_open_account(key, value) for key, value in shape.accounts.items()),
         timeouts=shape.timeouts,

@@ -43,6 +43,7 @@ import attrs
 import httpx
 import orjson
 
+from routeledger.adapters.engine.config import mixed_dialects
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.lifecycle import Attempt, RequestHandle
 from routeledger.adapters.engine.results import (
@@ -231,6 +232,9 @@ class Executor:
         secrets: SecretReader | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        mixed = mixed_dialects(engine.config)
+        if mixed is not None:
+            raise mixed
         self.engine = engine
         names = {
             cid: endpoint.secret_env
@@ -310,6 +314,11 @@ class Executor:
         is never taken back (see the module docstring); ``False`` for a caller
         that buffers them (``chat``).
         """
+        dialect = self.engine.config.dialect(route)
+        if dialect != "openai":  # the Anthropic messages API is not executed yet (docs/executor.md)
+            raise ChatRequestError(
+                "model", f"route {route!r} speaks the {dialect} dialect, not chat completions"
+            )
         payload, input_tokens, max_tokens = parse_chat_body(
             body, output_limit=self.engine.output_tokens_max(route, backups)
         )

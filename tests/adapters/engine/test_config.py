@@ -148,3 +148,14 @@ def test_a_zero_timeout_or_pool_size_names_its_key_and_line(table: str, key: str
     assert caught.value.key == f"{table}.{key}"
     assert caught.value.line == MINIMAL.count("\n") + 2
     assert "must be > 0" in str(caught.value)
+
+
+def test_each_route_knows_its_dialect() -> None:
+    """A route of Anthropic credentials speaks anthropic; a dialect setting overrides the provider."""
+    text = MINIMAL.replace('provider = "openai"', 'provider = "anthropic"')
+    assert parse_config(text).dialect("chat") == "anthropic"
+    text = MINIMAL.replace('provider = "openai"', 'provider = "vllm"\ndialect = "openai"')
+    assert parse_config(text).dialect("chat") == "openai"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL.replace('provider = "openai"', 'provider = "x"\ndialect = "soap"'))
+    assert caught.value.key == "credentials.k.dialect"

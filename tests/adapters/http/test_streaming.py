@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from routeledger.adapters.engine.clock import SystemClock
-from routeledger.adapters.engine.config import parse_config
+from routeledger.adapters.engine.config import ConfigError, parse_config
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.results import Exhausted, Served
-from routeledger.adapters.http import ChatEvent, Completion, Executor
+from routeledger.adapters.http import ChatEvent, ChatRequestError, Completion, Executor
 from routeledger.adapters.testing.clock import counter_ids
 from routeledger.adapters.testing.fake_provider import Behaviour, FakeProvider
 from routeledger.core.routing import FailureClass
@@ -223,3 +223,31 @@ def test_a_hundred_thousand_tiny_chunks_arrive_whole_and_in_order(fake: FakeProv
     assert len(deltas) == words
     completion = events[-1].completion
     assert completion is not None and completion.content == " ".join(["w"] * words)
+
+
+def test_an_anthropic_route_is_refused_by_the_chat_completions_executor(
+    fake: FakeProvider,
+) -> None:
+    """A route of Anthropic credentials is not sent as chat completions: a typed error, nothing recorded."""
+    text = config_text(fake.base_url, "primary-model", "spare-model").replace(
+        'provider = "openai"', 'provider = "anthropic"'
+    )
+    engine = Engine.open("memory://", parse_config(text), clock=SystemClock(), ids=counter_ids())
+    before = engine.store.max_position()
+    with pytest.raises(ChatRequestError) as caught:
+        chat(engine)
+    assert caught.value.param == "model" and "anthropic" in str(caught.value)
+    assert engine.store.max_position() == before
+    assert fake.attempts() == []
+
+
+def test_an_executor_refuses_a_route_that_mixes_dialects(fake: FakeProvider) -> None:
+    """The engine routes a mixed route; the executor, which does not translate, names it and stops."""
+    text = config_text(fake.base_url, "primary-model", "spare-model").replace(
+        '[credentials.spare]\nprovider = "openai"', '[credentials.spare]\nprovider = "anthropic"'
+    )
+    engine = Engine.open("memory://", parse_config(text), clock=SystemClock(), ids=counter_ids())
+    with pytest.raises(ConfigError) as caught:
+        Executor(engine)
+    assert caught.value.key == "routes.chat"
+    assert "primary: openai" in str(caught.value) and "spare: anthropic" in str(caught.value)
