@@ -45,7 +45,13 @@ if TYPE_CHECKING:
         load_config,
         parse_config,
     )
-    from routeledger.adapters.http import Completion, Executor
+    from routeledger.adapters.http import (
+        ChatEvent,
+        ChatRequestError,
+        Completion,
+        Executor,
+        request_error_response,
+    )
     from routeledger.adapters.providers import DEFAULT_SCRUBBER, EnvironmentSecretReader
     from routeledger.adapters.store import Conflict, EventStore, StoreError, open_store
     from routeledger.adapters.testing import FakeClock, counter_ids
@@ -71,7 +77,10 @@ _HOMES: dict[str, str] = {
         ),
         "engine",
     ),
-    **dict.fromkeys(("Completion", "Executor"), "http"),
+    **dict.fromkeys(
+        ("ChatEvent", "ChatRequestError", "Completion", "Executor", "request_error_response"),
+        "http",
+    ),
     **dict.fromkeys(("DEFAULT_SCRUBBER", "EnvironmentSecretReader"), "providers"),
     **dict.fromkeys(("Conflict", "EventStore", "StoreError", "open_store"), "store"),
     **dict.fromkeys(("FakeClock", "counter_ids"), "testing"),
@@ -81,6 +90,8 @@ __all__ = [
     "DEFAULT_SCRUBBER",
     "Attempt",
     "BudgetRejected",
+    "ChatEvent",
+    "ChatRequestError",
     "Clock",
     "Completion",
     "ConfigError",
@@ -102,6 +113,7 @@ __all__ = [
     "load_config",
     "open_store",
     "parse_config",
+    "request_error_response",
 ]
 
 
