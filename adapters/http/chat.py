@@ -27,6 +27,8 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "Assembly",
     "ChatRequestError",
+    "MessageAssembly",
+    "anthropic_payload",
     "parse_chat_body",
     "upstream_payload",
 ]
@@ -118,8 +120,13 @@ def upstream_payload(
         "stream": True,
         "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
     }
+    return _continued(payload, delivered, instruction)
+
+
+def _continued(payload: dict[str, Any], delivered: str, instruction: str) -> dict[str, Any]:
+    """``payload`` whose messages end with the text delivered (and the instruction, if any)."""
     if delivered:
-        messages = [*body["messages"], {"role": "assistant", "content": delivered}]
+        messages = [*payload["messages"], {"role": "assistant", "content": delivered}]
         if instruction:
             messages.append({"role": "user", "content": instruction})
         payload["messages"] = messages
@@ -255,3 +262,96 @@ class Assembly:
             "choices": [self.choices[index].message() for index in sorted(self.choices)],
             "usage": merged_usage,
         }
+
+
+def anthropic_payload(
+    body: Mapping[str, Any], model: str, *, delivered: str = "", instruction: str = ""
+) -> dict[str, Any]:
+    """What one Anthropic attempt sends: the client's body with ``model`` and ``stream`` set.
+
+    ``delivered`` is sent as the assistant turn the model goes on from
+    (Anthropic's prefill); ``instruction``, for a model that cannot, follows it.
+    """
+    payload = {**body, "model": model, "stream": True}
+    return _continued(payload, delivered, instruction)
+
+
+class MessageAssembly:
+    """Anthropic stream events merged into one ``message`` (across continued attempts)."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {}
+        self.blocks: list[dict[str, Any]] = []
+        self._json: dict[int, list[str]] = {}
+        #: Blocks of earlier attempts: a continued attempt's indexes start after them.
+        self._base = 0
+        self.stop: dict[str, Any] = {}
+
+    def restart(self) -> None:
+        """A partial answer was abandoned: forget its blocks."""
+        self.blocks, self._json, self._base = [], {}, 0
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        """Merge one event (``message_start``, ``content_block_*``, ``message_delta``)."""
+        kind = event.get("type")
+        if kind == "message_start" and isinstance(event.get("message"), dict):
+            self._base = len(self.blocks)
+            self.message = {k: v for k, v in event["message"].items() if k != "content"}
+        elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+            self.blocks.append(dict(event["content_block"]))
+        elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
+            index = self._base + _int_index(event)
+            if index < len(self.blocks):
+                self._delta(index, event["delta"])
+        elif kind == "content_block_stop":
+            index = self._base + _int_index(event)
+            parts = self._json.pop(index, None)
+            if parts is not None and index < len(self.blocks):
+                try:
+                    self.blocks[index]["input"] = orjson.loads("".join(parts) or "{}")
+                except orjson.JSONDecodeError:
+                    self.blocks[index]["input"] = {}
+        elif kind == "message_delta" and isinstance(event.get("delta"), dict):
+            self.stop.update(event["delta"])
+
+    def _delta(self, index: int, delta: Mapping[str, Any]) -> None:
+        block = self.blocks[index]
+        kind = delta.get("type")
+        if kind == "text_delta" and isinstance(delta.get("text"), str):
+            block["text"] = block.get("text", "") + delta["text"]
+        elif kind == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+            self._json.setdefault(index, []).append(delta["partial_json"])
+        elif kind == "thinking_delta" and isinstance(delta.get("thinking"), str):
+            block["thinking"] = block.get("thinking", "") + delta["thinking"]
+
+    def text(self) -> str:
+        """The text blocks' text, in order."""
+        return "".join(b.get("text", "") for b in self.blocks if b.get("type") == "text")
+
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The ``tool_use`` blocks."""
+        return [b for b in self.blocks if b.get("type") == "tool_use"]
+
+    def completion(self, model: str, usage: Mapping[str, int] | None) -> dict[str, Any]:
+        """The ``message`` object, ``model`` the one that served, ``usage`` as billed."""
+        billed = None
+        if usage is not None:
+            billed = {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+            }
+        return {
+            **self.message,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": self.blocks,
+            "stop_reason": self.stop.get("stop_reason"),
+            "stop_sequence": self.stop.get("stop_sequence"),
+            "usage": billed,
+        }
+
+
+def _int_index(event: Mapping[str, Any]) -> int:
+    index = event.get("index")
+    return index if type(index) is int and index >= 0 else 0

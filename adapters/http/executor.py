@@ -1,4 +1,4 @@
-"""The httpx executor for OpenAI-compatible upstreams, with the engine in charge.
+"""The httpx executor for OpenAI-compatible and Anthropic upstreams, with the engine in charge.
 
 ``Executor.chat(body, route=..., ...)`` runs one chat completion through the
 engine and returns a :class:`Completion` (the ``chat.completion`` object of the
@@ -28,6 +28,9 @@ performs it over HTTP, always streaming from the upstream so that it can tell
   streamed (:meth:`Executor.chat`), a model without prefill restarts cleanly;
 * every attempt the provider billed is settled (the engine sums them: L11).
 
+``Executor.messages`` / ``stream_messages`` do the same for the Anthropic
+messages API (a route of ``anthropic`` credentials; docs/executor.md).
+
 Errors: :meth:`Completion.error_response` and :meth:`ChatEvent.sse` render the
 one mapping of a result to a status and body (``docs/errors.md``) in OpenAI's
 ``{"error": {...}}`` shape, or as ``application/problem+json`` when asked.
@@ -56,6 +59,8 @@ from routeledger.adapters.engine.results import (
 from routeledger.adapters.http.chat import (
     Assembly,
     ChatRequestError,
+    MessageAssembly,
+    anthropic_payload,
     parse_chat_body,
     upstream_payload,
     wants_usage,
@@ -70,6 +75,7 @@ from routeledger.adapters.providers.problems import (
     BudgetRejection,
     FailureProblem,
     Problem,
+    anthropic_error_body,
     openai_error_body,
     render_budget_rejection,
     render_exhaustion,
@@ -123,6 +129,8 @@ class Completion:
     restarts: int = 0
     #: The problem to return to the client when not served (RFC 9457).
     problem: Problem | None = None
+    #: ``openai`` (chat completions) or ``anthropic`` (messages): the shape of errors.
+    dialect: str = "openai"
 
     def error_response(
         self, *, problem_json: bool = False
@@ -134,24 +142,28 @@ class Completion:
         """
         if self.problem is None:
             raise UsageError(f"request {self.request_id} was served: there is no error to render")
-        return _error_response(self.problem, problem_json=problem_json)
+        return _error_response(self.problem, problem_json=problem_json, dialect=self.dialect)
+
+
+def _error_body(problem: Problem, dialect: str) -> dict[str, Any]:
+    return anthropic_error_body(problem) if dialect == "anthropic" else openai_error_body(problem)
 
 
 def _error_response(
-    problem: Problem, *, problem_json: bool
+    problem: Problem, *, problem_json: bool, dialect: str = "openai"
 ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
     if problem_json:
         return problem.status, problem.headers, problem.to_json()
     headers = tuple(pair for pair in problem.headers if pair[0] != "Content-Type")
-    return problem.status, (*_JSON, *headers), orjson.dumps(openai_error_body(problem))
+    return problem.status, (*_JSON, *headers), orjson.dumps(_error_body(problem, dialect))
 
 
 def request_error_response(
-    error: ChatRequestError, *, problem_json: bool = False
+    error: ChatRequestError, *, problem_json: bool = False, dialect: str = "openai"
 ) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
     """Status, headers and body for a client body the executor refused (400)."""
     problem = render_invalid_request(error.param, error.problem)
-    return _error_response(problem, problem_json=problem_json)
+    return _error_response(problem, problem_json=problem_json, dialect=dialect)
 
 
 class ChatEvent(NamedTuple):
@@ -165,10 +177,16 @@ class ChatEvent(NamedTuple):
     kind: str
     chunk: Mapping[str, Any] | None = None
     completion: Completion | None = None
+    #: ``openai`` or ``anthropic``: how :meth:`sse` writes the event.
+    dialect: str = "openai"
 
     @property
     def text(self) -> str:
         """The first choice's content delta in this chunk ("" for none)."""
+        if self.dialect == "anthropic":
+            delta = self.chunk.get("delta") if self.chunk is not None else None
+            text = delta.get("text") if isinstance(delta, dict) else None
+            return text if isinstance(text, str) else ""
         choices = self.chunk.get("choices") if self.chunk is not None else None
         if not choices or not isinstance(choices[0], dict):
             return ""
@@ -178,13 +196,33 @@ class ChatEvent(NamedTuple):
 
     def sse(self) -> bytes:
         """The event as the SSE bytes a client of OpenAI's API expects (``b""`` for a restart)."""
+        anthropic = self.dialect == "anthropic"
         if self.kind == "delta" and self.chunk is not None:
-            return b"data: " + orjson.dumps(self.chunk) + b"\n\n"
+            data = b"data: " + orjson.dumps(self.chunk) + b"\n\n"
+            if anthropic:
+                return b"event: " + str(self.chunk.get("type")).encode() + b"\n" + data
+            return data
         if self.kind == "done":
-            return b"data: [DONE]\n\n"
+            return b"" if anthropic else b"data: [DONE]\n\n"  # Anthropic's message_stop was sent
         if self.kind == "error" and self.completion is not None and self.completion.problem:
-            return b"data: " + orjson.dumps(openai_error_body(self.completion.problem)) + b"\n\n"
+            body = orjson.dumps(_error_body(self.completion.problem, self.dialect))
+            return (b"event: error\n" if anthropic else b"") + b"data: " + body + b"\n\n"
         return b""
+
+
+class _Ask(NamedTuple):
+    """Who asks for what: the engine's request parameters."""
+
+    route: str
+    caller_scope: str
+    accounts: tuple[str, ...]
+    request_id: str | None
+    backups: tuple[str, ...]
+    model_owner: str | None
+
+
+#: The Anthropic API version sent when calling Anthropic credentials.
+ANTHROPIC_VERSION: Final = "2023-06-01"
 
 
 @attrs.define
@@ -195,7 +233,8 @@ class _Run:
     live: bool
     instruction: str
     forward_usage: bool
-    assembly: Assembly = attrs.Factory(Assembly)
+    dialect: str = "openai"
+    assembly: Assembly | MessageAssembly = attrs.Factory(Assembly)
     restarts: int = 0
     served: Attempt | None = None
     input_tokens: int = 0
@@ -203,7 +242,10 @@ class _Run:
     usage_seen: bool = False
 
     def delivered(self) -> str:
-        first = self.assembly.first()
+        assembly = self.assembly
+        if isinstance(assembly, MessageAssembly):
+            return assembly.text()
+        first = assembly.first()
         return "".join(first.parts) if first is not None else ""
 
     def absorb(self, observer: StreamObserver) -> None:
@@ -280,23 +322,25 @@ class Executor:
         Raises :class:`ChatRequestError` (nothing recorded) for a body that
         cannot be sent; see :func:`request_error_response`.
         """
-        completion: Completion | None = None
-        async for item in self.stream_chat(
-            body,
-            route=route,
-            caller_scope=caller_scope,
-            accounts=accounts,
-            request_id=request_id,
-            backups=backups,
-            model_owner=model_owner,
-            live=False,
-        ):
-            if item.completion is not None:
-                completion = item.completion
-        assert completion is not None  # stream_chat always ends with done or error
-        return completion
+        ask = _Ask(route, caller_scope, tuple(accounts), request_id, tuple(backups), model_owner)
+        return await self._complete(body, "openai", ask)
 
-    async def stream_chat(
+    async def messages(
+        self,
+        body: object,
+        *,
+        route: str,
+        caller_scope: str,
+        accounts: Sequence[str] = (),
+        request_id: str | None = None,
+        backups: Sequence[str] = (),
+        model_owner: str | None = None,
+    ) -> Completion:
+        """:meth:`chat` for the Anthropic messages API (a route of ``anthropic`` credentials)."""
+        ask = _Ask(route, caller_scope, tuple(accounts), request_id, tuple(backups), model_owner)
+        return await self._complete(body, "anthropic", ask)
+
+    def stream_chat(
         self,
         body: object,
         *,
@@ -314,30 +358,64 @@ class Executor:
         is never taken back (see the module docstring); ``False`` for a caller
         that buffers them (``chat``).
         """
-        dialect = self.engine.config.dialect(route)
-        if dialect != "openai":  # the Anthropic messages API is not executed yet (docs/executor.md)
+        ask = _Ask(route, caller_scope, tuple(accounts), request_id, tuple(backups), model_owner)
+        return self._run(body, "openai", live, ask)
+
+    def stream_messages(
+        self,
+        body: object,
+        *,
+        route: str,
+        caller_scope: str,
+        accounts: Sequence[str] = (),
+        request_id: str | None = None,
+        backups: Sequence[str] = (),
+        model_owner: str | None = None,
+        live: bool = True,
+    ) -> AsyncIterator[ChatEvent]:
+        """:meth:`stream_chat` for the Anthropic messages API: its events, passed on whole."""
+        ask = _Ask(route, caller_scope, tuple(accounts), request_id, tuple(backups), model_owner)
+        return self._run(body, "anthropic", live, ask)
+
+    async def _complete(self, body: object, dialect: str, ask: _Ask) -> Completion:
+        completion: Completion | None = None
+        async for item in self._run(body, dialect, False, ask):
+            if item.completion is not None:
+                completion = item.completion
+        assert completion is not None  # a run always ends with done or error
+        return completion
+
+    async def _run(
+        self, body: object, dialect: str, live: bool, ask: _Ask
+    ) -> AsyncIterator[ChatEvent]:
+        """One request in ``dialect``: its attempts' chunks, then ``done`` or ``error``."""
+        config = self.engine.config
+        spoken = config.dialect(ask.route)
+        if ask.route in config.dialects and spoken != dialect:  # an unknown route is a 404
             raise ChatRequestError(
-                "model", f"route {route!r} speaks the {dialect} dialect, not chat completions"
+                "model", f"route {ask.route!r} speaks the {spoken} dialect, not {dialect}"
             )
         payload, input_tokens, max_tokens = parse_chat_body(
-            body, output_limit=self.engine.output_tokens_max(route, backups)
+            body, output_limit=self.engine.output_tokens_max(ask.route, ask.backups)
         )
         handle = self.engine.request(
-            route=route,
-            caller_scope=caller_scope,
-            accounts=accounts,
+            route=ask.route,
+            caller_scope=ask.caller_scope,
+            accounts=ask.accounts,
             input_tokens=input_tokens,
             max_output_tokens=max_tokens,
             stream=True,
-            backups=backups,
-            model_owner=model_owner,
-            request_id=request_id,
+            backups=ask.backups,
+            model_owner=ask.model_owner,
+            request_id=ask.request_id,
         )
         run = _Run(
             body=payload,
             live=live,
-            instruction=self.engine.config.continuations.get(route, ""),
+            instruction=self.engine.config.continuations.get(ask.route, ""),
             forward_usage=wants_usage(payload),
+            dialect=dialect,
+            assembly=MessageAssembly() if dialect == "anthropic" else Assembly(),
         )
         async with handle:
             async for attempt in handle.attempts():
@@ -348,23 +426,26 @@ class Executor:
                     if not live:
                         run.assembly.restart()
                         run.restarts += 1
-                        yield ChatEvent(kind="restart")
+                        yield ChatEvent(kind="restart", dialect=dialect)
                 async for event in self._attempt(attempt, run):
                     yield event
-        yield self._final(handle, run, route)
+        yield self._final(handle, run, ask.route)
 
     async def _attempt(self, attempt: Attempt, run: _Run) -> AsyncIterator[ChatEvent]:
         """One HTTP attempt, its chunks yielded as they arrive; reports its observation."""
         delivered = run.delivered()
         instruction = run.instruction if delivered and not attempt.continues else ""
-        payload = upstream_payload(
+        build = anthropic_payload if run.dialect == "anthropic" else upstream_payload
+        payload = build(
             run.body, attempt.upstream_model, delivered=delivered, instruction=instruction
         )
         chunks: list[dict[str, Any]] = []
         observer = StreamObserver(scrubber=self.engine.scrubber, on_chunk=chunks.append)
         loop = asyncio.get_running_loop()
         total_at = loop.time() + self.engine.config.timeouts.total_us / US_PER_S
-        response, body, observation = await self._open(attempt, payload, observer, total_at)
+        response, body, observation = await self._open(
+            attempt, payload, observer, total_at, run.dialect
+        )
         try:
             for chunk in self._forward(chunks, run):
                 yield chunk
@@ -386,11 +467,12 @@ class Executor:
         if not chunks:
             return []
         events = []
+        openai = run.dialect == "openai"
         for chunk in chunks:
             run.assembly.add(chunk)
-            if not run.forward_usage and not chunk.get("choices") and "usage" in chunk:
+            if openai and not run.forward_usage and not chunk.get("choices") and "usage" in chunk:
                 continue  # the usage chunk the executor asked for, not the client
-            events.append(ChatEvent(kind="delta", chunk=chunk))
+            events.append(ChatEvent(kind="delta", chunk=chunk, dialect=run.dialect))
         chunks.clear()
         return events
 
@@ -400,14 +482,21 @@ class Executor:
         payload: Mapping[str, Any],
         observer: StreamObserver,
         total_at: float,
+        dialect: str,
     ) -> tuple[httpx.Response | None, AsyncIterator[bytes] | None, Observation | None]:
         """Connect, send, and read up to the first token, all within ``first_token_us``."""
         engine = self.engine
         headers = {"Content-Type": "application/json"}
         key = self.secrets.get(attempt.credential_id)
-        if key:
+        path = "/chat/completions"
+        if dialect == "anthropic":
+            path = "/messages"
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+            if key:
+                headers["x-api-key"] = key
+        elif key:
             headers["Authorization"] = f"Bearer {key}"
-        url = attempt.endpoint.base_url.rstrip("/") + "/chat/completions"
+        url = attempt.endpoint.base_url.rstrip("/") + path
         request = self._client.build_request(
             "POST", url, content=orjson.dumps(payload), headers=headers, timeout=self._timeout
         )
@@ -486,30 +575,46 @@ class Executor:
         assert result is not None
         served = run.served
         if isinstance(result, Served) and served is not None:
-            first = run.assembly.first()
             usage = run.usage()
+            content, calls, finish = _summary(run.assembly)
             completion = Completion(
                 request_id=handle.request_id,
                 result=result,
-                content="".join(first.parts) if first is not None else "",
-                tool_calls=tuple(first.tool_calls()) if first is not None else (),
-                finish_reason=str(first.finish_reason) if first and first.finish_reason else None,
+                content=content,
+                tool_calls=calls,
+                finish_reason=finish,
                 usage=usage,
                 response=run.assembly.completion(served.upstream_model, usage),
                 model=served.upstream_model,
                 credential_id=served.credential_id,
                 attempts=result.attempts,
                 restarts=run.restarts,
+                dialect=run.dialect,
             )
-            return ChatEvent(kind="done", completion=completion)
+            return ChatEvent(kind="done", completion=completion, dialect=run.dialect)
         completion = Completion(
             request_id=handle.request_id,
             result=result,
             attempts=getattr(result, "attempts", 0),
             restarts=run.restarts,
             problem=result_problem(self.engine, handle, result, route),
+            dialect=run.dialect,
         )
-        return ChatEvent(kind="error", completion=completion)
+        return ChatEvent(kind="error", completion=completion, dialect=run.dialect)
+
+
+def _summary(
+    assembly: Assembly | MessageAssembly,
+) -> tuple[str, tuple[Mapping[str, Any], ...], str | None]:
+    """The answer's text, tool calls and finish (stop) reason."""
+    if isinstance(assembly, MessageAssembly):
+        stop = assembly.stop.get("stop_reason")
+        return assembly.text(), tuple(assembly.tool_calls()), str(stop) if stop else None
+    first = assembly.first()
+    if first is None:
+        return "", (), None
+    finish = str(first.finish_reason) if first.finish_reason else None
+    return "".join(first.parts), tuple(first.tool_calls()), finish
 
 
 def _cannot_continue(attempt: Attempt, chars: int) -> None:

@@ -38,6 +38,7 @@ from routeledger.core.events import DETAIL_CHARS_MAX
 from routeledger.core.routing.failures import FailureClass
 
 __all__ = [
+    "ANTHROPIC_ERROR_TYPES",
     "FAILURE_STATUS",
     "FAILURE_TITLES",
     "PROBLEM_BASE_URI",
@@ -49,6 +50,7 @@ __all__ = [
     "FailedAttempt",
     "FailureProblem",
     "Problem",
+    "anthropic_error_body",
     "attempt_summary",
     "exhaustion_summary",
     "openai_error_body",
@@ -468,6 +470,31 @@ def openai_error_body(problem: Problem) -> dict[str, Any]:
         if name not in STANDARD_MEMBERS and name not in error and name != "code":
             error[name] = value
     return {"error": error}
+
+
+#: Anthropic's error ``type`` for an HTTP status (what the anthropic SDK reads).
+ANTHROPIC_ERROR_TYPES: Final[Mapping[int, str]] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error_body(problem: Problem) -> dict[str, Any]:
+    """The problem in Anthropic's ``{"type": "error", "error": {...}}`` shape.
+
+    ``error.type`` is Anthropic's type for the status, ``error.message`` the
+    detail; ``code`` (the kind) and the RFC 9457 members sit beside them, as
+    in :func:`openai_error_body`.
+    """
+    error = dict(openai_error_body(problem)["error"])
+    error["type"] = ANTHROPIC_ERROR_TYPES.get(problem.status, "api_error")
+    return {"type": "error", "error": error}
 
 
 # --------------------------------------------------------------------------- streams

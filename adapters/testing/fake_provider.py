@@ -633,6 +633,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "RouteLedgerFakeProvider/1"
+    #: ``openai`` (``/v1/chat/completions``) or ``anthropic`` (``/v1/messages``).
+    dialect = "openai"
     disable_nagle_algorithm = True
     timeout = 120
 
@@ -758,6 +760,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if path == "/v1/chat/completions":
             self._chat(body)
+        elif path == "/v1/messages":
+            self.dialect = "anthropic"
+            self._chat(body)
         elif path == "/_fake/reset":
             self.state.reset()
             self._control(200, {"ok": True})
@@ -806,6 +811,8 @@ class _Handler(BaseHTTPRequestHandler):
         authorization = self.headers.get("Authorization") or ""
         scheme, _, token = authorization.partition(" ")
         key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        if self.dialect == "anthropic":
+            key = self.headers.get("x-api-key") or None
         record = self.state.begin(
             model=model,
             stream=stream,
@@ -836,18 +843,18 @@ class _Handler(BaseHTTPRequestHandler):
         if model is None:
             record.behaviour = "bad_request"
             message = "The request body must be a JSON object with a string `model`."
-            self._send_json(400, _error_body(message, "invalid_request_error", "model"))
+            self._send_error(400, _error_body(message, "invalid_request_error", "model"))
             return "completed"
         verdict, chosen = self.state.choose(model, key, last_role)
         if verdict == "unknown":
             record.behaviour = "unknown_model"
             message = f"The model `{model}` does not exist or you do not have access to it."
             body = _error_body(message, "invalid_request_error", None, "model_not_found")
-            self._send_json(404, body)
+            self._send_error(404, body)
             return "completed"
         if verdict == "unauthorized":
             record.behaviour = "unauthorized"
-            self._send_json(401, _invalid_key_body())
+            self._send_error(401, _invalid_key_body())
             return "completed"
         if verdict == "prefill":
             record.behaviour = "prefill_rejected"
@@ -858,7 +865,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = _error_body(
                 message, "invalid_request_error", "messages", "prefill_not_supported"
             )
-            self._send_json(400, body)
+            self._send_error(400, body)
             return "completed"
         behaviour, step = chosen
         record.behaviour, record.step = behaviour.kind, step
@@ -866,7 +873,7 @@ class _Handler(BaseHTTPRequestHandler):
         if kind in _ERROR_KINDS:
             self._delay(behaviour.first_token_delay)
             status, headers, body = _error_response(behaviour, model)
-            self._send_json(status, body, headers)
+            self._send_error(status, body, headers)
             return "completed"
         if kind == "reset":
             self._drop(reset=True)
@@ -877,9 +884,86 @@ class _Handler(BaseHTTPRequestHandler):
             return "held" if outcome == "elapsed" else outcome
         options = request.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if self.dialect == "anthropic":
+            return self._stream_anthropic(behaviour, model, record)
         if stream:
             return self._stream(behaviour, model, include_usage, record)
         return self._complete(behaviour, model)
+
+    def _send_error(
+        self, status: int, body: dict[str, Any], headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """An error response in this request's dialect (Anthropic: ``{"type": "error"}``)."""
+        if self.dialect == "anthropic":
+            body = _anthropic_error(status, body)
+        self._send_json(status, body, headers)
+
+    def _named_event(self, payload: dict[str, Any]) -> None:
+        """One Anthropic SSE event: ``event: <type>`` then its data."""
+        self._chunk(b"event: " + str(payload["type"]).encode() + b"\n")
+        self._event(_json_bytes(payload))
+
+    def _stream_anthropic(self, behaviour: Behaviour, model: str, record: _Record) -> str:
+        """Answer a ``/v1/messages`` call with Anthropic's event stream (text or one tool use)."""
+        tool = behaviour.tool_call
+        tokens = _tokens(behaviour.content) if tool is None else _pieces(behaviour)
+        usage = _usage(behaviour, tokens)
+        self._delay(behaviour.headers_delay)
+        self._head(200, _STREAM_HEADERS)
+        self._delay(self._first_delay(behaviour))
+        message: dict[str, Any] = {
+            "id": f"msg_fake_{record.seq}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": 1},
+        }
+        self._named_event({"type": "message_start", "message": message})
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        if tool is not None:
+            block = {"type": "tool_use", "id": "toolu_fake_0", "name": tool, "input": {}}
+        self._named_event({"type": "content_block_start", "index": 0, "content_block": block})
+        for index in range(len(tokens) + 1):
+            if index == behaviour.after_tokens and behaviour.kind != "ok":
+                ended = self._interrupt_anthropic(behaviour)
+                if ended is not None:
+                    return ended
+            if index == len(tokens):
+                break
+            if index > 0:
+                self._delay(behaviour.token_interval)
+            delta = (
+                {"type": "text_delta", "text": tokens[index]}
+                if tool is None
+                else {"type": "input_json_delta", "partial_json": tokens[index]}
+            )
+            self._named_event({"type": "content_block_delta", "index": 0, "delta": delta})
+            record.tokens_sent += 1
+        self._named_event({"type": "content_block_stop", "index": 0})
+        stop = "end_turn" if tool is None else "tool_use"
+        self._named_event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": usage["completion_tokens"]},
+            }
+        )
+        if behaviour.kind != "no_done":
+            self._named_event({"type": "message_stop"})
+        self._chunk(b"")
+        return "completed"
+
+    def _interrupt_anthropic(self, behaviour: Behaviour) -> str | None:
+        """Misbehave where the script says (Anthropic stream); how it ended, or ``None``."""
+        if behaviour.kind == "error_event":
+            error = {"type": "overloaded_error", "message": behaviour.message or "Overloaded"}
+            self._named_event({"type": "error", "error": error})
+            self._chunk(b"")
+            return "completed"
+        return self._interrupt(behaviour, "msg_fake")
 
     def _first_delay(self, behaviour: Behaviour) -> float:
         if behaviour.kind == "slow_first_token" and behaviour.first_token_delay <= 0:
@@ -985,6 +1069,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"")
             return "completed"
         return None
+
+
+#: Anthropic's error ``type`` for an HTTP status (its API's own names).
+_ANTHROPIC_ERROR_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _anthropic_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-shaped error body in Anthropic's shape, the message kept."""
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status < 503 else "overloaded_error")
+    return {"type": "error", "error": {"type": kind, "message": message or f"HTTP {status}"}}
 
 
 #: Characters of a tool call's arguments per streamed chunk (OpenAI sends a few).

@@ -63,9 +63,10 @@ class Gateway:
             if not message.get("more_body"):
                 break
         accept = dict(scope["headers"]).get(b"accept", b"").decode()
-        await self._chat(body, "application/problem+json" in accept, send)
+        dialect = "anthropic" if scope["path"].rstrip("/") == "/v1/messages" else "openai"
+        await self._chat(body, "application/problem+json" in accept, dialect, send)
 
-    async def _chat(self, body: bytes, problem_json: bool, send: Send) -> None:
+    async def _chat(self, body: bytes, problem_json: bool, dialect: str, send: Send) -> None:
         executor = self.executor
         assert executor is not None
         try:
@@ -75,13 +76,15 @@ class Gateway:
         route = parsed.get("model") if isinstance(parsed, dict) else None
         try:
             if isinstance(parsed, dict) and parsed.get("stream") is True:
-                await self._stream(executor, body, str(route), problem_json, send)
+                await self._stream(executor, body, str(route), problem_json, dialect, send)
                 return
-            completion = await executor.chat(
+            call = executor.messages if dialect == "anthropic" else executor.chat
+            completion = await call(
                 body, route=str(route), caller_scope="user:sdk", accounts=self.accounts
             )
         except ChatRequestError as error:
-            await _respond(send, *request_error_response(error, problem_json=problem_json))
+            refused = request_error_response(error, problem_json=problem_json, dialect=dialect)
+            await _respond(send, *refused)
             return
         if completion.problem is not None:
             await _respond(send, *completion.error_response(problem_json=problem_json))
@@ -91,11 +94,16 @@ class Gateway:
         )
 
     async def _stream(
-        self, executor: Executor, body: bytes, route: str, problem_json: bool, send: Send
+        self,
+        executor: Executor,
+        body: bytes,
+        route: str,
+        problem_json: bool,
+        dialect: str,
+        send: Send,
     ) -> None:
-        events = executor.stream_chat(
-            body, route=route, caller_scope="user:sdk", accounts=self.accounts
-        )
+        call = executor.stream_messages if dialect == "anthropic" else executor.stream_chat
+        events = call(body, route=route, caller_scope="user:sdk", accounts=self.accounts)
         first = await anext(events)
         if first.kind == "error":  # nothing streamed yet: a plain HTTP error
             assert first.completion is not None
