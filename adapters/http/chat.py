@@ -91,7 +91,7 @@ def parse_chat_body(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ChatRequestError("messages", "a non-empty array of messages is required")
-    chars = 0
+    chars = _content_chars(body.get("system"))  # Anthropic's top-level system prompt
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise ChatRequestError(f"messages[{index}]", "must be an object with a string role")

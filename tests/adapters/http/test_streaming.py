@@ -251,3 +251,19 @@ def test_an_executor_refuses_a_route_that_mixes_dialects(fake: FakeProvider) -> 
         Executor(engine)
     assert caught.value.key == "routes.chat"
     assert "primary: openai" in str(caught.value) and "spare: anthropic" in str(caught.value)
+
+
+def test_the_input_estimate_counts_messages_and_an_anthropic_system_prompt() -> None:
+    """The hold's input estimate reads message text (strings and text parts) and a system prompt."""
+    from routeledger.adapters.http.chat import parse_chat_body
+
+    body = {
+        "system": [{"type": "text", "text": "x" * 40}],
+        "messages": [
+            {"role": "user", "content": "y" * 40},
+            {"role": "user", "content": [{"type": "text", "text": "z" * 40}]},
+        ],
+    }
+    _, tokens, cap = parse_chat_body(body)
+    assert (tokens, cap) == (30, None)  # 120 characters at 4 per token
+    assert parse_chat_body({**body, "system": "s" * 400})[1] == 120
