@@ -118,8 +118,9 @@ __all__ = [
 #: attempts are bounded by the policy (<= 64) and waits by its wait budget;
 #: this is a backstop that turns a decider bug into an error, not a hang.
 REQUEST_STEPS_MAX: Final = 1_000
-#: Characters of output assumed per token when a cut attempt reported no usage.
-#: Why: ~4 characters per token is the usual English average.
+#: Characters assumed per token where no count is known: a request's input (the
+#: hold's estimate) and a cut attempt's output without a usage report. Why: ~4
+#: characters per token is the usual English average; an estimate only.
 CHARS_PER_TOKEN: Final = 4
 
 #: How an attempt's failure class reads for the credential lifecycle (I0): only

@@ -21,10 +21,10 @@ from typing import Any, Final
 
 import orjson
 
+from routeledger.adapters.engine.lifecycle import CHARS_PER_TOKEN
 from routeledger.core.errors import UsageError
 
 __all__ = [
-    "CHARS_PER_TOKEN",
     "Assembly",
     "ChatRequestError",
     "MessageAssembly",
@@ -33,9 +33,6 @@ __all__ = [
     "upstream_payload",
 ]
 
-#: Characters of input assumed per token for the hold estimate. Why: ~4 chars
-#: per token is the usual English average; the hold only needs an upper-ish bound.
-CHARS_PER_TOKEN: Final = 4
 #: The output-token fields a client may set (OpenAI's old and new names).
 _OUTPUT_FIELDS: Final = ("max_tokens", "max_completion_tokens")
 

@@ -83,6 +83,7 @@ from routeledger.adapters.providers.problems import (
     render_invalid_request,
     render_nothing_available,
     render_unknown_route,
+    stream_error_chunk,
 )
 from routeledger.adapters.providers.secrets import EnvironmentSecretReader
 from routeledger.core.credentials.secrets import SecretReader
@@ -205,8 +206,10 @@ class ChatEvent(NamedTuple):
         if self.kind == "done":
             return b"" if anthropic else b"data: [DONE]\n\n"  # Anthropic's message_stop was sent
         if self.kind == "error" and self.completion is not None and self.completion.problem:
-            body = orjson.dumps(_error_body(self.completion.problem, self.dialect))
-            return (b"event: error\n" if anthropic else b"") + b"data: " + body + b"\n\n"
+            if not anthropic:
+                return stream_error_chunk(self.completion.problem)
+            body = orjson.dumps(anthropic_error_body(self.completion.problem))
+            return b"event: error\ndata: " + body + b"\n\n"
         return b""
 
 

@@ -450,9 +450,11 @@ def openai_error_body(problem: Problem) -> dict[str, Any]:
     """The problem in OpenAI's ``{"error": {...}}`` shape, RFC 9457 members as extensions.
 
     ``message`` is the problem's detail, ``type`` the OpenAI error type of its
-    status, ``code`` its kind (``model_not_found``, ``content_filtered``,
-    ``fallback_exhausted``...); the RFC 9457 members sit beside them
-    (``problem_type`` holds the URI, since ``type`` means OpenAI's).
+    status, ``code`` and ``error_type`` its kind (``model_not_found``,
+    ``content_filtered``, ``fallback_exhausted``...); the RFC 9457 members sit
+    beside them (``problem_type`` holds the URI, since ``type`` means OpenAI's;
+    ``request_id`` repeats ``instance``). ``failures`` appears only for a
+    fallback exhaustion, ``retry_after_s`` only when a retry time is known.
     """
     body = problem.body
     kind = str(body["code"]).lower()
@@ -461,10 +463,12 @@ def openai_error_body(problem: Problem) -> dict[str, Any]:
         "type": OPENAI_ERROR_TYPES.get(problem.status, "server_error"),
         "param": body.get("param"),
         "code": kind,
+        "error_type": kind,
         "problem_type": body["type"],
         "title": body["title"],
         "status": problem.status,
         "instance": body["instance"],
+        "request_id": body["instance"],
     }
     for name, value in body.items():
         if name not in STANDARD_MEMBERS and name not in error and name != "code":
@@ -501,29 +505,8 @@ def anthropic_error_body(problem: Problem) -> dict[str, Any]:
 
 
 def stream_error_payload(problem: Problem) -> dict[str, Any]:
-    """The OpenAI-compatible ``{"error": {...}}`` object for a problem.
-
-    ``error_type`` is the problem's kind (``fallback_exhausted`` for an
-    exhaustion); ``failures`` is present only when the problem carries it,
-    i.e. only for fallback exhaustion (I4).
-    """
-    body = problem.body
-    kind = str(body["code"]).lower()
-    error: dict[str, Any] = {
-        "message": body["detail"],
-        "type": kind,
-        "code": kind,
-        "param": None,
-        "error_type": kind,
-        "status": problem.status,
-        "problem_type": body["type"],
-        "request_id": body["instance"],
-    }
-    if "failures" in body:
-        error["failures"] = body["failures"]
-    if "retry_after_s" in body:
-        error["retry_after_s"] = body["retry_after_s"]
-    return {"error": error}
+    """The object of the stream's error event: :func:`openai_error_body` (one shape for both)."""
+    return openai_error_body(problem)
 
 
 def stream_error_chunk(problem: Problem) -> bytes:

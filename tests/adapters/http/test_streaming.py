@@ -145,8 +145,7 @@ def test_a_route_with_a_continue_instruction_continues_a_live_stream_without_pre
     fake: FakeProvider,
 ) -> None:
     """Live, on a model without prefill: the delivered text and the instruction are sent on."""
-    extra = ""
-    engine = engine_for(fake, "cut:3", "ok: fox jumps.", extra)
+    fake.set_scripts({"primary-model": "cut:3", "spare-model": "ok: fox jumps."})
     text = config_text(fake.base_url, "primary-model", "spare-model").replace(
         "[routes.chat]\n", '[routes.chat]\ncontinue_instruction = "Continue exactly."\n'
     )

@@ -260,14 +260,15 @@ def test_extensions_never_replace_standard_members() -> None:
 
 
 def test_stream_error_event_for_exhaustion() -> None:
-    """The stream error chunk is OpenAI-shaped with error_type=fallback_exhausted and the failures (I4)."""
+    """The stream error chunk is OpenAI-shaped: a server_error whose code is fallback_exhausted, with the failures (I4)."""
     problem = render_exhaustion(
         ExhaustionReport(request_id="req_5", attempts=ATTEMPTS, retry_after_us=3 * S)
     )
     chunk = stream_error_chunk(problem)
     assert chunk.startswith(b"data: ") and chunk.endswith(b"\n\n") and chunk.count(b"\n") == 2
     error = orjson.loads(chunk[len(b"data: ") : -2])["error"]
-    assert error["error_type"] == error["type"] == error["code"] == "fallback_exhausted"
+    assert error["error_type"] == error["code"] == "fallback_exhausted"
+    assert error["type"] == "server_error"  # OpenAI's type for a 502: what the SDK reads
     assert error["message"] == problem.body["detail"] and error["status"] == 502
     assert [f["failure"] for f in error["failures"]] == [
         "model_not_found",
