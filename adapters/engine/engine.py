@@ -143,6 +143,8 @@ class Engine:
         if runtime is None or runtime.state.events == 0:
             self.runtime.state.routing = routing_state.initial(config.policy)
         self._closed = False
+        #: Requests entered on an event loop and not yet left (see ``_alone``).
+        self.requests_in_flight = 0
         #: Entries and exits of concurrent requests share commits (see
         #: ``adapters/engine/lifecycle.py`` and ``adapters/engine/grouping.py``).
         self.committer: GroupCommitter[Item, Decided] = GroupCommitter(
@@ -150,6 +152,7 @@ class Engine:
             self._decide_items,
             decided_events,
             inline=getattr(store, "backend", None) == "memory",  # an append without I/O
+            alone=self._alone,
         )
         #: Resolutions of entries whose caller was cancelled (kept referenced).
         self._background: set[asyncio.Task[None]] = set()
@@ -202,6 +205,10 @@ class Engine:
             self.runtime.state = snapshot
             self._snapshot_events = snapshot.events
         self.runtime.catch_up()
+
+    def _alone(self) -> bool:
+        """Whether at most one request is in flight on an event loop (its commits stay on it)."""
+        return self.requests_in_flight <= 1
 
     def maybe_snapshot(self) -> bool:
         """Save a snapshot when ``snapshot_every_events`` events were folded since the last."""

@@ -124,6 +124,7 @@ class GroupCommitter(Generic[C, R]):
         *,
         group_max: int = GROUP_COMMANDS_MAX,
         inline: bool = False,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         if not (type(group_max) is int and 1 <= group_max <= GROUP_COMMANDS_MAX):
             raise UsageError(
@@ -135,6 +136,10 @@ class GroupCommitter(Generic[C, R]):
         #: (for a store whose append does no I/O: a thread hop would cost
         #: more than the commit).
         self.inline = inline
+        #: Whether the caller is the only one with work in flight (then a
+        #: coroutine commits on the loop: no one could use the loop while the
+        #: commit blocks it, and the thread hop costs two wake-ups).
+        self._alone = alone
         self._decide_group = decide_group
         self._events_of = events_of
         self._queue: list[Slot[C, R]] = []
@@ -192,7 +197,7 @@ class GroupCommitter(Generic[C, R]):
         done (``slot.result()`` gives the outcome or raises its error), so the
         caller can resolve what it started.
         """
-        if self.inline:
+        if self._on_loop():
             return self.submit(command)
         loop = asyncio.get_running_loop()
         slot: Slot[C, R] = Slot(command, loop)
@@ -215,7 +220,7 @@ class GroupCommitter(Generic[C, R]):
         withdraw a later one; ``on_abandoned()`` then runs once all are done.
         An error of any of them is raised after all were done.
         """
-        if self.inline:
+        if self._on_loop():
             return [self.submit(command) for command in commands]
         loop = asyncio.get_running_loop()
         slots: list[Slot[C, R]] = [Slot(command, loop) for command in commands]
@@ -232,6 +237,15 @@ class GroupCommitter(Generic[C, R]):
                 waiter.add_done_callback(lambda _: on_abandoned())
             raise
         return [slot.result() for slot in slots]
+
+    def _on_loop(self) -> bool:
+        """Whether a coroutine's command commits on the loop itself (see ``inline``, ``alone``).
+
+        Only while nobody leads: a commit in flight elsewhere would block the loop.
+        """
+        if self.inline:
+            return True
+        return self._alone is not None and not self._leading and self._alone()
 
     def _enqueue(self, slot: Slot[C, R]) -> bool:
         """Queue ``slot``; return whether its caller leads the next group (nobody was leading)."""

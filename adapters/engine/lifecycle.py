@@ -807,6 +807,8 @@ class RequestHandle:
         self._attempt: Attempt | None = None
         self._entering = False
         self._settled = False
+        #: Counted in the engine's ``requests_in_flight`` (async entry to exit).
+        self._in_flight = False
 
     @property
     def result(self) -> Result | None:
@@ -841,15 +843,29 @@ class RequestHandle:
 
     async def __aenter__(self) -> RequestHandle:
         action = self._enter_action()
-        decided = await self.engine.committer.asubmit(action.item, on_abandoned=self._abandoned)
+        self._in_flight = True
+        self.engine.requests_in_flight += 1
+        try:
+            decided = await self.engine.committer.asubmit(action.item, on_abandoned=self._abandoned)
+        except asyncio.CancelledError:
+            raise  # ``_abandoned`` leaves the request once its entry is known
+        except BaseException:
+            self._out_of_flight()  # nothing was recorded: nothing to leave
+            raise
         self.lifecycle.committed(action.item, decided)
         return self
+
+    def _out_of_flight(self) -> None:
+        if self._in_flight:
+            self._in_flight = False
+            self.engine.requests_in_flight -= 1
 
     def _abandoned(self, slot: Slot[Item, Decided]) -> None:
         """The caller was cancelled while entering; the entry was recorded anyway: close it."""
         try:
             decided = slot.result()
         except Exception:
+            self._out_of_flight()
             return  # nothing was recorded
         self.lifecycle.committed(slot.command, decided)
         task = asyncio.get_running_loop().create_task(
@@ -1010,10 +1026,13 @@ class RequestHandle:
         committer = self.engine.committer
         # Queued together before the only await: a cancellation there does not
         # withdraw them, and ``_left`` still runs once they are recorded.
-        if len(items) == 1:  # the common case: no gather to build
-            await committer.asubmit(items[0], on_abandoned=lambda _: self._left(items))
-        elif items:
-            await committer.asubmit_all(items, on_abandoned=lambda: self._left(items))
+        try:
+            if len(items) == 1:  # the common case: no gather to build
+                await committer.asubmit(items[0], on_abandoned=lambda _: self._left(items))
+            elif items:
+                await committer.asubmit_all(items, on_abandoned=lambda: self._left(items))
+        finally:
+            self._out_of_flight()
         self._left(items)
 
     async def __aexit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:

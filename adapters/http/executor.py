@@ -222,10 +222,38 @@ class _Ask(NamedTuple):
     request_id: str | None
     backups: tuple[str, ...]
     model_owner: str | None
+    #: Client headers passed to the upstream (only :data:`FORWARDED_HEADERS`).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-#: The Anthropic API version sent when calling Anthropic credentials.
+#: The Anthropic API version sent when calling Anthropic credentials (unless
+#: the client sends its own ``anthropic-version``).
 ANTHROPIC_VERSION: Final = "2023-06-01"
+#: Client headers an Anthropic-dialect request passes on to the upstream: the
+#: API version and the beta features it asks for. Nothing else (a client's own
+#: ``x-api-key`` or ``authorization`` never reaches a provider).
+FORWARDED_HEADERS: Final = frozenset({"anthropic-version", "anthropic-beta"})
+#: Longest forwarded header value (chars): a version or a list of beta names.
+FORWARDED_HEADER_CHARS_MAX: Final = 1_024
+
+
+def _forwarded(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """The client headers to pass on, lower-cased; a bad value is the caller's error."""
+    if not headers:
+        return ()
+    kept = []
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered not in FORWARDED_HEADERS:
+            continue
+        if not isinstance(value, str) or not value.isprintable() or not value.strip():
+            raise ChatRequestError(f"header {lowered}", "must be a non-empty printable string")
+        if len(value) > FORWARDED_HEADER_CHARS_MAX:
+            raise ChatRequestError(
+                f"header {lowered}", f"is longer than {FORWARDED_HEADER_CHARS_MAX} characters"
+            )
+        kept.append((lowered, value.strip()))
+    return tuple(kept)
 
 
 @attrs.define
@@ -237,6 +265,7 @@ class _Run:
     instruction: str
     forward_usage: bool
     dialect: str = "openai"
+    headers: tuple[tuple[str, str], ...] = ()
     assembly: Assembly | MessageAssembly = attrs.Factory(Assembly)
     restarts: int = 0
     served: Attempt | None = None
@@ -338,9 +367,15 @@ class Executor:
         request_id: str | None = None,
         backups: Sequence[str] = (),
         model_owner: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Completion:
-        """:meth:`chat` for the Anthropic messages API (a route of ``anthropic`` credentials)."""
+        """:meth:`chat` for the Anthropic messages API (a route of ``anthropic`` credentials).
+
+        ``headers``: the client's request headers; ``anthropic-version`` and
+        ``anthropic-beta`` among them are passed on (see ``FORWARDED_HEADERS``).
+        """
         ask = _Ask(route, caller_scope, tuple(accounts), request_id, tuple(backups), model_owner)
+        ask = ask._replace(headers=_forwarded(headers))
         return await self._complete(body, "anthropic", ask)
 
     def stream_chat(
@@ -375,9 +410,14 @@ class Executor:
         backups: Sequence[str] = (),
         model_owner: str | None = None,
         live: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[ChatEvent]:
-        """:meth:`stream_chat` for the Anthropic messages API: its events, passed on whole."""
+        """:meth:`stream_chat` for the Anthropic messages API: its events, passed on whole.
+
+        ``headers`` as for :meth:`messages`.
+        """
         ask = _Ask(route, caller_scope, tuple(accounts), request_id, tuple(backups), model_owner)
+        ask = ask._replace(headers=_forwarded(headers))
         return self._run(body, "anthropic", live, ask)
 
     async def _complete(self, body: object, dialect: str, ask: _Ask) -> Completion:
@@ -418,6 +458,7 @@ class Executor:
             instruction=self.engine.config.continuations.get(ask.route, ""),
             forward_usage=wants_usage(payload),
             dialect=dialect,
+            headers=ask.headers,
             assembly=MessageAssembly() if dialect == "anthropic" else Assembly(),
         )
         async with handle:
@@ -446,9 +487,7 @@ class Executor:
         observer = StreamObserver(scrubber=self.engine.scrubber, on_chunk=chunks.append)
         loop = asyncio.get_running_loop()
         total_at = loop.time() + self.engine.config.timeouts.total_us / US_PER_S
-        response, body, observation = await self._open(
-            attempt, payload, observer, total_at, run.dialect
-        )
+        response, body, observation = await self._open(attempt, payload, observer, total_at, run)
         try:
             for chunk in self._forward(chunks, run):
                 yield chunk
@@ -485,16 +524,17 @@ class Executor:
         payload: Mapping[str, Any],
         observer: StreamObserver,
         total_at: float,
-        dialect: str,
+        run: _Run,
     ) -> tuple[httpx.Response | None, AsyncIterator[bytes] | None, Observation | None]:
         """Connect, send, and read up to the first token, all within ``first_token_us``."""
         engine = self.engine
         headers = {"Content-Type": "application/json"}
         key = self.secrets.get(attempt.credential_id)
         path = "/chat/completions"
-        if dialect == "anthropic":
+        if run.dialect == "anthropic":
             path = "/messages"
             headers["anthropic-version"] = ANTHROPIC_VERSION
+            headers.update(run.headers)
             if key:
                 headers["x-api-key"] = key
         elif key:

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -222,6 +222,8 @@ class UpstreamCall:
     outcome: str
     #: The request body as received (a JSON object), for tests of what was sent.
     body: dict[str, Any] | None = None
+    #: The ``anthropic-*`` request headers received (names lower-cased).
+    anthropic_headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The attempt as a JSON-ready dict (the ``/_fake/attempts`` entry)."""
@@ -500,6 +502,7 @@ class _Record:
     tokens_sent: int = 0
     outcome: str = "in_progress"
     body: dict[str, Any] | None = None
+    anthropic_headers: dict[str, str] = field(default_factory=dict)
 
     def freeze(self) -> UpstreamCall:
         return UpstreamCall(**dataclasses.asdict(self))
@@ -819,6 +822,11 @@ class _Handler(BaseHTTPRequestHandler):
             key_id=key_id(key) if key is not None else None,
             last_role=last_role,
             body=request,
+            anthropic_headers={
+                name.lower(): value
+                for name, value in self.headers.items()
+                if name.lower().startswith("anthropic-")
+            },
         )
         self.record = record
         outcome = "completed"

@@ -21,7 +21,7 @@ from tests.batches import folded_between_decisions
 PROCESSES = 4
 REQUESTS_PER_PROCESS = 12
 #: Requests in flight at once in each process (their commits are grouped).
-LANES = 3
+LANES = 6
 LIMIT_MICROS = 3_000  # near the limit: a few requests' worst case at a time
 
 CONFIG = """

@@ -16,16 +16,18 @@ from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.store.eventstore import EventStore, StoreUnavailable, open_store
 from routeledger.core.budget import ledger
 from routeledger.core.budget.decide import (
+    Decision,
     OpenAccount,
     PlaceHold,
     SettleHold,
     decide_open_account,
     decide_place_hold,
 )
+from routeledger.core.budget.group import HoldCommand, HoldResult, decide_holds
 from routeledger.core.budget.values import AccountScope, RejectionReason, Unit, Usage
 from routeledger.core.errors import InvariantViolation, UsageError
 from routeledger.core.events import Event
-from routeledger.core.fold import fold_log
+from routeledger.core.fold import Folded, fold_log
 from routeledger.core.time import US_PER_S
 from tests.batches import folded_between_decisions
 
@@ -379,3 +381,41 @@ def test_a_loop_closed_mid_commit_does_not_leave_the_committer_stuck(tmp_path: o
 
         assert getattr(decision, "accepted", False)
         assert "later" in runtime.state.budget.open_holds
+
+
+def _threads_committer(
+    runtime: Runtime, alone: Callable[[], bool]
+) -> tuple[GroupCommitter[HoldCommand, Decision], list[int]]:
+    """A hold committer that notes the thread each group is decided on."""
+    threads: list[int] = []
+
+    def decide(state: Folded, commands: Sequence[HoldCommand], now_us: int) -> list[HoldResult]:
+        threads.append(threading.get_ident())
+        return list(decide_holds(state.budget, commands, now_us=now_us))
+
+    committer: GroupCommitter[HoldCommand, Decision] = GroupCommitter(
+        runtime, decide, lambda d: d.events, alone=alone
+    )
+    return committer, threads
+
+
+def test_a_lone_coroutine_commits_on_its_loop_and_a_crowd_in_the_worker(tmp_path: object) -> None:
+    """While ``alone()`` holds, a coroutine's commit runs on the loop's thread; otherwise in a worker."""
+    crowded = False
+
+    async def main(committer: GroupCommitter[HoldCommand, Decision]) -> None:
+        await committer.asubmit(_place("lone", 10))
+        nonlocal crowded
+        crowded = True
+        await asyncio.gather(*(committer.asubmit(_place(f"c{i}", 10)) for i in range(8)))
+
+    with open_store(f"sqlite:///{tmp_path}/alone.db") as store:
+        runtime = Runtime(store, clock)
+        _open(runtime)
+        committer, threads = _threads_committer(runtime, lambda: not crowded)
+
+        asyncio.run(main(committer))
+
+        assert threads[0] == threading.get_ident()
+        assert threads[1:] and threading.get_ident() not in threads[1:]
+        assert fold_log(store.read_all()).budget.accounts["team"].reserved == 90

@@ -64,11 +64,15 @@ class Gateway:
                 break
         accept = dict(scope["headers"]).get(b"accept", b"").decode()
         dialect = "anthropic" if scope["path"].rstrip("/") == "/v1/messages" else "openai"
-        await self._chat(body, "application/problem+json" in accept, dialect, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        await self._chat(body, "application/problem+json" in accept, dialect, headers, send)
 
-    async def _chat(self, body: bytes, problem_json: bool, dialect: str, send: Send) -> None:
+    async def _chat(
+        self, body: bytes, problem_json: bool, dialect: str, headers: dict[str, str], send: Send
+    ) -> None:
         executor = self.executor
         assert executor is not None
+        extra: dict[str, Any] = {"headers": headers} if dialect == "anthropic" else {}
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -76,12 +80,20 @@ class Gateway:
         route = parsed.get("model") if isinstance(parsed, dict) else None
         try:
             if isinstance(parsed, dict) and parsed.get("stream") is True:
-                await self._stream(executor, body, str(route), problem_json, dialect, send)
+                await self._stream(executor, body, str(route), problem_json, extra, send)
                 return
-            call = executor.messages if dialect == "anthropic" else executor.chat
-            completion = await call(
-                body, route=str(route), caller_scope="user:sdk", accounts=self.accounts
-            )
+            if dialect == "anthropic":
+                completion = await executor.messages(
+                    body,
+                    route=str(route),
+                    caller_scope="user:sdk",
+                    accounts=self.accounts,
+                    **extra,
+                )
+            else:
+                completion = await executor.chat(
+                    body, route=str(route), caller_scope="user:sdk", accounts=self.accounts
+                )
         except ChatRequestError as error:
             refused = request_error_response(error, problem_json=problem_json, dialect=dialect)
             await _respond(send, *refused)
@@ -99,11 +111,11 @@ class Gateway:
         body: bytes,
         route: str,
         problem_json: bool,
-        dialect: str,
+        extra: dict[str, Any],
         send: Send,
     ) -> None:
-        call = executor.stream_messages if dialect == "anthropic" else executor.stream_chat
-        events = call(body, route=route, caller_scope="user:sdk", accounts=self.accounts)
+        call = executor.stream_messages if extra else executor.stream_chat
+        events = call(body, route=route, caller_scope="user:sdk", accounts=self.accounts, **extra)
         first = await anext(events)
         if first.kind == "error":  # nothing streamed yet: a plain HTTP error
             assert first.completion is not None

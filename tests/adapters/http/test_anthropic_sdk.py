@@ -130,3 +130,34 @@ def test_a_chat_completions_call_on_an_anthropic_route_is_refused(world: World) 
     assert response.status_code == 400
     assert "anthropic" in response.json()["error"]["message"]
     assert world.fake.attempts() == []
+
+
+def test_the_clients_version_and_beta_headers_reach_the_upstream_and_its_key_does_not(
+    world: World,
+) -> None:
+    """The SDK's anthropic-version and anthropic-beta go upstream; its own x-api-key does not."""
+    script(world, "ok")
+    beta = {"anthropic-beta": "token-efficient-tools-2025-02-19"}
+    sent_version = world.client.default_headers["anthropic-version"]  # the SDK's own, not ours
+    world.client.messages.create(model="chat", max_tokens=8, messages=MESSAGES, extra_headers=beta)
+    with world.client.messages.stream(
+        model="chat", max_tokens=8, messages=MESSAGES, extra_headers=beta
+    ) as stream:
+        assert stream.get_final_text()
+    for call in world.fake.attempts():
+        assert call.anthropic_headers["anthropic-beta"] == beta["anthropic-beta"]
+        assert call.anthropic_headers["anthropic-version"] == sent_version
+        assert call.key_id == fake_key_id(KEYS["ROUTELEDGER_SECRET_PRIMARY"])
+
+
+def test_a_bad_forwarded_header_is_the_callers_error(world: World) -> None:
+    """An anthropic-beta longer than the limit is a 400 naming the header; nothing is sent."""
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        world.client.messages.create(
+            model="chat",
+            max_tokens=8,
+            messages=MESSAGES,
+            extra_headers={"anthropic-beta": "x" * 2_000},
+        )
+    assert "anthropic-beta" in str(refused.value)
+    assert world.fake.attempts() == []

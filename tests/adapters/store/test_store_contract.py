@@ -98,6 +98,17 @@ def test_a_batch_across_streams_is_written_atomically(store: EventStore) -> None
     assert [r.event.stream_id for r in store.read(0)] == ["s:a", "s:b", "s:a"]
 
 
+def test_a_batch_larger_than_one_insert_statement_keeps_its_positions(store: EventStore) -> None:
+    """A 2,500-event batch (three SQLite statements) gets the positions the log reads back."""
+    before = store.max_position()
+    events = [probe(f"big:{i % 7}", i // 7 + 1, n=i) for i in range(2_500)]
+    positions = store.append(events)
+    assert len(positions) == 2_500 and positions == tuple(sorted(set(positions)))
+    read = list(store.read_all(before))
+    assert [r.position for r in read] == list(positions)
+    assert [r.event.n for r in read] == list(range(2_500))  # type: ignore[attr-defined]
+
+
 def test_a_stale_version_is_a_conflict_naming_the_stream_and_writes_nothing(
     store: EventStore,
 ) -> None:
