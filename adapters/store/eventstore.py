@@ -251,6 +251,7 @@ class EventStore:
         stored, firsts, lasts = self._encode_batch(events)
         self._check_heads(firsts)
         try:
+            positions: Sequence[int] | None
             if self._sqlite_insert_prefix:
                 positions = self._insert_sqlite(stored)
             else:
@@ -430,11 +431,13 @@ class EventStore:
         themselves (figures: bench/README.md); replays read every row.
         """
         decode = self.codec.decode
+        page = self._sqlite_page
+        assert page is not None  # called only on SQLite
         with self._lock:
             reader = self._sqlite_reader
             if reader is None:
                 reader = self._sqlite_reader = self._open_sqlite_reader()
-            rows = reader.execute(self._sqlite_page, (after, limit)).fetchall()
+            rows = reader.execute(page, (after, limit)).fetchall()
         return [
             Recorded(
                 row[0], decode(row[3], row[4], stream_id=row[1], version=row[2], position=row[0])
