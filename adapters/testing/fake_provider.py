@@ -1,11 +1,14 @@
 """A fault-injecting, OpenAI-compatible fake provider on loopback (tests and the demo).
 
-The behaviour is scripted per model name (the request's ``model`` field): a
-:class:`Script` is a sequence of :class:`Behaviour` steps played one per attempt
-(the last step repeats), optionally guarded by an API key, a prefill rejection and
-a "down" window of the server's own monotonic time. Every chat-completion attempt
-is recorded with timings (:class:`UpstreamCall`) so tests can check the *conduct* of a
-client — attempt counts, gaps, no hammering — not only its outcome.
+The behaviour is scripted per model name (the request's ``model`` field) and,
+taking precedence, per API key (``key_scripts``): a :class:`Script` is a sequence
+of :class:`Behaviour` steps played one per attempt (the last step repeats),
+optionally guarded by an API key, a prefill rejection and a "down" window of the
+server's own monotonic time. A request whose last message is an assistant prefix
+is answered with the rest of the scripted text after that prefix (a continuation).
+Every chat-completion attempt is recorded with timings (:class:`UpstreamCall`) so
+tests can check the *conduct* of a client — attempt counts, gaps, no hammering —
+not only its outcome.
 
 In-process use::
 
@@ -28,7 +31,7 @@ import dataclasses
 import hashlib
 import json
 import re
-import select
+import selectors
 import socket
 import struct
 import sys
@@ -47,6 +50,7 @@ __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_SCRIPTS",
     "KINDS",
+    "LISTEN_BACKLOG_CONNECTIONS",
     "Behaviour",
     "FakeProvider",
     "FakeProviderError",
@@ -55,6 +59,7 @@ __all__ = [
     "ScriptsLike",
     "UpstreamCall",
     "key_id",
+    "parse_key_scripts",
     "parse_script",
     "parse_scripts",
     "serve",
@@ -70,6 +75,19 @@ DEFAULT_MAX_HOLD: Final = 30.0
 DEFAULT_SLOW_DELAY: Final = 1.0
 _LOOPBACK: Final = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1"}
 _POLL: Final = 0.02
+#: Connections the kernel queues for the server before it accepts them (the
+#: ``listen()`` backlog). Why: the standard library's 5 makes the kernel drop or reset
+#: connections once ~50 clients connect at once; 1024 takes the load tests and
+#: benchmarks (256+ concurrent streams) with room, and Linux caps it at
+#: ``net.core.somaxconn`` (4096 by default) anyway.
+LISTEN_BACKLOG_CONNECTIONS: Final = 1024
+#: How a handler waits on its own connection: ``poll`` where the platform has it,
+#: because ``select`` fails on descriptors numbered over FD_SETSIZE (1024), which a
+#: process with hundreds of connections reaches; ``select`` elsewhere (Windows,
+#: where that limit counts sockets, not descriptor numbers).
+_SELECTOR: Final[type[selectors.BaseSelector]] = getattr(
+    selectors, "PollSelector", selectors.SelectSelector
+)
 
 #: Answered with an error status and an OpenAI error body.
 _ERROR_KINDS: Final = frozenset(
@@ -156,7 +174,7 @@ class Behaviour:
 
 @dataclass(frozen=True, kw_only=True)
 class Script:
-    """The behaviour of one model name.
+    """The behaviour of one model name, or of one API key (see ``key_scripts``).
 
     Checked in this order for each chat-completion attempt: ``api_key`` (401 when the
     request's bearer key differs), ``reject_prefill`` (400 when the last message has
@@ -224,6 +242,12 @@ class UpstreamCall:
     body: dict[str, Any] | None = None
     #: The ``anthropic-*`` request headers received (names lower-cased).
     anthropic_headers: dict[str, str] = field(default_factory=dict)
+    #: Whose script answered: ``key`` (the request's API key has one), ``model``, or
+    #: None (bad request, unknown model).
+    scripted_by: str | None = None
+    #: Characters of the scripted answer left out because the request's assistant
+    #: prefix already holds them (a continuation); 0 when the full answer was sent.
+    continued_chars: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The attempt as a JSON-ready dict (the ``/_fake/attempts`` entry)."""
@@ -311,6 +335,22 @@ def parse_scripts(scripts: ScriptsLike) -> dict[str, Script]:
             parsed[model] = parse_script(value)
         except FakeProviderError as error:
             raise FakeProviderError(f"script for model {model!r}: {error}") from None
+    return parsed
+
+
+def parse_key_scripts(key_scripts: ScriptsLike) -> dict[str, Script]:
+    """Scripts per API key, each read by :func:`parse_script`; errors name the
+    :func:`key_id`, never the key."""
+    if not isinstance(key_scripts, Mapping):
+        raise FakeProviderError("key scripts must map API keys to scripts")
+    parsed: dict[str, Script] = {}
+    for key, value in key_scripts.items():
+        if not isinstance(key, str) or not key:
+            raise FakeProviderError("API keys of key scripts must be non-empty strings")
+        try:
+            parsed[key] = parse_script(value)
+        except FakeProviderError as error:
+            raise FakeProviderError(f"script for key {key_id(key)}: {error}") from None
     return parsed
 
 
@@ -419,6 +459,42 @@ def _tokens(content: str) -> list[str]:
     return re.findall(r"\s*\S+", content)
 
 
+def _assistant_prefix(request: Mapping[str, Any]) -> str | None:
+    """The text of the request's last message when it is an assistant prefix (a string
+    content, or its text blocks joined, in either dialect); None otherwise."""
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    last = messages[-1]
+    content = last.get("content")
+    if last.get("role") != "assistant":
+        return None
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                return None
+            parts.append(text)
+    return "".join(parts)
+
+
+def _continued(behaviour: Behaviour, prefix: str | None) -> tuple[Behaviour, int]:
+    """The behaviour that goes on after ``prefix``, and the characters it leaves out.
+
+    A text answer that starts with a non-empty ``prefix`` keeps only the rest, so
+    prefix + answer is the scripted text; any other answer is sent whole.
+    """
+    applies = behaviour.kind in _CONTENT_KINDS and behaviour.tool_call is None
+    if not applies or not prefix or not behaviour.content.startswith(prefix):
+        return behaviour, 0
+    return dataclasses.replace(behaviour, content=behaviour.content[len(prefix) :]), len(prefix)
+
+
 def _usage(behaviour: Behaviour, tokens: list[str]) -> dict[str, int]:
     completion = (
         behaviour.completion_tokens if behaviour.completion_tokens is not None else len(tokens)
@@ -503,18 +579,41 @@ class _Record:
     outcome: str = "in_progress"
     body: dict[str, Any] | None = None
     anthropic_headers: dict[str, str] = field(default_factory=dict)
+    scripted_by: str | None = None
+    continued_chars: int = 0
 
     def freeze(self) -> UpstreamCall:
         return UpstreamCall(**dataclasses.asdict(self))
 
 
-class _State:
-    """Scripts, sequence positions and the attempt log, shared by the handler threads."""
+@dataclass(frozen=True)
+class _Verdict:
+    """What answers one attempt: a guard (``unknown``, ``unauthorized``, ``prefill``)
+    or a ``behaviour`` of the script of ``scripted_by`` (its step, None in a down window)."""
 
-    def __init__(self, scripts: dict[str, Script], max_hold: float, verbose: bool) -> None:
+    kind: str
+    scripted_by: str | None = None
+    behaviour: Behaviour | None = None
+    step: int | None = None
+
+
+class _State:
+    """Scripts, sequence positions and the attempt log, shared by the handler threads.
+
+    A sequence position belongs to one script: ``("model", name)`` or ``("key", key)``.
+    """
+
+    def __init__(
+        self,
+        scripts: dict[str, Script],
+        key_scripts: dict[str, Script],
+        max_hold: float,
+        verbose: bool,
+    ) -> None:
         self.lock = threading.Lock()
         self.scripts = scripts
-        self.positions: dict[str, int] = {}
+        self.key_scripts = key_scripts
+        self.positions: dict[tuple[str, str], int] = {}
         self.records: list[_Record] = []
         self.epoch = time.monotonic()
         self.stopping = threading.Event()
@@ -532,7 +631,12 @@ class _State:
     def set_scripts(self, scripts: dict[str, Script]) -> None:
         with self.lock:
             self.scripts = scripts
-            self.positions = {}
+            self.positions = {k: v for k, v in self.positions.items() if k[0] != "model"}
+
+    def set_key_scripts(self, key_scripts: dict[str, Script]) -> None:
+        with self.lock:
+            self.key_scripts = key_scripts
+            self.positions = {k: v for k, v in self.positions.items() if k[0] != "key"}
 
     def begin(self, **fields: Any) -> _Record:
         with self.lock:
@@ -563,31 +667,37 @@ class _State:
                 flush=True,
             )
 
-    def choose(self, model: str, key: str | None, last_role: str | None) -> tuple[str, Any]:
-        """What answers this attempt: ("unknown", None), ("unauthorized", None),
-        ("prefill", None), or ("behaviour", (Behaviour, step index or None))."""
+    def choose(self, model: str, key: str | None, last_role: str | None) -> _Verdict:
+        """What answers this attempt: the key's script if it has one, else the model's."""
         with self.lock:
-            script = self.scripts.get(model)
-            if script is None:
-                return "unknown", None
+            if key is not None and key in self.key_scripts:
+                owner, script = ("key", key), self.key_scripts[key]
+            elif model in self.scripts:
+                owner, script = ("model", model), self.scripts[model]
+            else:
+                return _Verdict("unknown")
+            by = owner[0]
             if script.api_key is not None and key != script.api_key:
-                return "unauthorized", None
+                return _Verdict("unauthorized", by)
             if script.reject_prefill and last_role == "assistant":
-                return "prefill", None
+                return _Verdict("prefill", by)
             if script.down is not None:
                 elapsed = time.monotonic() - self.epoch
                 if script.down[0] <= elapsed < script.down[1]:
-                    return "behaviour", (script.down_behaviour, None)
-            position = self.positions.get(model, 0)
-            self.positions[model] = position + 1
+                    return _Verdict("behaviour", by, script.down_behaviour)
+            position = self.positions.get(owner, 0)
+            self.positions[owner] = position + 1
             index = min(position, len(script.steps) - 1)
-            return "behaviour", (script.steps[index], index)
+            return _Verdict("behaviour", by, script.steps[index], index)
 
 
 class _Server(ThreadingHTTPServer):
+    # One thread per connection, without a cap: a held or stalled connection must
+    # not delay any other. Not daemons, so stop() joins them all (block_on_close).
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG_CONNECTIONS
 
     def __init__(self, address: tuple[str, int], state: _State) -> None:
         self.state = state
@@ -701,21 +811,26 @@ class _Handler(BaseHTTPRequestHandler):
         ``elapsed``, ``client_gone`` or ``stopped``."""
         deadline = time.monotonic() + min(seconds, self.state.max_hold)
         connection = self.connection
-        while True:
-            if self.state.stopping.is_set():
-                return "stopped"
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return "elapsed"
+        with _SELECTOR() as selector:
             try:
-                readable, _, _ = select.select([connection], [], [], min(remaining, _POLL))
-                gone = bool(readable) and not connection.recv(1, socket.MSG_PEEK)
+                selector.register(connection, selectors.EVENT_READ)
             except (OSError, ValueError):
-                gone = True
-            if gone:
                 return "stopped" if self.state.stopping.is_set() else "client_gone"
-            if readable:  # the client sent more (pipelining): do not spin on it
-                time.sleep(min(remaining, _POLL))
+            while True:
+                if self.state.stopping.is_set():
+                    return "stopped"
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "elapsed"
+                try:
+                    readable = bool(selector.select(min(remaining, _POLL)))
+                    gone = readable and not connection.recv(1, socket.MSG_PEEK)
+                except (OSError, ValueError):
+                    gone = True
+                if gone:
+                    return "stopped" if self.state.stopping.is_set() else "client_gone"
+                if readable:  # the client sent more (pipelining): do not spin on it
+                    time.sleep(min(remaining, _POLL))
 
     def _delay(self, seconds: float) -> None:
         if seconds > 0:
@@ -777,6 +892,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.state.set_scripts(scripts)
             self._control(200, {"ok": True, "models": sorted(scripts)})
+        elif path == "/_fake/key-script":
+            try:
+                key_scripts = parse_key_scripts(json.loads(body or b"null"))
+            except (ValueError, FakeProviderError) as error:
+                self._control(400, _error_body(str(error), "invalid_request_error"))
+                return
+            self.state.set_key_scripts(key_scripts)
+            self._control(200, {"ok": True, "keys": sorted(key_id(k) for k in key_scripts)})
         else:
             self._not_found()
 
@@ -853,30 +976,15 @@ class _Handler(BaseHTTPRequestHandler):
             message = "The request body must be a JSON object with a string `model`."
             self._send_error(400, _error_body(message, "invalid_request_error", "model"))
             return "completed"
-        verdict, chosen = self.state.choose(model, key, last_role)
-        if verdict == "unknown":
-            record.behaviour = "unknown_model"
-            message = f"The model `{model}` does not exist or you do not have access to it."
-            body = _error_body(message, "invalid_request_error", None, "model_not_found")
-            self._send_error(404, body)
+        verdict = self.state.choose(model, key, last_role)
+        record.scripted_by = verdict.scripted_by
+        if verdict.behaviour is None:
+            self._refuse(verdict.kind, model, record)
             return "completed"
-        if verdict == "unauthorized":
-            record.behaviour = "unauthorized"
-            self._send_error(401, _invalid_key_body())
-            return "completed"
-        if verdict == "prefill":
-            record.behaviour = "prefill_rejected"
-            message = (
-                "prefill not supported: the last message must not have role 'assistant' "
-                "(continuing a partial answer is not available on this target)."
-            )
-            body = _error_body(
-                message, "invalid_request_error", "messages", "prefill_not_supported"
-            )
-            self._send_error(400, body)
-            return "completed"
-        behaviour, step = chosen
-        record.behaviour, record.step = behaviour.kind, step
+        behaviour, record.continued_chars = _continued(
+            verdict.behaviour, _assistant_prefix(request)
+        )
+        record.behaviour, record.step = behaviour.kind, verdict.step
         kind = behaviour.kind
         if kind in _ERROR_KINDS:
             self._delay(behaviour.first_token_delay)
@@ -892,11 +1000,32 @@ class _Handler(BaseHTTPRequestHandler):
             return "held" if outcome == "elapsed" else outcome
         options = request.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if not stream:
+            return self._complete(behaviour, model)
         if self.dialect == "anthropic":
             return self._stream_anthropic(behaviour, model, record)
-        if stream:
-            return self._stream(behaviour, model, include_usage, record)
-        return self._complete(behaviour, model)
+        return self._stream(behaviour, model, include_usage, record)
+
+    def _refuse(self, verdict: str, model: str, record: _Record) -> None:
+        """Answer a guard's verdict (``unknown``, ``unauthorized``, ``prefill``)."""
+        if verdict == "unknown":
+            record.behaviour = "unknown_model"
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            body = _error_body(message, "invalid_request_error", None, "model_not_found")
+            self._send_error(404, body)
+        elif verdict == "unauthorized":
+            record.behaviour = "unauthorized"
+            self._send_error(401, _invalid_key_body())
+        else:
+            record.behaviour = "prefill_rejected"
+            message = (
+                "prefill not supported: the last message must not have role 'assistant' "
+                "(continuing a partial answer is not available on this target)."
+            )
+            body = _error_body(
+                message, "invalid_request_error", "messages", "prefill_not_supported"
+            )
+            self._send_error(400, body)
 
     def _send_error(
         self, status: int, body: dict[str, Any], headers: Sequence[tuple[str, str]] = ()
@@ -979,33 +1108,15 @@ class _Handler(BaseHTTPRequestHandler):
         return behaviour.first_token_delay
 
     def _complete(self, behaviour: Behaviour, model: str) -> str:
+        """Answer with one JSON body in this request's dialect; how the connection ended."""
         self._delay(self._first_delay(behaviour))
-        tokens = _tokens(behaviour.content)
-        ident = f"chatcmpl-fake-{self.record.seq if self.record else 0}"
+        seq = self.record.seq if self.record else 0
         if behaviour.kind == "error_event":
             message = "The server had an error while processing your request. Sorry about that!"
-            self._send_json(200, _error_body(behaviour.message or message, "server_error"))
+            self._send_error(200, _error_body(behaviour.message or message, "server_error"))
             return "completed"
-        body = _json_bytes(
-            {
-                "id": ident,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": _message(behaviour),
-                        "logprobs": None,
-                        "finish_reason": behaviour.finish_reason
-                        if behaviour.tool_call is None
-                        else "tool_calls",
-                    }
-                ],
-                "usage": _usage(behaviour, tokens),
-                "system_fingerprint": "fp_fake",
-            }
-        )
+        answer = _anthropic_message if self.dialect == "anthropic" else _openai_completion
+        body = _json_bytes(answer(behaviour, model, seq))
         if behaviour.kind == "malformed_chunk":
             self._send_json(200, body[: len(body) // 2])
             return "completed"
@@ -1099,6 +1210,54 @@ def _anthropic_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message or f"HTTP {status}"}}
 
 
+def _openai_completion(behaviour: Behaviour, model: str, seq: int) -> dict[str, Any]:
+    """The non-streamed answer as an OpenAI ``chat.completion``."""
+    finish = behaviour.finish_reason if behaviour.tool_call is None else "tool_calls"
+    return {
+        "id": f"chatcmpl-fake-{seq}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": _message(behaviour), "logprobs": None, "finish_reason": finish}
+        ],
+        "usage": _usage(behaviour, _tokens(behaviour.content)),
+        "system_fingerprint": "fp_fake",
+    }
+
+
+def _anthropic_message(behaviour: Behaviour, model: str, seq: int) -> dict[str, Any]:
+    """The non-streamed answer as an Anthropic ``message`` (text or one tool use)."""
+    tool = behaviour.tool_call
+    tokens = _tokens(behaviour.content) if tool is None else _pieces(behaviour)
+    usage = _usage(behaviour, tokens)
+    block: dict[str, Any] = {"type": "text", "text": behaviour.content}
+    if tool is not None:
+        block = {"type": "tool_use", "id": "toolu_fake_0", "name": tool, "input": _input(behaviour)}
+    return {
+        "id": f"msg_fake_{seq}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [block],
+        "stop_reason": "end_turn" if tool is None else "tool_use",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+        },
+    }
+
+
+def _input(behaviour: Behaviour) -> Any:
+    """A tool call's arguments parsed (Anthropic's ``input``); ``{}`` when not a JSON object."""
+    try:
+        value = json.loads(behaviour.tool_arguments)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 #: Characters of a tool call's arguments per streamed chunk (OpenAI sends a few).
 _ARGUMENT_CHARS: Final = 6
 
@@ -1150,13 +1309,16 @@ class FakeProvider:
     ``with FakeProvider(scripts) as fake:`` starts it on a free loopback port
     (``port=0``) and stops it on exit, ending lingering connections at once.
     ``scripts`` maps model names to scripts (:func:`parse_script` forms);
-    None means :data:`DEFAULT_SCRIPTS`.
+    None means :data:`DEFAULT_SCRIPTS`. ``key_scripts`` maps API keys to scripts: a
+    request bearing such a key (``Authorization: Bearer``, Anthropic ``x-api-key``)
+    is answered by its key's script, whatever its model.
     """
 
     def __init__(
         self,
         scripts: ScriptsLike | None = None,
         *,
+        key_scripts: ScriptsLike | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         max_hold: float = DEFAULT_MAX_HOLD,
@@ -1164,7 +1326,10 @@ class FakeProvider:
     ) -> None:
         self._address = (_loopback(host), port)
         self._state = _State(
-            parse_scripts(DEFAULT_SCRIPTS if scripts is None else scripts), max_hold, verbose
+            parse_scripts(DEFAULT_SCRIPTS if scripts is None else scripts),
+            parse_key_scripts(key_scripts or {}),
+            max_hold,
+            verbose,
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -1249,8 +1414,14 @@ class FakeProvider:
     # --- scripts and the attempt log
 
     def set_scripts(self, scripts: ScriptsLike) -> None:
-        """Replace every script; sequences restart from their first step."""
+        """Replace every model's script; their sequences restart from their first step
+        (key scripts are kept)."""
         self._state.set_scripts(parse_scripts(scripts))
+
+    def set_key_scripts(self, key_scripts: ScriptsLike) -> None:
+        """Replace every API key's script; their sequences restart from their first step
+        (model scripts are kept)."""
+        self._state.set_key_scripts(parse_key_scripts(key_scripts))
 
     def models(self) -> list[str]:
         """The scripted model names."""
@@ -1286,15 +1457,23 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8089,
     scripts: ScriptsLike | None = None,
+    key_scripts: ScriptsLike | None = None,
     max_hold: float = DEFAULT_MAX_HOLD,
     verbose: bool = True,
 ) -> None:
     """Run the fake provider in the foreground until interrupted (Ctrl-C).
 
-    Loopback only; ``scripts`` defaults to :data:`DEFAULT_SCRIPTS`. With ``verbose``,
-    one line per attempt goes to stderr.
+    Loopback only; ``scripts`` defaults to :data:`DEFAULT_SCRIPTS`, ``key_scripts`` to
+    none. With ``verbose``, one line per attempt goes to stderr.
     """
-    fake = FakeProvider(scripts, host=host, port=port, max_hold=max_hold, verbose=verbose)
+    fake = FakeProvider(
+        scripts,
+        key_scripts=key_scripts,
+        host=host,
+        port=port,
+        max_hold=max_hold,
+        verbose=verbose,
+    )
     fake.start()
     print(
         f"fake provider on {fake.base_url} — models: {', '.join(fake.models())}",

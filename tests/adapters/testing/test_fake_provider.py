@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -734,3 +735,64 @@ def test_invalid_scripts_are_refused(value: Any) -> None:
     """A script that cannot be read raises FakeProviderError naming the problem."""
     with pytest.raises(FakeProviderError):
         parse_scripts({"m": value})
+
+
+# --- key scripts, continuations, the Anthropic non-streamed answer, load --------------
+
+
+def test_a_key_script_answers_its_key_whatever_the_model() -> None:
+    """A request bearing a key with a script is answered by it; other keys by the model's."""
+    with FakeProvider({"m": "ok"}, key_scripts={"sk-bad": "rate_limited"}) as fake:
+        bad = post(fake, "m", headers={"Authorization": "Bearer sk-bad"})
+        good = post(fake, "m", headers={"Authorization": "Bearer sk-good"})
+        assert (bad.status_code, good.status_code) == (429, 200)
+        assert [call.scripted_by for call in fake.attempts()] == ["key", "model"]
+        fake.set_key_scripts({})
+        assert post(fake, "m", headers={"Authorization": "Bearer sk-bad"}).status_code == 200
+
+
+def test_key_script_errors_name_the_key_id_never_the_key() -> None:
+    """A malformed key script is refused with the key's id, and the key is not echoed."""
+    with pytest.raises(FakeProviderError) as raised:
+        FakeProvider(key_scripts={"sk-secret-key-123": "no_such_kind"})
+    assert key_id("sk-secret-key-123") in str(raised.value)
+    assert "sk-secret-key-123" not in str(raised.value)
+
+
+def test_an_assistant_prefix_is_continued_with_the_rest_of_the_text() -> None:
+    """The last assistant message's text is not sent again: prefix + answer is the script."""
+    with FakeProvider({"m": Behaviour(kind="ok", content="The quick brown fox")}) as fake:
+        prefix = [*USER, {"role": "assistant", "content": "The quick"}]
+        answer = post(fake, "m", messages=prefix).json()
+        assert answer["choices"][0]["message"]["content"] == " brown fox"
+        assert fake.attempts()[-1].continued_chars == len("The quick")
+        unrelated = [*USER, {"role": "assistant", "content": "Nothing alike"}]
+        whole = post(fake, "m", messages=unrelated).json()
+        assert whole["choices"][0]["message"]["content"] == "The quick brown fox"
+
+
+def test_the_anthropic_dialect_answers_a_non_streamed_message() -> None:
+    """POST /v1/messages without ``stream`` gets one Anthropic ``message`` with usage."""
+    with FakeProvider({"c": Behaviour(kind="ok", content="Bonjour à tous")}) as fake:
+        request = {"model": "c", "max_tokens": 32, "messages": USER}
+        answer = httpx.post(f"{fake.base_url}/messages", json=request, timeout=TIMEOUT).json()
+    assert answer["type"] == "message" and answer["stop_reason"] == "end_turn"
+    assert answer["content"] == [{"type": "text", "text": "Bonjour à tous"}]
+    assert answer["usage"]["output_tokens"] == 3
+
+
+def test_hundreds_of_clients_connecting_at_once_are_all_answered() -> None:
+    """300 connections opened together are all accepted and answered (no backlog drop)."""
+    clients = 300
+    with FakeProvider({"m": Behaviour(kind="ok", first_token_delay=0.2)}) as fake:
+        barrier = threading.Barrier(clients)
+
+        def one(_: int) -> int:
+            with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
+                barrier.wait()
+                return post(fake, "m", client=client).status_code
+
+        with ThreadPoolExecutor(clients) as pool:
+            statuses = list(pool.map(one, range(clients)))
+        assert statuses == [200] * clients
+        assert len(fake.attempts()) == clients
