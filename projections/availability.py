@@ -184,6 +184,14 @@ class AvailabilityBoard(Projection):
         ProbeAllowed: _on_probe,
     }
 
+    def document(self, now_us: int) -> dict[str, object]:
+        """The board at ``now_us`` as JSON-ready data (``routeledger status --json``)."""
+        return {
+            "at_us": now_us,
+            "position": self.position,
+            "scopes": [row.as_json() for row in self.rows(now_us)],
+        }
+
     def rows(self, now_us: int) -> list[AvailabilityRow]:
         """Every scope at ``now_us``, sorted by credential then model (credential-wide first)."""
         rows = []

@@ -190,6 +190,14 @@ class BudgetBoard(Projection):
         ev.HoldExpired: _on_closed,
     }
 
+    def document(self, now_us: int) -> dict[str, object]:
+        """The board at ``now_us`` as JSON-ready data (``routeledger budget --json``)."""
+        return {
+            "at_us": now_us,
+            "position": self.position,
+            "accounts": [row.as_json() for row in self.rows(now_us)],
+        }
+
     def rows(self, now_us: int) -> list[AccountRow]:
         """Every account at ``now_us``, sorted by id, with its open holds oldest first."""
         by_account: dict[str, list[OpenHold]] = {}

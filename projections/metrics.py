@@ -1,34 +1,22 @@
-"""Metrics in the Prometheus text exposition format (version 0.0.4), folded from the log.
+"""Counters folded from the log, with the availability and budget boards, for metrics.
 
-Exposed (every family with its ``# HELP`` and ``# TYPE`` lines):
+A :class:`Metrics` projection counts events, requests received, attempts per
+(credential, upstream model), failures per class and exhaustions per reason, and
+keeps an :class:`~routeledger.projections.availability.AvailabilityBoard` and a
+:class:`~routeledger.projections.budget.BudgetBoard` for the gauges (scopes cooling
+or suspended, holds open, reserved and spent per account). Its state is bounded
+by the configuration (credentials, models, accounts) and the closed sets of
+failure classes and exhaustion reasons, not by history.
 
-=========================================  =======  ==========================================
-name                                       type     labels
-=========================================  =======  ==========================================
-``routeledger_events_total``               counter  —
-``routeledger_requests_total``             counter  —
-``routeledger_attempts_total``             counter  ``credential``, ``model``
-``routeledger_failures_total``             counter  ``class``
-``routeledger_exhausted_total``            counter  ``reason``
-``routeledger_cooldowns_active``           gauge    — (scopes cooling or suspended at ``now``)
-``routeledger_holds_open``                 gauge    — (open holds)
-``routeledger_budget_reserved``            gauge    ``account``, ``unit``
-``routeledger_budget_spent``               gauge    ``account``, ``unit`` (current period)
-``routeledger_budget_spent_lifetime``      gauge    ``account``, ``unit``
-=========================================  =======  ==========================================
-
-The engine does not record decision latency in the log (deciding is pure and
-takes ``now`` as an input), so no latency histogram is derived here.
-
-Label values are escaped as the format requires (``\\`` -> ``\\\\``, ``"`` ->
-``\\"``, newline -> ``\\n``); so are HELP texts (backslash and newline). Series
-are written in sorted label order, so the output is deterministic.
+The Prometheus exposition is the server's (``routeledger.adapters.server.metrics``,
+through prometheus-client); the engine does not record decision latency in the log
+(deciding is pure and takes ``now`` as an input), so no latency is derived here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Final
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from routeledger.core.events import Event
 from routeledger.core.fold import Recorded
@@ -37,33 +25,7 @@ from routeledger.projections.availability import AvailabilityBoard
 from routeledger.projections.base import Projection
 from routeledger.projections.budget import BudgetBoard
 
-__all__ = ["CONTENT_TYPE", "Metrics", "escape_help", "escape_label"]
-
-#: The HTTP Content-Type of the text exposition format.
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def escape_label(value: str) -> str:
-    """A label value escaped for the text format."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def escape_help(text: str) -> str:
-    """A HELP text escaped for the text format."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _family(
-    name: str, kind: str, help_text: str, series: Iterable[tuple[tuple[tuple[str, str], ...], int]]
-) -> list[str]:
-    lines = [f"# HELP {name} {escape_help(help_text)}", f"# TYPE {name} {kind}"]
-    for labels, value in sorted(series):
-        if labels:
-            rendered = ",".join(f'{key}="{escape_label(val)}"' for key, val in labels)
-            lines.append(f"{name}{{{rendered}}} {value}")
-        else:
-            lines.append(f"{name} {value}")
-    return lines
+__all__ = ["Metrics"]
 
 
 class Metrics(Projection):
@@ -137,69 +99,3 @@ class Metrics(Projection):
         rev.AttemptFailed: _on_failed,
         rev.FallbackExhausted: _on_exhausted,
     }
-
-    def render(self, now_us: int) -> str:
-        """The exposition text at ``now_us`` (gauges that depend on time use it)."""
-        accounts = [(a.account_id, a) for a in self.budget.accounts.values()]
-        lines: list[str] = []
-        lines += _family(
-            "routeledger_events_total",
-            "counter",
-            "Events folded from the log.",
-            [((), self.events)],
-        )
-        lines += _family(
-            "routeledger_requests_total",
-            "counter",
-            "Requests received.",
-            [((), self.requests)],
-        )
-        lines += _family(
-            "routeledger_attempts_total",
-            "counter",
-            "Attempts routed, per credential and upstream model.",
-            [((("credential", c), ("model", m)), n) for (c, m), n in self.attempts.items()],
-        )
-        lines += _family(
-            "routeledger_failures_total",
-            "counter",
-            "Failed attempts, per failure class.",
-            [((("class", k),), n) for k, n in self.failures.items()],
-        )
-        lines += _family(
-            "routeledger_exhausted_total",
-            "counter",
-            "Requests that ended with fallback exhausted, per reason.",
-            [((("reason", k),), n) for k, n in self.exhausted.items()],
-        )
-        lines += _family(
-            "routeledger_cooldowns_active",
-            "gauge",
-            "Scopes (pairs and credentials) cooling down or suspended now.",
-            [((), self.availability.blocked_at(now_us))],
-        )
-        lines += _family(
-            "routeledger_holds_open",
-            "gauge",
-            "Budget holds placed and not yet settled, refunded or expired.",
-            [((), len(self.budget.holds))],
-        )
-        for name, help_text, attr in (
-            ("routeledger_budget_reserved", "Amount reserved by open holds.", "reserved"),
-            ("routeledger_budget_spent", "Spend in the current period.", "spent"),
-            (
-                "routeledger_budget_spent_lifetime",
-                "Spend since the account opened.",
-                "lifetime_spent",
-            ),
-        ):
-            lines += _family(
-                name,
-                "gauge",
-                help_text,
-                [
-                    ((("account", key), ("unit", acc.unit.value)), getattr(acc, attr))
-                    for key, acc in accounts
-                ],
-            )
-        return "\n".join(lines) + "\n"

@@ -57,6 +57,11 @@ JSON_OPTION_HELP: Final = "Print one JSON document instead of tables."
 #: Table width when stdout is not a terminal. Why: rich falls back to 80
 #: columns and then truncates ids; 200 fits every board's columns unabridged.
 TABLE_WIDTH_PIPE: Final = 200
+#: Most ``serve --workers``. Why: each worker is a process with its own engine
+#: state and store connections; past a few per core they only contend.
+SERVE_WORKERS_MAX: Final = 64
+#: Seconds ``serve`` lets in-flight requests finish on shutdown before closing them.
+SERVE_GRACE_S: Final = 30
 TIME_HELP: Final = "engine µs since the epoch, or ISO 8601 such as 2026-11-22T14:02:00Z"
 
 
@@ -189,12 +194,10 @@ def status(store_url: str | None, as_json: bool, at: str | None) -> None:
     board = AvailabilityBoard()
     with _read_store(store_url) as store:
         board.catch_up(store.read_all(0, page=10_000))
-    rows = board.rows(now)
     if as_json:
-        _emit_json(
-            {"at_us": now, "position": board.position, "scopes": [r.as_json() for r in rows]}
-        )
+        _emit_json(board.document(now))
         return
+    rows = board.rows(now)
     from rich.table import Table
 
     table = Table(title=f"Availability at {format_time(now)} (log position {board.position})")
@@ -230,12 +233,10 @@ def budget(store_url: str | None, as_json: bool, at: str | None) -> None:
     board = BudgetBoard()
     with _read_store(store_url) as store:
         board.catch_up(store.read_all(0, page=10_000))
-    rows = board.rows(now)
     if as_json:
-        _emit_json(
-            {"at_us": now, "position": board.position, "accounts": [r.as_json() for r in rows]}
-        )
+        _emit_json(board.document(now))
         return
+    rows = board.rows(now)
     from rich.table import Table
 
     table = Table(title=f"Budget at {format_time(now)} (log position {board.position})")
@@ -813,6 +814,76 @@ def fake_provider(host: str, port: int) -> None:
     """Serve the fake LLM provider (for demos and tests) until interrupted."""
     module = importlib.import_module("routeledger.adapters.testing.fake_provider")
     module.serve(host=host, port=port)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The gateway's TOML configuration (routes, credentials, [clients.*], [server]).",
+)
+@store_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=4000, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, SERVE_WORKERS_MAX),
+    help="Worker processes sharing the port (and the store).",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    config_path: Path,
+    store_url: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_format: str,
+    log_level: str,
+) -> None:
+    """Serve the gateway: OpenAI- and Anthropic-compatible HTTP (docs/server.md)."""
+    try:
+        import uvicorn
+
+        from routeledger.adapters.server import app as server
+    except ImportError as error:  # pragma: no cover - the extra is part of dev
+        raise UsageError(
+            f"routeledger serve needs the server extra: pip install 'routeledger[server]' ({error})"
+        ) from error
+    from routeledger.adapters.engine.config import load_config
+
+    config = load_config(config_path)
+    server.Gateway(config, store_url)  # client and admin keys are checked before any worker starts
+    os.environ[server.ENV_CONFIG] = str(config_path.resolve())
+    os.environ[server.ENV_LOG] = f"{log_format}:{log_level}"
+    if store_url:
+        os.environ[server.ENV_STORE] = store_url
+    uvicorn.run(
+        "routeledger.adapters.server.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=SERVE_GRACE_S,
+    )
 
 
 # --------------------------------------------------------------------------- entry points

@@ -38,6 +38,17 @@ One file configures a gateway's engine::
     [routes.chat]                 # optional, per route: continue a cut live stream on a
     continue_instruction = "..."  # model without prefill by asking it to go on (off when "")
 
+    [clients.web]                 # who may call ``routeledger serve`` (docs/server.md)
+    key_env = "WEB_CLIENT_KEY"    # or key_sha256 = "<hex digest of the key>"
+    caller_scope = "team:web"     # default "client:<name>"
+    accounts = ["team-a"]         # budget accounts its requests hold on
+    routes = ["chat"]             # routes it may use (default: every route)
+    backups = []                  # fallback routes appended to every request
+
+    [server]                      # routeledger serve
+    body_bytes_max = 4_194_304    # a larger request body is a 413
+    admin_key_env = ""            # the /admin/* key's variable; "" = admin API off
+
     [accounts.team-a]             # budget accounts opened at start-up (if missing)
     scope = "team"                # key | user | team | org | provider | model
     unit = "micros"               # micros | tokens | requests
@@ -83,11 +94,13 @@ from routeledger.core.routing import (
 from routeledger.core.time import US_PER_MIN, US_PER_S
 
 __all__ = [
+    "ClientSpec",
     "ConfigError",
     "CredentialEndpoint",
     "EngineConfig",
     "EngineSettings",
     "ModelPrice",
+    "ServerSettings",
     "Timeouts",
     "load_config",
     "load_policy",
@@ -114,7 +127,13 @@ class ConfigError(UsageError):
 def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     """Timeouts and pool sizes are positive integers (a zero would fail every attempt)."""
     if value <= 0:
-        section = "timeouts" if isinstance(instance, Timeouts) else "http"
+        section = (
+            "timeouts"
+            if isinstance(instance, Timeouts)
+            else "server"
+            if isinstance(instance, ServerSettings)
+            else "http"
+        )
         raise PolicyError(f"{section}.{attribute.name}", f"must be > 0, got {value}")
 
 
@@ -178,6 +197,40 @@ class HttpSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ClientSpec:
+    """One client of ``routeledger serve``: how it proves who it is, what it may do."""
+
+    name: str
+    #: Environment variable holding the client's key (read at start-up).
+    key_env: str = ""
+    #: Or the SHA-256 hex digest of the key (the key itself never in the file).
+    key_sha256: str = ""
+    caller_scope: str = ""
+    accounts: tuple[str, ...] = ()
+    #: Routes it may use; empty: every route.
+    routes: tuple[str, ...] = ()
+    backups: tuple[str, ...] = ()
+
+    def may_use(self, route: str) -> bool:
+        """Whether this client may call ``route``."""
+        return not self.routes or route in self.routes
+
+
+#: Largest request body ``routeledger serve`` reads by default, in bytes. Why:
+#: a 1M-token prompt is ~4 MB of text; larger bodies are a mistake or an attack.
+BODY_BYTES_DEFAULT: Final = 4 * 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class ServerSettings:
+    """``routeledger serve``'s own settings (the ``[server]`` table)."""
+
+    body_bytes_max: int = attrs.field(default=BODY_BYTES_DEFAULT, validator=_POSITIVE)
+    #: Environment variable holding the admin key; empty: the admin API is off.
+    admin_key_env: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class EngineSettings:
     """Engine-wide settings."""
 
@@ -203,6 +256,9 @@ class EngineConfig:
     continuations: Mapping[str, str] = attrs.field(factory=dict)
     #: Route alias -> each credential it can reach (fallbacks too) -> its dialect.
     dialects: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)
+    #: Client name -> who may call ``routeledger serve`` and how.
+    clients: Mapping[str, ClientSpec] = attrs.field(factory=dict)
+    server: ServerSettings = attrs.field(factory=ServerSettings)
 
     def dialect(self, alias: str) -> str:
         """The dialect of ``alias``'s credentials (``openai`` for none or an unknown alias)."""
@@ -222,6 +278,16 @@ class _CredentialFile:
     validates_model_names: bool = False
     #: ``openai`` or ``anthropic``; empty: ``anthropic`` for that provider, else ``openai``.
     dialect: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class _ClientFile:
+    key_env: str = ""
+    key_sha256: str = ""
+    caller_scope: str = ""
+    accounts: list[str] = attrs.field(factory=list)
+    routes: list[str] = attrs.field(factory=list)
+    backups: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen(kw_only=True)
@@ -292,6 +358,8 @@ class _File:
     accounts: dict[str, _AccountFile] = attrs.field(factory=dict)
     engine: EngineSettings = attrs.field(factory=EngineSettings)
     http: HttpSettings = attrs.field(factory=HttpSettings)
+    clients: dict[str, _ClientFile] = attrs.field(factory=dict)
+    server: ServerSettings = attrs.field(factory=ServerSettings)
 
 
 def _strict(kind: type[Any]) -> Any:
@@ -446,6 +514,35 @@ def _open_account(key: str, value: _AccountFile) -> OpenAccount:
     )
 
 
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+
+
+def _client(name: str, value: _ClientFile, shape: _File) -> ClientSpec:
+    """One ``[clients.<name>]`` table, checked against the routes and accounts it names."""
+    where = f"clients.{name}"
+    if bool(value.key_env) == bool(value.key_sha256):
+        raise PolicyError(where, "set exactly one of key_env and key_sha256")
+    if value.key_sha256 and not _SHA256_HEX.fullmatch(value.key_sha256):
+        raise PolicyError(f"{where}.key_sha256", "must be 64 lower-case hex digits (SHA-256)")
+    for field, names, known in (
+        ("routes", value.routes, shape.routes),
+        ("backups", value.backups, shape.routes),
+        ("accounts", value.accounts, shape.accounts),
+    ):
+        for index, item in enumerate(names):
+            if item not in known:
+                raise PolicyError(f"{where}.{field}[{index}]", f"no {field[:-1]} named {item!r}")
+    return ClientSpec(
+        name=name,
+        key_env=value.key_env,
+        key_sha256=value.key_sha256,
+        caller_scope=value.caller_scope or f"client:{name}",
+        accounts=tuple(value.accounts),
+        routes=tuple(value.routes),
+        backups=tuple(value.backups),
+    )
+
+
 def _to_config(shape: _File) -> EngineConfig:
     """The engine configuration the file describes; PolicyError if its policy is wrong."""
     policy = _policy(shape)
@@ -459,6 +556,8 @@ def _to_config(shape: _File) -> EngineConfig:
         timeouts=shape.timeouts,
         engine=shape.engine,
         http=shape.http,
+        clients={name: _client(name, value, shape) for name, value in shape.clients.items()},
+        server=shape.server,
         continuations={
             alias: route.continue_instruction
             for alias, route in shape.routes.items()

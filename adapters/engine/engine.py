@@ -58,6 +58,7 @@ from routeledger.adapters.engine.lifecycle import (
     decide_items,
     decided_events,
 )
+from routeledger.adapters.engine.logs import log_availability
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.adapters.store.eventstore import EventStore, open_store
@@ -142,6 +143,8 @@ class Engine:
         self.runtime = runtime or Runtime(store, self.clock.now_us)
         if runtime is None or runtime.state.events == 0:
             self.runtime.state.routing = routing_state.initial(config.policy)
+        if self.runtime.on_appended is None:
+            self.runtime.on_appended = log_availability
         self._closed = False
         #: Requests entered on an event loop and not yet left (see ``_alone``).
         self.requests_in_flight = 0

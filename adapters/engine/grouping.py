@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -153,6 +154,8 @@ class GroupCommitter(Generic[C, R]):
         #: Commits made and commands they carried (for benchmarks and metrics).
         self.commits = 0
         self.commands = 0
+        #: Called after each group commit with its commands and seconds (metrics).
+        self.on_commit: Callable[[int, float], None] | None = None
 
     # --- thread callers -------------------------------------------------------
 
@@ -398,6 +401,7 @@ class GroupCommitter(Generic[C, R]):
         def events(outcomes: Sequence[R | Exception]) -> list[Event]:
             return [e for o in outcomes if not isinstance(o, BaseException) for e in events_of(o)]
 
+        began = time.perf_counter()
         try:
             outcomes = self.runtime.run(decide, events)  # under the runtime's lock
             if not 1 <= len(outcomes) <= len(group):
@@ -415,6 +419,8 @@ class GroupCommitter(Generic[C, R]):
             return
         self.commits += 1
         self.commands += len(outcomes)
+        if self.on_commit is not None:
+            self.on_commit(len(outcomes), time.perf_counter() - began)
         for slot, outcome in zip(group, outcomes, strict=False):
             slot.outcome = outcome  # type: ignore[assignment]
             slot.done = True

@@ -82,6 +82,11 @@ class Runtime:
         #: Off only to simulate a lagging process.
         self.catch_up_first = catch_up_first
         self.conflicts = 0
+        #: Called (under the lock) with the events this runtime has just
+        #: recorded, once folded: logs and metrics listen here. Must not raise.
+        self.on_appended: Callable[[Sequence[Event]], None] | None = None
+        #: Called with the seconds each decision took (``decide``, pure): metrics.
+        self.on_decided: Callable[[float], None] | None = None
 
     def _pause(self, attempt: int) -> None:
         """Full-jitter exponential backoff before retry ``attempt`` (1-based)."""
@@ -137,7 +142,10 @@ class Runtime:
                     self._pause(attempt)
                 if attempt or self.catch_up_first:
                     self.catch_up()
+                began = time.perf_counter()
                 result = decide(self.state, self.now_us())
+                if self.on_decided is not None:
+                    self.on_decided(time.perf_counter() - began)
                 events = events_of(result)
                 if not events:
                     return result
@@ -147,6 +155,8 @@ class Runtime:
                     self.conflicts += 1
                     continue
                 self._fold_appended(events, positions)
+                if self.on_appended is not None:
+                    self.on_appended(events)
                 return result
         raise ConflictRetriesExhausted(
             f"a decision conflicted {CONFLICT_RETRIES_MAX + 1} times with other writers; "

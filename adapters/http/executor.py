@@ -39,7 +39,7 @@ one mapping of a result to a status and body (``docs/errors.md``) in OpenAI's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 import attrs
@@ -96,6 +96,7 @@ __all__ = [
     "ChatRequestError",
     "Completion",
     "Executor",
+    "problem_response",
     "request_error_response",
     "result_problem",
 ]
@@ -157,6 +158,13 @@ def _error_response(
         return problem.status, problem.headers, problem.to_json()
     headers = tuple(pair for pair in problem.headers if pair[0] != "Content-Type")
     return problem.status, (*_JSON, *headers), orjson.dumps(_error_body(problem, dialect))
+
+
+def problem_response(
+    problem: Problem, *, problem_json: bool = False, dialect: str = "openai"
+) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    """Status, headers and body for ``problem`` in ``dialect``'s error shape (or RFC 9457)."""
+    return _error_response(problem, problem_json=problem_json, dialect=dialect)
 
 
 def request_error_response(
@@ -389,7 +397,7 @@ class Executor:
         backups: Sequence[str] = (),
         model_owner: str | None = None,
         live: bool = True,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """Run a chat completion, yielding chunks as they arrive, then ``done`` or ``error``.
 
         ``live``: the chunks reach a client as they are yielded, so text it has
@@ -411,7 +419,7 @@ class Executor:
         model_owner: str | None = None,
         live: bool = True,
         headers: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """:meth:`stream_chat` for the Anthropic messages API: its events, passed on whole.
 
         ``headers`` as for :meth:`messages`.
@@ -430,7 +438,7 @@ class Executor:
 
     async def _run(
         self, body: object, dialect: str, live: bool, ask: _Ask
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """One request in ``dialect``: its attempts' chunks, then ``done`` or ``error``."""
         config = self.engine.config
         spoken = config.dialect(ask.route)

@@ -61,6 +61,7 @@ __all__ = [
     "render_failure",
     "render_invalid_request",
     "render_nothing_available",
+    "render_refusal",
     "render_unknown_route",
     "stream_error_chunk",
     "stream_error_payload",
@@ -430,6 +431,25 @@ def render_invalid_request(param: str | None, problem: str) -> Problem:
         retry_after_us=None,
         scrubber=DEFAULT_SCRUBBER,
         extensions={"param": param},
+    )
+
+
+def render_refusal(
+    kind: str, status: int, title: str, detail: str, *, request_id: str = ""
+) -> Problem:
+    """A request the gateway itself refuses before the engine sees it (nothing recorded).
+
+    ``kind`` is the problem's slug and ``code`` (``invalid_api_key``,
+    ``request_too_large``, ``store_unavailable``...), ``status`` its HTTP status.
+    """
+    return _problem(
+        kind=kind,
+        title=title,
+        status=status,
+        detail=detail,
+        request_id=request_id,
+        retry_after_us=None,
+        scrubber=DEFAULT_SCRUBBER,
     )
 
 

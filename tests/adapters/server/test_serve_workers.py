@@ -1,0 +1,141 @@
+"""``routeledger serve --workers 2`` on one SQLite file, driven by the openai SDK from many threads.
+
+The command runs as a user would run it (its own process, its workers spawned
+by uvicorn); the upstream is the fake provider on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from routeledger.adapters.store.canonical import state_hash
+from routeledger.adapters.store.eventstore import open_store
+from routeledger.adapters.testing.fake_provider import FakeProvider
+from routeledger.core.fold import fold_log
+from routeledger.projections.budget import BudgetBoard
+from tests.adapters.http.test_executor import KEYS
+from tests.batches import folded_between_decisions
+
+from .test_server import ADMIN_KEY, MESSAGES, WEB_KEY, server_config
+
+#: The account's limit in micros: at 1 micro per token, about 12 requests'
+#: worst-case estimates (~26 micros) and ~20 requests' spend, so most of the 80
+#: requests sent are refused and overspending would show.
+LIMIT_MICROS = 300
+REQUESTS = 80
+THREADS = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The gateway's root URL and store URL, the server running with two workers."""
+    with FakeProvider({"gpt-a": "ok", "gpt-b": "ok", "claude-a": "ok"}) as fake:
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            server_config(fake.base_url).replace("limit = 1_000_000", f"limit = {LIMIT_MICROS}")
+        )
+        store_url = f"sqlite:///{tmp_path}/serve.db"
+        port = _free_port()
+        env = {**os.environ, **KEYS, "WEB_CLIENT_KEY": WEB_KEY, "ROUTELEDGER_ADMIN_KEY": ADMIN_KEY}
+        command = [
+            str(Path(sys.executable).parent / "routeledger"),
+            "serve",
+            "--config",
+            str(config),
+            "--store",
+            store_url,
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ]
+        process = subprocess.Popen(command, env=env)
+        root = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(root, process)
+            yield root, store_url
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
+                process.kill()
+                raise
+
+
+def _wait_ready(root: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "routeledger serve exited"
+        try:
+            if httpx.get(root + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("routeledger serve did not become ready")
+
+
+def _states(root: str) -> dict[int, tuple[int, str]]:
+    """Each worker's (position, state hash), asking on fresh connections until both answered."""
+    seen: dict[int, tuple[int, str]] = {}
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for _ in range(200):
+        answer = httpx.get(root + "/admin/state", headers=headers).json()
+        seen[answer["pid"]] = (answer["position"], answer["state_hash"])
+        if len(seen) == 2:
+            break
+    return seen
+
+
+def test_two_workers_never_overspend_leave_no_hold_and_agree_with_the_log(
+    served: tuple[str, str],
+) -> None:
+    """80 concurrent SDK requests on a small budget across two workers: the invariants hold."""
+    root, store_url = served
+    client = openai.OpenAI(base_url=root + "/v1", api_key=WEB_KEY, max_retries=0)
+
+    def one(n: int) -> str:
+        try:
+            client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=16)
+        except openai.APIStatusError as error:
+            return str(error.status_code)
+        return "200"
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(one, range(REQUESTS)))
+    assert "200" in outcomes and "402" in outcomes  # served and refused on budget
+    assert set(outcomes) <= {"200", "402"}
+    with open_store(store_url, create=False) as store:
+        records = list(store.read_all())
+    for folded in folded_between_decisions(records):
+        account = folded.budget.accounts["team"]
+        assert account.spent - account.overage + account.reserved <= LIMIT_MICROS
+    board = BudgetBoard()
+    board.catch_up(records)
+    assert board.holds == {} and board.accounts["team"].reserved == 0
+    expected = (records[-1].position, state_hash(fold_log(records)))
+    states = _states(root)
+    assert len(states) == 2, "both workers answered"
+    assert set(states.values()) == {expected}
