@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,8 +58,6 @@ from routeledger.adapters.server.metrics import UNKNOWN_ROUTE_LABEL, ServerMetri
 from routeledger.adapters.store.canonical import state_hash
 from routeledger.adapters.store.eventstore import StoreError
 from routeledger.core.errors import UsageError
-from routeledger.projections.availability import AvailabilityBoard
-from routeledger.projections.budget import BudgetBoard
 
 __all__ = ["Gateway", "app_from_environment"]
 
@@ -253,7 +251,7 @@ class Gateway:
         )
 
     async def _relay(
-        self, call: _Call, first: ChatEvent, events: AsyncIterator[ChatEvent]
+        self, call: _Call, first: ChatEvent, events: AsyncGenerator[ChatEvent, None]
     ) -> AsyncIterator[bytes]:
         """The stream's SSE bytes; however it ends, the run is closed and logged."""
         completion: Completion | None = None
@@ -267,7 +265,7 @@ class Gateway:
                     yield chunk
         finally:
             with anyio.CancelScope(shield=True):  # a client gone: still record the end
-                await events.aclose()  # type: ignore[attr-defined]
+                await events.aclose()
             result = _result_label(completion) if completion is not None else "client_gone"
             self._observe(call, result, 200, completion)
 
@@ -402,7 +400,9 @@ class Gateway:
             return refused
         engine = self.engine
         assert engine is not None
-        document = await asyncio.to_thread(_board_document, engine, board, engine.clock.now_us())
+        metrics = self.metrics
+        assert metrics is not None
+        document = await asyncio.to_thread(metrics.log.document, board, engine.clock.now_us())
         return Response(orjson.dumps(document), media_type=_JSON)
 
     def _admin_refusal(self, request: Request) -> Response | None:
@@ -430,12 +430,6 @@ def _admin_digest(config: EngineConfig, environ: Mapping[str, str]) -> bytes | N
             None,
         )
     return key_digest(key)
-
-
-def _board_document(engine: Engine, board: str, now_us: int) -> dict[str, Any]:
-    folded = AvailabilityBoard() if board == "status" else BudgetBoard()
-    folded.catch_up(engine.store.read_all(0, page=10_000))
-    return folded.document(now_us)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -55,9 +55,20 @@ class _LogCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            metrics = self._metrics
-            metrics.catch_up(self._engine.store.read_all(metrics.position))
-            yield from log_families(metrics, self._now_us())
+            yield from log_families(self._caught_up(), self._now_us())
+
+    def document(self, board: str, now_us: int) -> dict[str, Any]:
+        """The availability (``status``) or ``budget`` board's JSON document, caught up."""
+        with self._lock:
+            metrics = self._caught_up()
+            folded = metrics.availability if board == "status" else metrics.budget
+            return folded.document(now_us)
+
+    def _caught_up(self) -> Metrics:
+        """The projection after reading what was appended since the last call (any process)."""
+        metrics = self._metrics
+        metrics.catch_up(self._engine.store.read_all(metrics.position, page=10_000))
+        return metrics
 
 
 def log_families(metrics: Metrics, now_us: int) -> Iterator[Metric]:
@@ -197,7 +208,8 @@ class ServerMetrics:
             buckets=GROUP_BUCKETS,
             registry=registry,
         )
-        registry.register(_LogCollector(engine, engine.clock.now_us))
+        self.log = _LogCollector(engine, engine.clock.now_us)
+        registry.register(self.log)
         engine.runtime.on_decided = self.decision.observe
         engine.committer.on_commit = self._committed
 
