@@ -1,11 +1,14 @@
-"""``routeledger serve --workers 2`` on one SQLite file, driven by the openai SDK from many threads.
+"""Several gateways on one log, driven by the openai SDK from many threads.
 
-The command runs as a user would run it (its own process, its workers spawned
-by uvicorn); the upstream is the fake provider on loopback.
+``routeledger serve --workers 2`` on one SQLite file, and two ``serve``
+processes on one PostgreSQL database (as on two hosts). The command runs as a
+user would run it (its own process, its workers spawned by uvicorn); the
+upstream is the fake provider on loopback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -45,43 +48,56 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """The gateway's root URL and store URL, the server running with two workers."""
+@contextlib.contextmanager
+def _serving(config: Path, store_url: str, workers: int) -> Iterator[str]:
+    """``routeledger serve`` as a user runs it, in its own process; its root URL."""
+    port = _free_port()
+    env = {**os.environ, **KEYS, "WEB_CLIENT_KEY": WEB_KEY, "ROUTELEDGER_ADMIN_KEY": ADMIN_KEY}
+    command = [
+        str(Path(sys.executable).parent / "routeledger"),
+        "serve",
+        "--config",
+        str(config),
+        "--store",
+        store_url,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=env)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(root, process)
+        yield root
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
+            process.kill()
+            raise
+
+
+@pytest.fixture(params=["sqlite-2-workers", "postgresql-2-servers"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
+    """The gateways' root URLs and their store URL: two workers of one ``serve`` on
+    SQLite, or two ``serve`` processes (as on two hosts) on one PostgreSQL."""
     with FakeProvider({"gpt-a": "ok", "gpt-b": "ok", "claude-a": "ok"}) as fake:
         config = tmp_path / "gateway.toml"
         config.write_text(
             server_config(fake.base_url).replace("limit = 1_000_000", f"limit = {LIMIT_MICROS}")
         )
-        store_url = f"sqlite:///{tmp_path}/serve.db"
-        port = _free_port()
-        env = {**os.environ, **KEYS, "WEB_CLIENT_KEY": WEB_KEY, "ROUTELEDGER_ADMIN_KEY": ADMIN_KEY}
-        command = [
-            str(Path(sys.executable).parent / "routeledger"),
-            "serve",
-            "--config",
-            str(config),
-            "--store",
-            store_url,
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ]
-        process = subprocess.Popen(command, env=env)
-        root = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(root, process)
-            yield root, store_url
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
-                process.kill()
-                raise
+        if request.param.startswith("sqlite"):
+            store_url = f"sqlite:///{tmp_path}/serve.db"
+            with _serving(config, store_url, workers=2) as root:
+                yield [root], store_url
+            return
+        store_url = str(request.getfixturevalue("postgres_url"))
+        with _serving(config, store_url, 1) as one, _serving(config, store_url, 1) as two:
+            yield [one, two], store_url
 
 
 def _wait_ready(root: str, process: subprocess.Popen[bytes]) -> None:
@@ -97,11 +113,12 @@ def _wait_ready(root: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("routeledger serve did not become ready")
 
 
-def _states(root: str) -> dict[int, tuple[int, str]]:
+def _states(roots: list[str]) -> dict[int, tuple[int, str]]:
     """Each worker's (position, state hash), asking on fresh connections until both answered."""
     seen: dict[int, tuple[int, str]] = {}
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    for _ in range(200):
+    for n in range(200):
+        root = roots[n % len(roots)]
         answer = httpx.get(root + "/admin/state", headers=headers).json()
         seen[answer["pid"]] = (answer["position"], answer["state_hash"])
         if len(seen) == 2:
@@ -110,13 +127,16 @@ def _states(root: str) -> dict[int, tuple[int, str]]:
 
 
 def test_two_workers_never_overspend_leave_no_hold_and_agree_with_the_log(
-    served: tuple[str, str],
+    served: tuple[list[str], str],
 ) -> None:
     """80 concurrent SDK requests on a small budget across two workers: the invariants hold."""
-    root, store_url = served
-    client = openai.OpenAI(base_url=root + "/v1", api_key=WEB_KEY, max_retries=0)
+    roots, store_url = served
+    clients = [
+        openai.OpenAI(base_url=root + "/v1", api_key=WEB_KEY, max_retries=0) for root in roots
+    ]
 
     def one(n: int) -> str:
+        client = clients[n % len(clients)]
         try:
             client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=16)
         except openai.APIStatusError as error:
@@ -136,6 +156,6 @@ def test_two_workers_never_overspend_leave_no_hold_and_agree_with_the_log(
     board.catch_up(records)
     assert board.holds == {} and board.accounts["team"].reserved == 0
     expected = (records[-1].position, state_hash(fold_log(records)))
-    states = _states(root)
+    states = _states(roots)
     assert len(states) == 2, "both workers answered"
     assert set(states.values()) == {expected}
