@@ -96,14 +96,23 @@ class World:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[World]:
+    """The gateway on SQLite before the fake; ``@pytest.mark.config_edit(old, new)`` edits
+    its configuration text."""
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("WEB_CLIENT_KEY", WEB_KEY)
     monkeypatch.setenv("ROUTELEDGER_ADMIN_KEY", ADMIN_KEY)
     store_url = f"sqlite:///{tmp_path}/serve.db"
+    edit = request.node.get_closest_marker("config_edit")
     with FakeProvider({"gpt-a": "ok", "gpt-b": "ok", "claude-a": "ok"}) as fake:
-        gateway = Gateway(parse_config(server_config(fake.base_url)), store_url)
+        text = server_config(fake.base_url)
+        if edit is not None:
+            assert edit.args[0] in text
+            text = text.replace(*edit.args)
+        gateway = Gateway(parse_config(text), store_url)
         with serve(gateway.app) as base_url:  # type: ignore[arg-type]
             yield World(fake, base_url.removesuffix("/v1"), gateway, store_url)
 
@@ -328,3 +337,37 @@ def test_a_client_key_variable_that_is_not_set_stops_the_start(
     monkeypatch.setenv("ROUTELEDGER_ADMIN_KEY", ADMIN_KEY)
     with pytest.raises(ConfigError, match="WEB_CLIENT_KEY"):
         Gateway(parse_config(server_config("http://127.0.0.1:9")), "memory://")
+
+
+#: A long streamed answer: 2,400 "words" of 16 KiB (~38 MiB), far more than the
+#: loopback socket buffers between the upstream, the gateway and the client hold.
+LONG_WORD_CHARS = 16 * 1024
+LONG_WORDS = 2_400
+
+
+@pytest.mark.config_edit("total_us = 3_000_000", "total_us = 60_000_000")
+def test_a_slow_client_holds_back_the_upstream_read(world: World) -> None:
+    """While the client does not read, the gateway stops reading the upstream: what the
+    upstream got out stays a bounded part of the answer, and the client still gets it all."""
+    content = " ".join("x" * LONG_WORD_CHARS for _ in range(LONG_WORDS))
+    world.scripts(**{"gpt-a": Behaviour(kind="ok", content=content, completion_tokens=50)})
+    total = len(content)
+    body = {"model": "chat", "messages": MESSAGES, "stream": True, "max_tokens": 8}
+    headers = {"Authorization": f"Bearer {WEB_KEY}"}
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", world.root + "/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        raw = r.iter_raw()
+        received = len(next(raw))
+        time.sleep(1.5)  # the buffers between fill up, then the upstream is held back
+        upstream_sent = world.fake.attempts()[-1].bytes_sent
+        time.sleep(1.0)  # unthrottled, ~10 MiB more would go out in this second
+        upstream_growth = world.fake.attempts()[-1].bytes_sent - upstream_sent
+        for part in raw:
+            received += len(part)
+    assert upstream_sent < total / 2, (upstream_sent, total)
+    assert upstream_growth < LONG_WORD_CHARS * 16, upstream_growth
+    assert received > total  # every character, in SSE framing
+    world.fake.wait_idle()
+    assert world.fake.attempts()[-1].outcome == "completed"
