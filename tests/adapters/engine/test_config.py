@@ -28,7 +28,15 @@ members = [{ credential = "k", model = "m" }]
 def test_the_documented_example_loads_into_policy_endpoints_prices_and_accounts() -> None:
     """docs/examples/gateway.toml describes a valid engine configuration."""
     config = load_config(EXAMPLE)
-    assert [route.alias for route in config.policy.routes] == ["chat", "cheap"]
+    assert [route.alias for route in config.policy.routes] == ["chat", "cheap", "claude"]
+    assert config.dialect("claude") == "anthropic"
+    web = config.clients["web"]
+    assert (web.key_env, web.caller_scope, web.accounts) == (
+        "WEB_CLIENT_KEY",
+        "team:web",
+        ("team-a",),
+    )
+    assert config.server.admin_key_env == "ROUTELEDGER_ADMIN_KEY"
     assert config.policy.routes[0].chain[0].strategy is Strategy.ROUND_ROBIN
     assert config.endpoints["primary"].secret_env == "ROUTELEDGER_SECRET_PRIMARY"
     assert config.prices["ok-model"].estimate_micros(1_000, 512) == 6_096

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -159,3 +160,35 @@ def test_two_workers_never_overspend_leave_no_hold_and_agree_with_the_log(
     states = _states(roots)
     assert len(states) == 2, "both workers answered"
     assert set(states.values()) == {expected}
+
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "gateway.toml"
+
+
+def test_the_documented_example_serves_both_official_sdks_unchanged(tmp_path: Path) -> None:
+    """``routeledger serve --config docs/examples/gateway.toml`` (the fake provider at its
+    address) answers the openai and anthropic SDKs given only a base URL and a key."""
+    with FakeProvider() as fake:  # the default catalogue the example names
+        config = tmp_path / "gateway.toml"
+        config.write_text(EXAMPLE.read_text().replace("http://127.0.0.1:8089/v1", fake.base_url))
+        store_url = f"sqlite:///{tmp_path}/example.db"
+        with _serving(config, store_url, workers=1) as root:
+            chat = openai.OpenAI(base_url=root + "/v1", api_key=WEB_KEY, max_retries=0)
+            answers = [
+                chat.chat.completions.with_raw_response.create(
+                    model="chat", messages=MESSAGES, max_tokens=16
+                )
+                for _ in range(2)
+            ]
+            streamed = chat.chat.completions.create(
+                model="chat", messages=MESSAGES, max_tokens=16, stream=True
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+            claude = anthropic.Anthropic(base_url=root, api_key=WEB_KEY, max_retries=0)
+            message = claude.messages.create(model="claude", max_tokens=16, messages=MESSAGES)
+            listed = [model.id for model in chat.models.list()]
+    served_by = {a.headers["x-routeledger-model"] for a in answers}
+    assert served_by == {"ok-model"}  # the round robin's rate-limited member fell back
+    assert all(a.parse().choices[0].message.content for a in answers) and text
+    assert message.content[0].type == "text" and message.content[0].text
+    assert listed == ["chat", "claude"]
