@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, tzinfo
 from pathlib import Path
@@ -58,7 +59,7 @@ from routeledger.adapters.engine.lifecycle import (
     decide_items,
     decided_events,
 )
-from routeledger.adapters.engine.logs import log_availability
+from routeledger.adapters.engine.logs import LOGGER, log_availability
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.adapters.store.eventstore import EventStore, open_store
@@ -220,8 +221,15 @@ class Engine:
             return False
         from routeledger.adapters.store.snapshots import save_snapshot
 
-        save_snapshot(self.store, self.state)
+        began = time.perf_counter()
+        snapshot = save_snapshot(self.store, self.state)
         self._snapshot_events = self.state.events
+        LOGGER.info(
+            "snapshot saved at position %d (%d bytes, %.1f ms)",
+            snapshot.version,
+            len(snapshot.payload),
+            (time.perf_counter() - began) * 1000,
+        )
         return True
 
     def open_accounts(self) -> None:

@@ -1,11 +1,15 @@
-"""The engine's log lines: one per availability change it records.
+"""The engine's log lines: one per availability change and per failed attempt it records.
 
 Logger ``routeledger.engine``. A cooldown started or extended and a suspension
 are WARNING (a pair or credential stopped serving); a cooldown cleared and a
-probe allowed are INFO. Each line carries the fields as ``extra`` (so a JSON
-formatter writes them as keys) and reads on its own as text::
+probe allowed are INFO. A failed attempt is INFO (its consequence, if any, is
+the cooldown line), except the gateway's own connection pool running out,
+WARNING (nothing upstream is to blame: raise ``[http] max_connections``). Each
+line carries the fields as ``extra`` (so a JSON formatter writes them as keys)
+and reads on its own as text::
 
     cooldown started: openai-main/gpt-4.1 until 2026-12-03T08:41:02Z (rate_limited, level 1, hint 2 s) request req-1
+    attempt failed: openai-main/gpt-4.1 rate_limited (status 429, before_response): Rate limit reached request req-1
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Final
 
 from routeledger.core.events import Event
 from routeledger.core.routing import events as rev
+from routeledger.core.routing.failures import FailureClass
 
 __all__ = ["LOGGER", "log_availability"]
 
@@ -38,8 +43,11 @@ def _iso(at_us: int) -> str:
 
 
 def log_availability(events: Sequence[Event]) -> None:
-    """Log each availability change among ``events`` (a runtime's ``on_appended``)."""
+    """Log each availability change and failed attempt among ``events`` (``on_appended``)."""
     for evt in events:
+        if isinstance(evt, rev.AttemptFailed):
+            _log_failure(evt)
+            continue
         change = _CHANGES.get(type(evt))
         if change is None or not isinstance(evt, rev.BlockEvent):
             continue
@@ -70,3 +78,29 @@ def log_availability(events: Sequence[Event]) -> None:
                     detail.append(f"hint {evt.hint_us / 1_000_000:g} s")
             text += f" ({', '.join(detail)})"
         LOGGER.log(level, "%s request %s", text, evt.request_id, extra={"routeledger": fields})
+
+
+def _log_failure(evt: rev.AttemptFailed) -> None:
+    own = evt.failure is FailureClass.GATEWAY_POOL_EXHAUSTED
+    level = logging.WARNING if own else logging.INFO
+    if not LOGGER.isEnabledFor(level):
+        return
+    fields: dict[str, object] = {
+        "event": "AttemptFailed",
+        "credential": evt.credential_id,
+        "model": evt.upstream_model,
+        "request_id": evt.request_id,
+        "failure": evt.failure.value,
+        "phase": evt.phase.value,
+        "status": evt.status,
+        "detail": evt.detail,
+    }
+    where = f"status {evt.status}, " if evt.status is not None else ""
+    text = (
+        f"{evt.credential_id}/{evt.upstream_model} {evt.failure.value} ({where}{evt.phase.value})"
+    )
+    if evt.detail:
+        text += f": {evt.detail}"
+    LOGGER.log(
+        level, "attempt failed: %s request %s", text, evt.request_id, extra={"routeledger": fields}
+    )

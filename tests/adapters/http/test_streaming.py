@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,8 +93,11 @@ def test_headers_later_than_the_first_token_deadline_fail_over(fake: FakeProvide
     assert [f.failure for f in failures(engine)] == [FailureClass.TIMEOUT_BEFORE_RESPONSE]
 
 
-def test_a_full_local_pool_is_the_gateways_failure_and_cools_nothing(fake: FakeProvider) -> None:
-    """PoolTimeout is gateway_pool_exhausted: recorded, no cooldown, no suspension for anyone."""
+def test_a_full_local_pool_is_the_gateways_failure_and_cools_nothing(
+    fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PoolTimeout is gateway_pool_exhausted: recorded, logged as a WARNING, no cooldown and
+    no suspension for anyone."""
     pool = "\n[http]\nmax_connections = 1\npool_timeout_us = 50_000\n"
     engine = engine_for(fake, Behaviour(token_interval=0.1), Behaviour(token_interval=0.1), pool)
 
@@ -111,7 +115,10 @@ def test_a_full_local_pool_is_the_gateways_failure_and_cools_nothing(fake: FakeP
         finally:
             await executor.aclose()
 
-    done = asyncio.run(go())
+    with caplog.at_level(logging.INFO, logger="routeledger.engine"):
+        done = asyncio.run(go())
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned and "gateway_pool_exhausted" in warned[0].getMessage()
     classes = [f.failure for f in failures(engine)]
     assert FailureClass.GATEWAY_POOL_EXHAUSTED in classes
     assert set(classes) == {FailureClass.GATEWAY_POOL_EXHAUSTED}

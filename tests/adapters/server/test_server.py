@@ -155,7 +155,8 @@ def test_a_streamed_tool_call_reaches_the_sdk_as_it_streams(world: World) -> Non
 def test_a_rate_limited_primary_falls_back_and_logs_the_cooldown(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A 429 on the primary: the spare serves, the cooldown is a WARNING, the request an INFO."""
+    """A 429 on the primary: the spare serves; the failure is an INFO line, the cooldown a
+    WARNING, the request an INFO."""
     world.scripts(**{"gpt-a": Behaviour(kind="rate_limited", retry_after=2), "gpt-b": "ok"})
     with caplog.at_level(logging.INFO, logger="routeledger"):
         raw = world.openai.chat.completions.with_raw_response.create(
@@ -163,9 +164,13 @@ def test_a_rate_limited_primary_falls_back_and_logs_the_cooldown(
         )
     assert raw.headers["x-routeledger-credential"] == "spare"
     assert raw.headers["x-routeledger-attempts"] == "2"
-    cooldown = [r for r in caplog.records if r.name == "routeledger.engine"]
-    assert cooldown and cooldown[0].levelno == logging.WARNING
-    assert "cooldown started: primary/gpt-a" in cooldown[0].getMessage()
+    engine = [r for r in caplog.records if r.name == "routeledger.engine"]
+    failed, cooldown = engine[0], engine[1]
+    assert failed.levelno == logging.INFO
+    assert "attempt failed: primary/gpt-a rate_limited (status 429" in failed.getMessage()
+    assert failed.routeledger["failure"] == "rate_limited"  # type: ignore[attr-defined]
+    assert cooldown.levelno == logging.WARNING
+    assert "cooldown started: primary/gpt-a" in cooldown.getMessage()
     lines = [r for r in caplog.records if r.name == "routeledger.server"]
     fields = lines[-1].routeledger  # type: ignore[attr-defined]
     assert fields["request_id"] == raw.headers["x-request-id"]
