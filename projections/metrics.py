@@ -1,8 +1,8 @@
 """Counters folded from the log, with the availability and budget boards, for metrics.
 
 A :class:`Metrics` projection counts events, requests received, attempts per
-(credential, upstream model), failures per class and exhaustions per reason, and
-keeps an :class:`~routeledger.projections.availability.AvailabilityBoard` and a
+(credential, upstream model), failures per (credential, model, class) and
+exhaustions per reason, and keeps an :class:`~routeledger.projections.availability.AvailabilityBoard` and a
 :class:`~routeledger.projections.budget.BudgetBoard` for the gauges (scopes cooling
 or suspended, holds open, reserved and spent per account). Its state is bounded
 by the configuration (credentials, models, accounts) and the closed sets of
@@ -47,8 +47,8 @@ class Metrics(Projection):
         self.requests = 0
         #: (credential, model) -> attempts routed.
         self.attempts: dict[tuple[str, str], int] = {}
-        #: failure class value -> failures observed.
-        self.failures: dict[str, int] = {}
+        #: (credential, model, failure class value) -> failures observed.
+        self.failures: dict[tuple[str, str, str], int] = {}
         #: exhaustion reason value -> requests.
         self.exhausted: dict[str, int] = {}
         self.availability = AvailabilityBoard()
@@ -86,7 +86,7 @@ class Metrics(Projection):
         self.attempts[key] = self.attempts.get(key, 0) + 1
 
     def _on_failed(self, position: int, evt: rev.AttemptFailed) -> None:
-        key = evt.failure.value
+        key = (evt.credential_id, evt.upstream_model, evt.failure.value)
         self.failures[key] = self.failures.get(key, 0) + 1
 
     def _on_exhausted(self, position: int, evt: rev.FallbackExhausted) -> None:

@@ -5,7 +5,7 @@ Two kinds of series:
 * **From the log** (the same on every worker and host, since each folds the
   whole log): a :class:`~routeledger.projections.metrics.Metrics` projection
   catches up with the store at each scrape and is exposed by a collector —
-  requests received, attempts per credential and model, failures per class,
+  requests received, attempts per credential and model, failures per credential, model and class,
   exhaustions per reason, scopes per availability status, holds open, and per
   account the amount reserved and spent.
 * **From this process**: requests served by this server per route, result and
@@ -93,9 +93,9 @@ def _log_counters(metrics: Metrics) -> Iterator[Metric]:
     )
     yield _counter(
         "routeledger_failures",
-        "Failed attempts, per failure class.",
-        ["class"],
-        [((k,), n) for k, n in metrics.failures.items()],
+        "Failed attempts, per credential, upstream model and failure class.",
+        ["credential", "model", "class"],
+        list(metrics.failures.items()),
     )
     yield _counter(
         "routeledger_exhausted",

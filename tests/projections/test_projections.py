@@ -311,7 +311,11 @@ def test_metrics_count_what_the_log_holds(log: list[Recorded]) -> None:
         for r in log
         if isinstance(r.event, rev.AttemptRouted)
     )
-    failures = Counter(r.event.failure.value for r in log if isinstance(r.event, rev.AttemptFailed))
+    failures = Counter(
+        (r.event.credential_id, r.event.upstream_model, r.event.failure.value)
+        for r in log
+        if isinstance(r.event, rev.AttemptFailed)
+    )
     received = sum(isinstance(r.event, rev.RequestReceived) for r in log)
     assert metrics.attempts == dict(attempts) and metrics.failures == dict(failures)
     assert (metrics.events, metrics.requests) == (len(log), received)

@@ -52,9 +52,14 @@ def test_exposed_counters_and_gauges_equal_counts_over_the_log() -> None:
     for (credential, model), count in attempts.items():
         key = ("routeledger_attempts_total", (("credential", credential), ("model", model)))
         assert samples[key] == count
-    failures = Counter(r.event.failure.value for r in log if isinstance(r.event, rev.AttemptFailed))
-    for failure, count in failures.items():
-        assert samples[("routeledger_failures_total", (("class", failure),))] == count
+    failures = Counter(
+        (r.event.credential_id, r.event.upstream_model, r.event.failure.value)
+        for r in log
+        if isinstance(r.event, rev.AttemptFailed)
+    )
+    for (credential, model, failure), count in failures.items():
+        key = (("class", failure), ("credential", credential), ("model", model))
+        assert samples[("routeledger_failures_total", key)] == count
     assert samples[("routeledger_events_total", ())] == len(log)
     assert samples[("routeledger_holds_open", ())] == len(fold_log(log).budget.open_holds)
 
