@@ -6,6 +6,7 @@ One file configures a gateway's engine::
     installation_id = "gw-eu-1"
     hold_ttl_us = 300_000_000
     snapshot_every_events = 10_000
+    maintenance_every_us = 1_000_000  # expire due holds, roll periods (0: no thread)
     sink = "standalone"           # standalone | platform
 
     [credentials.openai-main]     # routing fields (docs/routing.md) plus:
@@ -140,6 +141,19 @@ def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> 
 _POSITIVE: Final = _positive
 
 
+def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """A cadence of 0 turns its thread off; a negative one is a mistake."""
+    if value < 0:
+        raise PolicyError(f"engine.{attribute.name}", f"must be >= 0, got {value}")
+
+
+_NON_NEGATIVE: Final = _non_negative
+#: Default cadence of the maintenance thread, in µs. Why: a hold's TTL is minutes
+#: and a period a day or more, so once a second expires and rolls well within
+#: their bounds, and costs one state scan (no I/O) when nothing is due.
+MAINTENANCE_EVERY_US_DEFAULT: Final = 1_000_000
+
+
 @attrs.frozen(kw_only=True)
 class CredentialEndpoint:
     """Where and how to call one credential's provider (non-secret)."""
@@ -238,6 +252,11 @@ class EngineSettings:
     hold_ttl_us: int = 5 * US_PER_MIN
     snapshot_every_events: int = 10_000
     sink: str = "standalone"
+    #: How often the engine's maintenance thread runs (expires due holds, rolls
+    #: periods over), in µs of real time; 0: no thread (call ``Engine.maintain()``).
+    maintenance_every_us: int = attrs.field(
+        default=MAINTENANCE_EVERY_US_DEFAULT, validator=_NON_NEGATIVE
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -39,11 +39,11 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 from typing import Final
-from zoneinfo import ZoneInfo
 
+from routeledger.adapters.engine import maintenance
 from routeledger.adapters.engine.clock import Clock, SystemClock, uuid_ids
 from routeledger.adapters.engine.config import (
     CredentialEndpoint,
@@ -147,6 +147,7 @@ class Engine:
         if self.runtime.on_appended is None:
             self.runtime.on_appended = log_availability
         self._closed = False
+        self._maintenance: maintenance.MaintenanceThread | None = None
         #: Requests entered on an event loop and not yet left (see ``_alone``).
         self.requests_in_flight = 0
         #: Entries and exits of concurrent requests share commits (see
@@ -178,8 +179,15 @@ class Engine:
         scrubber: Scrubber = DEFAULT_SCRUBBER,
         track_credentials: bool = False,
         platform: Callable[[PlatformReport], None] | None = None,
+        maintenance: bool | None = None,
     ) -> Engine:
-        """Open the store, fold the log, and open the configured budget accounts if missing."""
+        """Open the store, fold the log, and open the configured budget accounts if missing.
+
+        ``maintenance``: run the maintenance thread (``adapters/engine/maintenance.py``)
+        every ``[engine] maintenance_every_us``; by default on when the engine runs
+        on the wall clock (no ``clock`` given) and the cadence is not 0. With a
+        clock of its own (tests, simulations) call :meth:`maintain` instead.
+        """
         loaded = config if isinstance(config, EngineConfig) else load_config(config)
         store = open_store(store_url)
         try:
@@ -197,6 +205,9 @@ class Engine:
         except BaseException:
             store.close()
             raise
+        every_us = loaded.engine.maintenance_every_us
+        if (clock is None if maintenance is None else maintenance) and every_us > 0:
+            engine.start_maintenance(every_us / US_PER_S)
         return engine
 
     def restore(self) -> None:
@@ -234,14 +245,10 @@ class Engine:
 
     def open_accounts(self) -> None:
         """Open every configured budget account that the log does not have yet."""
-
-        def zones(name: str) -> tzinfo:
-            return UTC if name == "UTC" else ZoneInfo(name)
-
         for command in self.config.accounts:
             if command.account_id in self.runtime.state.budget.accounts:
                 continue
-            decision = self.runtime.run(_open_account(command, zones), _events_of)
+            decision = self.runtime.run(_open_account(command, maintenance.zone), _events_of)
             if decision.rejection is not None:
                 raise UsageError(
                     f"accounts.{command.account_id}: cannot open: {decision.rejection}"
@@ -395,16 +402,30 @@ class Engine:
         return max(self.config.engine.hold_ttl_us, longest + HOLD_TTL_MARGIN_US)
 
     def expire_due_holds(self) -> int:
-        """Expire every hold past its TTL (a sweeper calls this); returns how many."""
-        decision = self.runtime.run(
-            lambda s, now: budget.decide_expire_due(s.budget, now_us=now), lambda d: d.events
-        )
-        return len(decision.events)
+        """Expire every hold past its TTL now; returns how many (:meth:`maintain` does this)."""
+        return self.maintain().expired
+
+    def roll_due_periods(self, accounts: Sequence[str] | None = None) -> tuple[str, ...]:
+        """Roll every ended budget period (of ``accounts``, or all) over; which rolled."""
+        return maintenance.roll_periods(self, accounts)
+
+    def maintain(self) -> maintenance.Maintained:
+        """One maintenance step at engine time: roll ended periods over, expire due holds."""
+        return maintenance.maintain(self)
+
+    def start_maintenance(self, every_s: float) -> None:
+        """Run :meth:`maintain` every ``every_s`` seconds on a thread until :meth:`close`."""
+        if self._maintenance is not None:
+            raise UsageError("the maintenance thread is already running")
+        self._maintenance = maintenance.MaintenanceThread(self, every_s)
+        self._maintenance.start()
 
     def close(self) -> None:
-        """Close the store (idempotent)."""
+        """Stop the maintenance thread, then close the store (idempotent)."""
         if not self._closed:
             self._closed = True
+            if self._maintenance is not None:
+                self._maintenance.stop()
             self.store.close()
 
     def __enter__(self) -> Engine:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import attrs
 
 from routeledger.adapters.engine.grouping import Slot
+from routeledger.adapters.engine.maintenance import due_periods, roll_before_entry
 from routeledger.adapters.engine.results import (
     BudgetRejected,
     Degradation,
@@ -838,6 +839,7 @@ class RequestHandle:
 
     def __enter__(self) -> RequestHandle:
         action = self._enter_action()
+        roll_before_entry(self.engine, self.accounts)
         self.lifecycle.committed(action.item, self.engine.committer.submit(action.item))
         return self
 
@@ -846,6 +848,10 @@ class RequestHandle:
         self._in_flight = True
         self.engine.requests_in_flight += 1
         try:
+            if self.accounts and due_periods(
+                self.engine.state, self.accounts, self.engine.clock.now_us()
+            ):  # once per period: the roll's commit off the event loop
+                await asyncio.to_thread(roll_before_entry, self.engine, self.accounts)
             decided = await self.engine.committer.asubmit(action.item, on_abandoned=self._abandoned)
         except asyncio.CancelledError:
             raise  # ``_abandoned`` leaves the request once its entry is known

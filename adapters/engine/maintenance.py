@@ -1,0 +1,142 @@
+"""The engine's maintenance: what the core decides from engine time alone.
+
+One :func:`maintain` step rolls every budget period that ended over (T2) and
+expires every hold past its TTL (L5), each decided by the core from the
+engine's ``now`` and appended like any decision (so a replay is exact). A
+:class:`MaintenanceThread` runs the step every ``[engine] maintenance_every_us``
+of real time; ``Engine.open`` starts one when the engine runs on the wall clock
+and stops it on close. Tests and simulations with their own clock call
+``Engine.maintain()`` step by step.
+
+Admission does not wait for the loop: a request whose account's period ended
+rolls it over first (:func:`roll_before_entry`), so no request is refused for
+last period's spend however late the loop is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, tzinfo
+from typing import TYPE_CHECKING, Final
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from routeledger.core.budget import decide as budget
+from routeledger.core.budget import events as bev
+from routeledger.core.budget.admin import decide_roll_period
+from routeledger.core.budget.values import PeriodKind
+from routeledger.core.events import Event
+from routeledger.core.fold import Folded
+
+if TYPE_CHECKING:  # pragma: no cover
+    from routeledger.adapters.engine.engine import Engine
+
+__all__ = ["Maintained", "MaintenanceThread", "due_periods", "maintain", "roll_periods"]
+
+LOGGER: Final = logging.getLogger("routeledger.engine")
+#: How long ``close`` waits for a running step to finish, in seconds. Why: a step
+#: is one or two commits (milliseconds); a store that hangs must not hang close.
+MAINTENANCE_JOIN_S: Final = 10.0
+
+
+@attrs.frozen
+class Maintained:
+    """What one maintenance step recorded."""
+
+    #: Accounts whose period was rolled over, in id order.
+    rolled: tuple[str, ...] = ()
+    #: Holds expired.
+    expired: int = 0
+
+
+def zone(name: str) -> tzinfo:
+    """The time zone of a period (``UTC`` without the tz database)."""
+    return UTC if name == "UTC" else ZoneInfo(name)
+
+
+def due_periods(state: Folded, accounts: Sequence[str], now_us: int) -> tuple[str, ...]:
+    """Which of ``accounts`` have a period that ended at or before ``now_us`` (no I/O)."""
+    known = state.budget.accounts
+    due: list[str] = []
+    for account_id in accounts:
+        acc = known.get(account_id)
+        ends = acc is not None and acc.period.kind is not PeriodKind.NONE
+        if ends and acc is not None and now_us >= acc.period_end_us:
+            due.append(account_id)
+    return tuple(due)
+
+
+def _roll(accounts: Sequence[str] | None) -> Callable[[Folded, int], list[Event]]:
+    def decide(state: Folded, now: int) -> list[Event]:
+        ids = sorted(state.budget.accounts) if accounts is None else accounts
+        events: list[Event] = []
+        for account_id in due_periods(state, ids, now):
+            decision = decide_roll_period(state.budget, account_id, now_us=now, zones=zone)
+            events.extend(decision.events)
+        return events
+
+    return decide
+
+
+def roll_periods(engine: Engine, accounts: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Roll over every ended period (of ``accounts``, or all) in one append; which rolled."""
+    events = engine.runtime.append(_roll(accounts))
+    rolled = tuple(getattr(e, "account_id", "") for e in events)
+    for account_id in rolled:
+        LOGGER.info("period rolled over: account %s", account_id)
+    return rolled
+
+
+def roll_before_entry(engine: Engine, accounts: Sequence[str]) -> None:
+    """Roll the request's accounts' ended periods over before its hold is decided."""
+    if accounts and due_periods(engine.state, accounts, engine.clock.now_us()):
+        roll_periods(engine, accounts)
+
+
+def maintain(engine: Engine) -> Maintained:
+    """One step: roll ended periods over, then expire holds past their TTL."""
+    rolled = roll_periods(engine)
+    decision = engine.runtime.run(
+        lambda s, now: budget.decide_expire_due(s.budget, now_us=now), lambda d: d.events
+    )
+    expired = sum(1 for e in decision.events if isinstance(e, bev.HoldExpired))
+    if expired:
+        LOGGER.warning("expired %d holds past their TTL (a process left them open)", expired)
+    return Maintained(rolled=rolled, expired=expired)
+
+
+class MaintenanceThread:
+    """Runs :func:`maintain` every ``every_s`` seconds until :meth:`stop`."""
+
+    def __init__(self, engine: Engine, every_s: float) -> None:
+        self._engine = engine
+        self._every_s = every_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="routeledger-maintenance", daemon=True
+        )
+        #: Steps run and steps that failed (the failure is logged; the loop goes on).
+        self.steps = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        """Start the thread (its first step after one interval)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the running step, if any (idempotent)."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(MAINTENANCE_JOIN_S)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._every_s):
+            try:
+                maintain(self._engine)
+            except Exception:  # a store outage: logged, retried at the next tick
+                self.failures += 1
+                LOGGER.exception("maintenance step failed; retrying in %.1f s", self._every_s)
+            self.steps += 1
