@@ -62,7 +62,7 @@ from routeledger.adapters.engine.lifecycle import (
 from routeledger.adapters.engine.logs import LOGGER, log_availability
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
-from routeledger.adapters.store.eventstore import EventStore, open_store
+from routeledger.adapters.store.eventstore import EventStore, StoreUnavailable, open_store
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget.sinks import PlatformReport, SinkMode
 from routeledger.core.budget.values import Usage
@@ -180,6 +180,7 @@ class Engine:
         track_credentials: bool = False,
         platform: Callable[[PlatformReport], None] | None = None,
         maintenance: bool | None = None,
+        create: bool = True,
     ) -> Engine:
         """Open the store, fold the log, and open the configured budget accounts if missing.
 
@@ -187,10 +188,18 @@ class Engine:
         every ``[engine] maintenance_every_us``; by default on when the engine runs
         on the wall clock (no ``clock`` given) and the cadence is not 0. With a
         clock of its own (tests, simulations) call :meth:`maintain` instead.
+
+        ``create=False``: the store must exist (a mistyped SQLite path is a
+        :class:`StoreNotFound` naming it, not a new, empty log). Either way a store
+        that cannot take an append (a read-only file, a read-only database session)
+        is a :class:`StoreUnavailable` here, not at the first request.
         """
         loaded = config if isinstance(config, EngineConfig) else load_config(config)
-        store = open_store(store_url)
+        store = open_store(store_url, create=create)
         try:
+            problem = store.write_problem()
+            if problem is not None:
+                raise StoreUnavailable(f"cannot write to {store.url.masked}: {problem}")
             engine = cls(
                 store,
                 loaded,

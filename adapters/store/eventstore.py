@@ -31,6 +31,7 @@ directly (no ``Application.save``), a lock timeout, and never
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -231,6 +232,32 @@ class EventStore:
     def codec(self) -> Codec:
         """The codec in use (the default one over every registered event)."""
         return self._codec or default_codec()
+
+    def write_problem(self) -> str | None:
+        """Why this store cannot take an append now (``None`` when it can), writing nothing.
+
+        SQLite: the file and its directory (WAL and shared-memory files live
+        beside it) must be writable by this process. PostgreSQL: the session
+        must not be read-only (a standby, ``default_transaction_read_only``).
+        """
+        if self.backend == "sqlite":
+            path = self.url.path
+            folder = os.path.dirname(os.path.abspath(path))
+            for what, where in (("file", path), ("directory", folder)):
+                if os.path.exists(where) and not os.access(where, os.W_OK):
+                    return f"the {what} {where} is not writable"
+            return None
+        if self.backend != "postgresql":
+            return None
+        datastore = self._events.datastore  # type: ignore[attr-defined]
+        try:
+            with datastore.transaction(commit=False) as cursor:
+                cursor.execute("SELECT current_setting('transaction_read_only')")
+                row = cursor.fetchone()
+        except Exception as error:
+            return f"the database did not answer: {error}"
+        value = row[0] if isinstance(row, tuple | list) else next(iter(dict(row).values()))
+        return "the database session is read-only" if value == "on" else None
 
     # --- writing ----------------------------------------------------------------
 
