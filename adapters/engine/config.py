@@ -63,15 +63,18 @@ the line. The Python equivalent is :class:`EngineConfig` built directly.
 
 from __future__ import annotations
 
+import enum
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from cattrs import Converter, transform_error
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.v import format_exception
 
 from routeledger.core.budget.decide import OpenAccount
 from routeledger.core.budget.values import AccountScope, PeriodKind, PeriodSpec, Unit
@@ -381,18 +384,49 @@ class _File:
     server: ServerSettings = attrs.field(factory=ServerSettings)
 
 
+class _Refused(ValueError):
+    """A value of the wrong type or outside an enumeration; its message says which."""
+
+
+def _found(value: object) -> str:
+    return f"got {type(value).__name__} {value!r}"
+
+
 def _strict(kind: type[Any]) -> Any:
     def structure(value: object, _: object) -> object:
         if type(value) is not kind:
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+            raise _Refused(f"expected {kind.__name__}, {_found(value)}")
         return value
 
     return structure
 
 
+def _enumerated(value: object, kind: type[enum.Enum]) -> enum.Enum:
+    """An enumeration member by value; otherwise name every allowed value."""
+    allowed = [member.value for member in kind]
+    if type(value) is str and value in allowed:
+        return kind(value)
+    raise _Refused(f"must be one of {', '.join(map(str, allowed))}; {_found(value)}")
+
+
+def _message(error: BaseException, kind: Any) -> str:
+    """cattrs' message for ``error``, or ours when we raised it."""
+    if isinstance(error, _Refused):
+        return str(error)
+    return format_exception(error, kind)
+
+
 _CONVERTER: Final = Converter(forbid_extra_keys=True, detailed_validation=True)
 for _kind in (int, str, bool):
     _CONVERTER.register_structure_hook(_kind, _strict(_kind))
+_CONVERTER.register_structure_hook_func(
+    lambda kind: (
+        isinstance(kind, type)
+        and issubclass(kind, enum.Enum)
+        and all(type(m.value) is str for m in kind)
+    ),
+    _enumerated,
+)
 
 
 def _target(target: _TargetFile) -> Target:
@@ -518,7 +552,19 @@ def _prices(shape: _File) -> dict[str, ModelPrice]:
 
 
 def _open_account(key: str, value: _AccountFile) -> OpenAccount:
-    """The start-up command opening the ``[accounts.<key>]`` budget account."""
+    """The start-up command opening the ``[accounts.<key>]`` budget account (checked whole
+    here, so a mistake is a ``ConfigError`` before anything is appended)."""
+    if value.limit < 0:
+        raise PolicyError(f"accounts.{key}.limit", f"must be >= 0, got {value.limit}")
+    zone = value.period.zone
+    if zone != "UTC":
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PolicyError(
+                f"accounts.{key}.period.zone",
+                f"unknown time zone {zone!r} (an IANA name such as 'Europe/Paris', or 'UTC')",
+            ) from None
     return OpenAccount(
         command_id=f"config:open:{key}",
         account_id=key,
@@ -678,7 +724,7 @@ def parse_config(text: str, *, source: str = "<config>") -> EngineConfig:
         bad = _policy_error(error)
         if bad is not None:
             raise ConfigError(source, bad.path, bad.problem, line_of(text, bad.path)) from error
-        first = transform_error(error)[0]
+        first = transform_error(error, format_exception=_message)[0]
         match = _CATTRS_PATH.search(first)
         key = _dotted(match.group("path")) if match else ""
         problem = first[: match.start()].strip() if match else first

@@ -39,7 +39,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import tzinfo
 from pathlib import Path
 from typing import Final
 
@@ -64,6 +63,8 @@ from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.adapters.store.eventstore import EventStore, StoreUnavailable, open_store
 from routeledger.core.budget import decide as budget
+from routeledger.core.budget import events as budget_events
+from routeledger.core.budget.admin import ChangeLimit, decide_change_limit
 from routeledger.core.budget.sinks import PlatformReport, SinkMode
 from routeledger.core.budget.values import Usage
 from routeledger.core.credentials.decide import (
@@ -253,15 +254,28 @@ class Engine:
         return True
 
     def open_accounts(self) -> None:
-        """Open every configured budget account that the log does not have yet."""
-        for command in self.config.accounts:
-            if command.account_id in self.runtime.state.budget.accounts:
-                continue
-            decision = self.runtime.run(_open_account(command, maintenance.zone), _events_of)
-            if decision.rejection is not None:
-                raise UsageError(
-                    f"accounts.{command.account_id}: cannot open: {decision.rejection}"
+        """Reconcile the log with the configured accounts, in one atomic append.
+
+        The TOML is the desired state: an account it names that the log lacks is
+        opened; a changed limit is a ``LimitChanged`` (command id
+        ``config:limit:<account>:<limit>:v<version>``, so engines opening the same
+        file at once record it once). What cannot be changed by configuration (an
+        account's scope, unit or period) and accounts no longer configured are
+        kept as the log has them, with a WARNING line each. Every change is an
+        INFO line.
+        """
+        decided = self.runtime.append(lambda state, now: _reconcile(state, self.config, now))
+        for evt in decided:
+            if isinstance(evt, budget_events.LimitChanged):
+                LOGGER.info(
+                    "config: account %s limit %d -> %d",
+                    evt.account_id,
+                    evt.previous_limit,
+                    evt.limit,
                 )
+            elif isinstance(evt, budget_events.AccountOpened):
+                LOGGER.info("config: account %s opened (limit %d)", evt.account_id, evt.limit)
+        _warn_unreconciled(self.state, self.config)
 
     @property
     def state(self) -> Folded:
@@ -448,13 +462,53 @@ def _events_of(decision: budget.Decision) -> Sequence[Event]:
     return decision.events
 
 
-def _open_account(
-    command: budget.OpenAccount, zones: Callable[[str], tzinfo]
-) -> Callable[[Folded, int], budget.Decision]:
-    def decide(state: Folded, now: int) -> budget.Decision:
-        return budget.decide_open_account(state.budget, command, now_us=now, zones=zones)
+def _reconcile(state: Folded, config: EngineConfig, now: int) -> list[Event]:
+    """The events that bring the log's accounts to the configured ones (pure)."""
+    events: list[Event] = []
+    for command in config.accounts:
+        acc = state.budget.accounts.get(command.account_id)
+        if acc is None:
+            opened = budget.decide_open_account(
+                state.budget, command, now_us=now, zones=maintenance.zone
+            )
+            if opened.rejection is not None:
+                raise UsageError(f"accounts.{command.account_id}: cannot open: {opened.rejection}")
+            events.extend(opened.events)
+        elif acc.limit != command.limit:
+            change = ChangeLimit(
+                command_id=f"config:limit:{acc.account_id}:{command.limit}:v{acc.version}",
+                account_id=acc.account_id,
+                limit=command.limit,
+            )
+            changed = decide_change_limit(state.budget, change, now_us=now)
+            if changed.rejection is not None and not changed.duplicate:
+                raise UsageError(f"accounts.{acc.account_id}.limit: {changed.rejection}")
+            events.extend(changed.events)
+    return events
 
-    return decide
+
+def _warn_unreconciled(state: Folded, config: EngineConfig) -> None:
+    """A WARNING for each difference the configuration cannot apply."""
+    wanted = {command.account_id: command for command in config.accounts}
+    for account_id, acc in sorted(state.budget.accounts.items()):
+        command = wanted.get(account_id)
+        if command is None:
+            LOGGER.warning(
+                "config: account %s is in the log but not configured: kept as it is",
+                account_id,
+            )
+            continue
+        for field in ("scope", "unit", "period"):
+            if getattr(acc, field) != getattr(command, field):
+                LOGGER.warning(
+                    "config: account %s %s is %s in the log, %s in the file: not applied "
+                    "(an account's %s is fixed when it opens)",
+                    account_id,
+                    field,
+                    getattr(acc, field),
+                    getattr(command, field),
+                    field,
+                )
 
 
 def _seed_of(request_id: str) -> int:

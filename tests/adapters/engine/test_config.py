@@ -73,7 +73,20 @@ def test_defaults_fill_everything_optional() -> None:
             MINIMAL + "[accounts.a]\nscope = 'galaxy'\nlimit = 5\n",
             "accounts.a.scope",
             11,
-            "AccountScope",
+            "must be one of key, user, team, org, provider, model; got str 'galaxy'",
+        ),
+        (
+            MINIMAL
+            + "[accounts.a]\nscope = 'team'\nlimit = 5\nperiod = { kind = 'day', zone = 'Europe/Pariss' }\n",
+            "accounts.a.period.zone",
+            13,
+            "unknown time zone 'Europe/Pariss'",
+        ),
+        (
+            MINIMAL + "[accounts.a]\nscope = 'team'\nlimit = -5\n",
+            "accounts.a.limit",
+            12,
+            "must be >= 0, got -5",
         ),
         (
             MINIMAL.replace('provider = "openai"', 'provider = "openai"\ncolour = "red"'),
@@ -91,13 +104,15 @@ def test_defaults_fill_everything_optional() -> None:
             MINIMAL + "[failures.made_up]\nscope = 'pair'\naction = 'cooldown'\n",
             "failures",
             10,
-            "FailureClass",
+            "must be one of auth_error,",
         ),
         (MINIMAL + "[limits]\nattempts_max = 0\n", "limits.attempts_max", 11, ""),
     ],
     ids=[
         "wrong-type",
         "bad-enum",
+        "unknown-zone",
+        "negative-limit",
         "unknown-key",
         "unknown-credential",
         "unknown-failure",
