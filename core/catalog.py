@@ -9,8 +9,9 @@ from __future__ import annotations
 from .budget import events as _budget_events
 from .credentials import events as _credentials_events
 from .events import REGISTRY
+from .operator import events as _operator_events
 from .routing import events as _routing_events
 
 __all__ = ["REGISTRY"]
 
-_CONTEXTS = (_budget_events, _credentials_events, _routing_events)
+_CONTEXTS = (_budget_events, _credentials_events, _operator_events, _routing_events)

@@ -11,6 +11,7 @@ kind            key                                     folded by
 ``install:``    an installation id                      credentials
 ``account:``    a budget account id                     budget
 ``hold:``       a budget hold id                        budget
+``operator:``   an operator command id                  nothing (audit and idempotency)
 ==============  ======================================  ===========================
 
 The id limits follow from :data:`~routeledger.core.events.STREAM_ID_LENGTH_MAX`
@@ -31,6 +32,7 @@ __all__ = [
     "ID_LENGTH_MAX",
     "INSTALLATION",
     "MODEL_NAME_LENGTH_MAX",
+    "OPERATOR",
     "PAIR",
     "REQUEST",
     "account_stream",
@@ -38,6 +40,7 @@ __all__ = [
     "hold_stream",
     "installation_stream",
     "is_pair_stream",
+    "operator_stream",
     "pair_stream",
     "request_stream",
 ]
@@ -48,6 +51,7 @@ CREDENTIAL: Final = "cred:"
 INSTALLATION: Final = "install:"
 ACCOUNT: Final = "account:"
 HOLD: Final = "hold:"
+OPERATOR: Final = "operator:"
 
 #: Longest credential id. Why: ``pair:<credential>:<model>`` must fit the
 #: 200-character stream id (5 + 64 + 1 + 128 = 198).
@@ -62,6 +66,7 @@ ID_LENGTH_MAX: Final = STREAM_ID_LENGTH_MAX - len(INSTALLATION) - 12
 
 assert len(PAIR) + CREDENTIAL_ID_LENGTH_MAX + 1 + MODEL_NAME_LENGTH_MAX <= STREAM_ID_LENGTH_MAX
 assert len(INSTALLATION) + ID_LENGTH_MAX <= STREAM_ID_LENGTH_MAX
+assert len(OPERATOR) + ID_LENGTH_MAX <= STREAM_ID_LENGTH_MAX
 
 
 def request_stream(request_id: str) -> str:
@@ -92,6 +97,11 @@ def account_stream(account_id: str) -> str:
 def hold_stream(hold_id: str) -> str:
     """The stream of a budget hold: ``hold:<hold_id>``."""
     return HOLD + hold_id
+
+
+def operator_stream(command_id: str) -> str:
+    """The stream of one operator command's record: ``operator:<command_id>``."""
+    return OPERATOR + command_id
 
 
 def is_pair_stream(stream_id: str) -> bool:

@@ -40,6 +40,9 @@ class UnusableReason(enum.Enum):
     EXPIRED = "expired"
     #: Revoked by an operator.
     REVOKED = "revoked"
+    #: The gateway has no key for it here (its configured variable is unset): a
+    #: local configuration mistake, never recorded as the upstream's failure.
+    SECRET_MISSING = "secret_missing"
     #: The credential is usable, but this model name is not in its resolved set.
     MODEL_NOT_RESOLVED = "model_not_resolved"
 

@@ -24,7 +24,8 @@ import attrs
 from routeledger.core.events import Event
 from routeledger.core.routing.events import (
     AttemptRouted,
-    BlockEvent,
+    BlockImposed,
+    BlockLifted,
     Clamp,
     CooldownCleared,
     CooldownExtended,
@@ -32,6 +33,7 @@ from routeledger.core.routing.events import (
     CredentialSuspended,
     PairSuspended,
     ProbeAllowed,
+    ScopeEvent,
 )
 from routeledger.core.routing.failures import FailureClass
 from routeledger.core.routing.state import Status
@@ -94,7 +96,7 @@ class AvailabilityRow:
     status: Status
     #: Blocked (or probing) until this engine time; ``None`` when available.
     until_us: int | None
-    #: The failure class behind the block (kept while half-open).
+    #: The failure class behind the block (kept while half-open; ``None`` for an operator's).
     reason: FailureClass | None
     #: What the hint clamp did (cooldowns only).
     clamp: Clamp | None
@@ -127,7 +129,7 @@ class AvailabilityBoard(Projection):
         #: Stream id (``pair:<c>:<m>`` or ``cred:<c>``) -> record.
         self.scopes: dict[str, ScopeRecord] = {}
 
-    def _scope(self, evt: BlockEvent, position: int) -> ScopeRecord:
+    def _scope(self, evt: ScopeEvent, position: int) -> ScopeRecord:
         record = self.scopes.get(evt.stream_id)
         if record is None:
             record = self.scopes[evt.stream_id] = ScopeRecord(evt.credential_id, evt.upstream_model)
@@ -161,7 +163,16 @@ class AvailabilityBoard(Projection):
         record.needs_probe = True
         record.probe_until_us = 0
 
-    def _on_cleared(self, position: int, evt: CooldownCleared) -> None:
+    def _on_imposed(self, position: int, evt: BlockImposed) -> None:
+        record = self._scope(evt, position)
+        record.until_us = evt.until_us
+        record.suspended = True
+        record.reason = None
+        record.clamp = None
+        record.needs_probe = True
+        record.probe_until_us = 0
+
+    def _on_cleared(self, position: int, evt: CooldownCleared | BlockLifted) -> None:
         record = self._scope(evt, position)
         record.until_us = 0
         record.suspended = False
@@ -182,6 +193,8 @@ class AvailabilityBoard(Projection):
         CredentialSuspended: _on_suspended,
         CooldownCleared: _on_cleared,
         ProbeAllowed: _on_probe,
+        BlockLifted: _on_cleared,
+        BlockImposed: _on_imposed,
     }
 
     def document(self, now_us: int) -> dict[str, object]:

@@ -139,7 +139,7 @@ class BudgetBoard(Projection):
     def _on_opened(self, position: int, evt: ev.AccountOpened) -> None:
         self.accounts[evt.account_id] = AccountRecord(evt, position)
 
-    def _on_limit(self, position: int, evt: ev.LimitChanged) -> None:
+    def _on_limit(self, position: int, evt: ev.LimitChanged | ev.LimitConfigured) -> None:
         self._account(evt, position).limit = evt.limit
 
     def _on_corrected(self, position: int, evt: ev.SpendCorrected) -> None:
@@ -178,6 +178,7 @@ class BudgetBoard(Projection):
     _HANDLERS: ClassVar[dict[type[Event], Callable[[Any, int, Any], None]]] = {
         ev.AccountOpened: _on_opened,
         ev.LimitChanged: _on_limit,
+        ev.LimitConfigured: _on_limit,
         ev.SpendCorrected: _on_corrected,
         ev.PeriodRolledOver: _on_rolled,
         ev.AmountReserved: _on_reserved,

@@ -211,7 +211,7 @@ def status(store_url: str | None, as_json: bool, at: str | None) -> None:
             row.upstream_model or "(all models)",
             f"[{style}]{row.status.value}[/]",
             format_time(row.until_us),
-            row.reason.value if row.reason else "-",
+            row.reason.value if row.reason else ("operator" if row.until_us else "-"),
             row.clamp.value if row.clamp else "-",
             f"#{row.since_position} {format_time(row.since_at_us)}",
         )
@@ -509,7 +509,7 @@ def _explain_member(
     ):
         if scope is not None and scope_status in (Status.COOLING, Status.SUSPENDED):
             status, until = scope_status, scope.until_us
-            reason = scope.reason.value if scope.reason else "?"
+            reason = scope.reason.value if scope.reason else "operator"
             described = f"{kind} {scope_status.value} ({reason})"
             break
     else:
@@ -884,6 +884,13 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=SERVE_GRACE_S,
     )
+
+
+# --------------------------------------------------------------------------- admin
+
+from routeledger.adapters.cli.admin import admin  # noqa: E402  (a group of its own module)
+
+cli.add_command(admin)
 
 
 # --------------------------------------------------------------------------- entry points

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from routeledger.adapters.engine import maintenance
+from routeledger.adapters.engine import maintenance, operator
 from routeledger.adapters.engine.clock import Clock, SystemClock, uuid_ids
 from routeledger.adapters.engine.config import (
     CredentialEndpoint,
@@ -64,7 +64,7 @@ from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.adapters.store.eventstore import EventStore, StoreUnavailable, open_store
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget import events as budget_events
-from routeledger.core.budget.admin import ChangeLimit, decide_change_limit
+from routeledger.core.budget.admin import ChangeLimit, CorrectSpend, decide_change_limit
 from routeledger.core.budget.sinks import PlatformReport, SinkMode
 from routeledger.core.budget.values import Usage
 from routeledger.core.credentials.decide import (
@@ -79,13 +79,15 @@ from routeledger.core.credentials.lifecycle import usability
 from routeledger.core.errors import UsageError
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded
+from routeledger.core.operator import ReleaseHold
 from routeledger.core.routing import (
     FailureClass,
     StartRequest,
 )
 from routeledger.core.routing import state as routing_state
+from routeledger.core.routing.admin import ImposeBlock, LiftBlocks
 from routeledger.core.time import US_PER_S
-from routeledger.core.usability import CredentialUsability
+from routeledger.core.usability import CredentialUsability, UnusableReason
 
 __all__ = ["Engine"]
 
@@ -137,6 +139,9 @@ class Engine:
         #: Route only to what the credential lifecycle allows (I0); off = every
         #: configured credential is usable with the model names the policy lists.
         self.track_credentials = track_credentials
+        #: Credentials this process cannot use, whatever the log says (a key that is
+        #: not set here): routing skips them with this reason. Set by the executor.
+        self.unusable_here: Mapping[str, UnusableReason] = {}
         self.clock: Clock = clock or SystemClock()
         self._ids = ids or uuid_ids()
         self.scrubber = scrubber
@@ -257,16 +262,17 @@ class Engine:
         """Reconcile the log with the configured accounts, in one atomic append.
 
         The TOML is the desired state: an account it names that the log lacks is
-        opened; a changed limit is a ``LimitChanged`` (command id
+        opened; a limit the file changed is a ``LimitConfigured`` (command id
         ``config:limit:<account>:<limit>:v<version>``, so engines opening the same
-        file at once record it once). What cannot be changed by configuration (an
+        file at once record it once). An operator's ``LimitChanged`` stands until
+        the file's value changes: only a change of the file is applied. What cannot be changed by configuration (an
         account's scope, unit or period) and accounts no longer configured are
         kept as the log has them, with a WARNING line each. Every change is an
         INFO line.
         """
         decided = self.runtime.append(lambda state, now: _reconcile(state, self.config, now))
         for evt in decided:
-            if isinstance(evt, budget_events.LimitChanged):
+            if isinstance(evt, budget_events.LimitConfigured):
                 LOGGER.info(
                     "config: account %s limit %d -> %d",
                     evt.account_id,
@@ -408,7 +414,14 @@ class Engine:
         self, state: Folded, items: Sequence[Item], now_us: int
     ) -> list[Decided | Exception]:
         """The group committer's decider: the items under the current policy."""
-        return decide_items(self.config.policy, self.track_credentials, state, items, now_us)
+        return decide_items(
+            self.config.policy,
+            self.track_credentials,
+            state,
+            items,
+            now_us,
+            self.unusable_here,
+        )
 
     def cost_micros(self, model: str, input_tokens: int, output_tokens: int) -> int:
         """What ``model`` charges for these token counts (0 when it has no price)."""
@@ -443,6 +456,60 @@ class Engine:
         self._maintenance = maintenance.MaintenanceThread(self, every_s)
         self._maintenance.start()
 
+    # -- operator commands (each an Origin.ADMIN record with actor and reason) -------
+
+    def lift_blocks(
+        self,
+        credential_id: str | None = None,
+        upstream_model: str | None = None,
+        *,
+        actor: str,
+        reason: str,
+        command_id: str | None = None,
+    ) -> operator.OperatorResult:
+        """Clear cooldowns and suspensions: of one pair, one credential (and its pairs), or all."""
+        operator.check_scope(self, credential_id, upstream_model)
+        order = LiftBlocks(credential_id=credential_id, upstream_model=upstream_model)
+        return operator.operate(self, order, actor=actor, reason=reason, command_id=command_id)
+
+    def impose_block(
+        self,
+        credential_id: str,
+        upstream_model: str | None = None,
+        *,
+        duration_us: int,
+        actor: str,
+        reason: str,
+        command_id: str | None = None,
+    ) -> operator.OperatorResult:
+        """Suspend one pair (or a whole credential) for ``duration_us``; one probe follows."""
+        operator.check_scope(self, credential_id, upstream_model)
+        order = ImposeBlock(
+            credential_id=credential_id, upstream_model=upstream_model, duration_us=duration_us
+        )
+        return operator.operate(self, order, actor=actor, reason=reason, command_id=command_id)
+
+    def change_limit(
+        self, account_id: str, limit: int, *, actor: str, reason: str, command_id: str | None = None
+    ) -> operator.OperatorResult:
+        """Set an account's limit (the very next decision sees it, T3)."""
+        order = ChangeLimit(command_id="-", account_id=account_id, limit=limit)
+        return operator.operate(self, order, actor=actor, reason=reason, command_id=command_id)
+
+    def correct_spend(
+        self, account_id: str, delta: int, *, actor: str, reason: str, command_id: str | None = None
+    ) -> operator.OperatorResult:
+        """Correct an account's period and lifetime spend by ``delta`` (negative credits)."""
+        order = CorrectSpend(command_id="-", account_id=account_id, delta=delta, reason=reason)
+        return operator.operate(self, order, actor=actor, reason=reason, command_id=command_id)
+
+    def release_hold(
+        self, hold_id: str, *, actor: str, reason: str, command_id: str | None = None
+    ) -> operator.OperatorResult:
+        """Release an open hold now, before its TTL (recorded as the hold's refund)."""
+        order = ReleaseHold(hold_id=hold_id)
+        return operator.operate(self, order, actor=actor, reason=reason, command_id=command_id)
+
     def close(self) -> None:
         """Stop the maintenance thread, then close the store (idempotent)."""
         if not self._closed:
@@ -474,13 +541,13 @@ def _reconcile(state: Folded, config: EngineConfig, now: int) -> list[Event]:
             if opened.rejection is not None:
                 raise UsageError(f"accounts.{command.account_id}: cannot open: {opened.rejection}")
             events.extend(opened.events)
-        elif acc.limit != command.limit:
+        elif acc.configured_limit != command.limit:
             change = ChangeLimit(
                 command_id=f"config:limit:{acc.account_id}:{command.limit}:v{acc.version}",
                 account_id=acc.account_id,
                 limit=command.limit,
             )
-            changed = decide_change_limit(state.budget, change, now_us=now)
+            changed = decide_change_limit(state.budget, change, now_us=now, configured=True)
             if changed.rejection is not None and not changed.duplicate:
                 raise UsageError(f"accounts.{acc.account_id}.limit: {changed.rejection}")
             events.extend(changed.events)

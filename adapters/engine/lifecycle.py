@@ -92,7 +92,7 @@ from routeledger.core.routing.steps import (
     RouteWait,
 )
 from routeledger.core.time import US_PER_S
-from routeledger.core.usability import CredentialUsability
+from routeledger.core.usability import CredentialUsability, UnusableReason
 
 if TYPE_CHECKING:  # pragma: no cover
     from routeledger.adapters.engine.engine import Engine
@@ -557,8 +557,37 @@ def _decide_enter(
     return Decided((*started, *hold_events, *routed), None, step), (*started, *routed), held
 
 
+def _overlay(
+    policy: Policy,
+    credentials: Mapping[str, CredentialUsability] | None,
+    unusable: Mapping[str, UnusableReason],
+) -> Mapping[str, CredentialUsability]:
+    """``credentials`` (or, untracked, every configured one) with local reasons on top."""
+    if credentials is None:
+        credentials = {
+            spec.id: CredentialUsability(
+                credential_id=spec.id,
+                unusable=None,
+                resolved_models=None,
+                validates_model_names=False,
+            )
+            for spec in policy.credentials
+        }
+    merged = dict(credentials)
+    for credential_id, reason in unusable.items():
+        view = merged.get(credential_id)
+        if view is not None:
+            merged[credential_id] = attrs.evolve(view, unusable=reason)
+    return merged
+
+
 def decide_items(
-    policy: Policy, track_credentials: bool, state: Folded, items: Sequence[Item], now: int
+    policy: Policy,
+    track_credentials: bool,
+    state: Folded,
+    items: Sequence[Item],
+    now: int,
+    unusable: Mapping[str, UnusableReason] | None = None,
 ) -> list[Decided | Exception]:
     """Decide several requests' items as one batch, exactly as if appended one by one.
 
@@ -569,6 +598,8 @@ def decide_items(
     (the committer queues the rest for the next group).
     """
     credentials = usability(state.credentials, now) if track_credentials else None
+    if unusable:
+        credentials = _overlay(policy, credentials, unusable)
     if len(items) == 1:  # the common case (no concurrency): decided on the state itself
         lone = items[0]
         command = _hold_command(lone)
@@ -955,10 +986,14 @@ class RequestHandle:
             attempt = self._attempt
             if attempt is None or attempt.attempt_id != current.attempt_id:
                 attempt = Attempt(self, current)  # routed while the caller was cancelled
+            # The caller's own misuse of this API (a UsageError) ends the request
+            # like a cancellation: it says nothing about the upstream (no cooldown).
             failure = (
                 FailureClass.CALLER_CANCELLED
                 if error is None
-                or isinstance(error, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt))
+                or isinstance(
+                    error, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, UsageError)
+                )
                 else FailureClass.UNKNOWN
             )
             attempt.failed(

@@ -49,6 +49,7 @@ import orjson
 from routeledger.adapters.engine.config import mixed_dialects
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.lifecycle import Attempt, RequestHandle
+from routeledger.adapters.engine.logs import LOGGER
 from routeledger.adapters.engine.results import (
     BudgetRejected,
     Degradation,
@@ -90,6 +91,7 @@ from routeledger.core.credentials.secrets import SecretReader
 from routeledger.core.errors import UsageError
 from routeledger.core.routing import FailureClass, Phase
 from routeledger.core.time import US_PER_S
+from routeledger.core.usability import UnusableReason
 
 __all__ = [
     "ChatEvent",
@@ -325,6 +327,9 @@ class Executor:
         }
         self.secrets: SecretReader = secrets or EnvironmentSecretReader(names=names)
         engine.scrubber = engine.scrubber.with_secrets(self.secrets.secret_values())
+        #: Credentials whose configuration names a key variable (``secret_env``).
+        self._keyed = tuple(sorted(names))
+        self.check_secrets()
         http, timeouts = engine.config.http, engine.config.timeouts
         limits = httpx.Limits(
             max_connections=http.max_connections,
@@ -340,6 +345,32 @@ class Executor:
             write=timeouts.connect_us / US_PER_S,
             pool=http.pool_timeout_us / US_PER_S,
         )
+
+    def check_secrets(self) -> frozenset[str]:
+        """Which configured keys are missing here; routing skips those credentials.
+
+        A credential whose ``secret_env`` is set in the configuration but whose
+        variable is unset or empty is not routed (``secret_missing`` in the
+        decision's skips): a local mistake must not become a 401, a durable
+        suspension, or the upstream's failure. Checked at start-up (a WARNING
+        each) and before every request (an INFO line when a key appears).
+        """
+        missing = frozenset(cid for cid in self._keyed if not self.secrets.get(cid))
+        before = self.engine.unusable_here
+        if missing == before.keys():
+            return missing
+        endpoints = self.engine.config.endpoints
+        for cid in sorted(missing - before.keys()):
+            LOGGER.warning(
+                "credential %s: its key variable %s is not set: not routed until it is",
+                cid,
+                endpoints[cid].secret_env,
+            )
+        for cid in sorted(before.keys() - missing):
+            LOGGER.info("credential %s: its key is set: routed again", cid)
+            self.engine.scrubber = self.engine.scrubber.with_secrets(self.secrets.secret_values())
+        self.engine.unusable_here = dict.fromkeys(missing, UnusableReason.SECRET_MISSING)
+        return missing
 
     async def aclose(self) -> None:
         """Close the HTTP client if the executor made it."""
@@ -449,6 +480,8 @@ class Executor:
         payload, input_tokens, max_tokens = parse_chat_body(
             body, output_limit=self.engine.output_tokens_max(ask.route, ask.backups)
         )
+        if self._keyed:
+            self.check_secrets()
         handle = self.engine.request(
             route=ask.route,
             caller_scope=ask.caller_scope,

@@ -1,9 +1,9 @@
 """Budget deciders an operator or the maintenance loop runs, not a request: limits,
 spend corrections, period rollover.
 
-Parked here until [G4] wires them into the engine (its maintenance loop rolls
-periods over; its operator commands change limits and correct spend): no engine,
-server or CLI path calls them yet. They decide exactly like the request-path
+The engine's maintenance loop rolls periods over; its configuration
+reconciliation and operator commands (``routeledger.core.operator``) change
+limits and correct spend. They decide exactly like the request-path
 deciders in :mod:`.decide` (validation, idempotency by command id, X1) and
 share its helpers.
 """
@@ -71,8 +71,14 @@ def _account_command(
     return account_conflict(acc, command_id, digest, recorded, now_us)
 
 
-def decide_change_limit(state: LedgerState, command: ChangeLimit, *, now_us: int) -> Decision:
-    """Change an account's limit; the very next decision sees it (T3)."""
+def decide_change_limit(
+    state: LedgerState, command: ChangeLimit, *, now_us: int, configured: bool = False
+) -> Decision:
+    """Change an account's limit; the very next decision sees it (T3).
+
+    ``configured``: the change comes from the configuration file
+    (``LimitConfigured``), not from an operator (``LimitChanged``).
+    """
     now_us = check_now(now_us)
     acc = _account_command(
         state, command.account_id, command.command_id, f"limit|{command.limit}", now_us
@@ -84,7 +90,7 @@ def decide_change_limit(state: LedgerState, command: ChangeLimit, *, now_us: int
         return _invalid(f"limit: {problem}", account_id=acc.account_id)
     return Decision(
         events=(
-            ev.LimitChanged(
+            (ev.LimitConfigured if configured else ev.LimitChanged)(
                 stream_id=account_stream(acc.account_id),
                 version=acc.version + 1,
                 at_us=now_us,

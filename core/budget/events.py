@@ -48,6 +48,7 @@ __all__ = [
     "HoldSettled",
     "LateUsageBooked",
     "LimitChanged",
+    "LimitConfigured",
     "PeriodRolledOver",
     "SpendCorrected",
 ]
@@ -99,6 +100,22 @@ class AccountOpened(AccountEvent):
 @attrs.frozen(kw_only=True)
 class LimitChanged(AccountEvent):
     """An operator changed the account's limit (T3: the next decision sees it)."""
+
+    command_id: str
+    command_digest: str
+    limit: int
+    previous_limit: int
+
+
+@event("routeledger.LimitConfigured", 1, Origin.ADMIN)
+@attrs.frozen(kw_only=True)
+class LimitConfigured(AccountEvent):
+    """The configuration file set a new limit (reconciled at open, T3).
+
+    Kept apart from an operator's ``LimitChanged``: the file's value is applied
+    when *it* changes, so an operator's change stands across restarts until the
+    file says something new.
+    """
 
     command_id: str
     command_digest: str

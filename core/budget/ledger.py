@@ -94,6 +94,7 @@ class AccountState:
 
     __slots__ = (
         "account_id",
+        "configured_limit",
         "lifetime_spent",
         "limit",
         "opened_at_us",
@@ -113,6 +114,8 @@ class AccountState:
         self.scope: AccountScope = e.scope
         self.unit: Unit = e.unit
         self.limit: int = e.limit
+        #: The limit the configuration file last set (an operator may have changed ``limit``).
+        self.configured_limit: int = e.limit
         self.period: PeriodSpec = e.period
         self.period_start_us: int = e.period_start_us
         self.period_end_us: int = e.period_end_us
@@ -249,6 +252,14 @@ def _limit_changed(s: LedgerState, e: ev.LimitChanged) -> None:
     s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
 
 
+def _limit_configured(s: LedgerState, e: ev.LimitConfigured) -> None:
+    acc = s.accounts[e.account_id]
+    acc.limit = e.limit
+    acc.configured_limit = e.limit
+    acc.version = e.version
+    s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
+
+
 def _spend_corrected(s: LedgerState, e: ev.SpendCorrected) -> None:
     acc = s.accounts[e.account_id]
     acc.spent += e.delta
@@ -380,6 +391,7 @@ _Handler: TypeAlias = Callable[[LedgerState, "ev.BudgetEvent"], None]
 _HANDLERS: Final[Mapping[type[object], _Handler]] = {
     ev.AccountOpened: _account_opened,  # type: ignore[dict-item]
     ev.LimitChanged: _limit_changed,  # type: ignore[dict-item]
+    ev.LimitConfigured: _limit_configured,  # type: ignore[dict-item]
     ev.SpendCorrected: _spend_corrected,  # type: ignore[dict-item]
     ev.PeriodRolledOver: _period_rolled_over,  # type: ignore[dict-item]
     ev.AmountReserved: _amount_reserved,  # type: ignore[dict-item]

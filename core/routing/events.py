@@ -16,7 +16,8 @@ Streams:
   ``AttemptFailed``;
 * ``pair:<credential_id>:<upstream_model>`` — availability of one pair:
   ``CooldownStarted``, ``CooldownExtended``, ``PairSuspended``,
-  ``CooldownCleared``, ``ProbeAllowed`` with ``upstream_model`` set;
+  ``CooldownCleared``, ``ProbeAllowed`` with ``upstream_model`` set, and the
+  operator's ``BlockLifted`` and ``BlockImposed`` (``Origin.ADMIN``);
 * ``cred:<credential_id>`` — credential-wide availability: the same events
   with ``upstream_model=None``, plus ``CredentialSuspended``. This stream is
   shared with the credential lifecycle, so routing tracks its head version
@@ -37,6 +38,8 @@ __all__ = [
     "AttemptRouted",
     "AttemptSucceeded",
     "BlockEvent",
+    "BlockImposed",
+    "BlockLifted",
     "Clamp",
     "Continuation",
     "CooldownCleared",
@@ -53,6 +56,7 @@ __all__ = [
     "ProbeAllowed",
     "RequestReceived",
     "RoutingEvent",
+    "ScopeEvent",
     "SkipReason",
     "Skipped",
     "WaitDecided",
@@ -106,6 +110,8 @@ class SkipReason(enum.Enum):
     EXPIRED = "expired"
     #: Lifecycle: revoked.
     REVOKED = "revoked"
+    #: The gateway has no key for the credential here (its variable is unset).
+    SECRET_MISSING = "secret_missing"
     #: Lifecycle: the model name is not in the credential's resolved set (I0).
     MODEL_NOT_RESOLVED = "model_not_resolved"
 
@@ -305,12 +311,18 @@ class AttemptFailed(RoutingEvent):
 
 
 @attrs.frozen(kw_only=True)
-class BlockEvent(RoutingEvent):
-    """Fields shared by availability decisions on a pair or credential stream."""
+class ScopeEvent(RoutingEvent):
+    """An event on a pair or credential stream: the scope whose availability it changes."""
 
     credential_id: str
     #: ``None`` on the ``cred:`` stream (credential-wide).
     upstream_model: str | None
+
+
+@attrs.frozen(kw_only=True)
+class BlockEvent(ScopeEvent):
+    """Fields shared by availability decisions on a pair or credential stream."""
+
     request_id: str
     attempt_id: str
 
@@ -368,4 +380,25 @@ class CooldownCleared(BlockEvent):
 class ProbeAllowed(BlockEvent):
     """A half-open scope lets one probe through, until ``until_us`` at most (A4)."""
 
+    until_us: int
+
+
+@event("routeledger.BlockLifted", 1, Origin.ADMIN)
+@attrs.frozen(kw_only=True)
+class BlockLifted(ScopeEvent):
+    """An operator lifted the scope's cooldown or suspension: available at once, no probe.
+
+    Who and why are on the command's ``operator:<command_id>`` stream
+    (:class:`routeledger.core.operator.OperatorActed`, same ``command_id``).
+    """
+
+    command_id: str
+
+
+@event("routeledger.BlockImposed", 1, Origin.ADMIN)
+@attrs.frozen(kw_only=True)
+class BlockImposed(ScopeEvent):
+    """An operator suspended the scope until ``until_us`` (bounded, A3; one probe after, A4)."""
+
+    command_id: str
     until_us: int

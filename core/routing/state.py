@@ -19,7 +19,9 @@ Rules (the spec ids are in ``../shared/spec/invariants.md``):
    ``ready_us`` caches ``max(until_us, probe_until_us)``: the scope is not
    selectable strictly before it (the deciders' hot path reads only this).
 3. Only ``CooldownCleared`` (decided from a real upstream success of that very
-   scope) resets a scope to AVAILABLE (A4, I1.2).
+   scope) or an operator's ``BlockLifted`` resets a scope to AVAILABLE (A4,
+   I1.2). An operator's ``BlockImposed`` suspends it like a failure would,
+   without a failure class (``reason`` stays ``None``).
 4. ``until_us`` only grows: the decider computes ``max(until, now + d)`` (A2).
 
 Theory of operation. The state is a private mutable accumulator owned by the
@@ -46,6 +48,8 @@ from .events import (
     AttemptFailed,
     AttemptRouted,
     AttemptSucceeded,
+    BlockImposed,
+    BlockLifted,
     CooldownCleared,
     CooldownExtended,
     CooldownStarted,
@@ -124,7 +128,7 @@ class ScopeState:
         self.level = 0
         #: Whether the block is a suspension rather than a cooldown.
         self.suspended = False
-        #: The failure class behind the block.
+        #: The failure class behind the block (``None`` for an operator's suspension).
         self.reason: FailureClass | None = None
         #: Blocked once and not yet healed by a real success: half-open after expiry.
         self.needs_probe = False
@@ -293,7 +297,20 @@ def _on_suspended(state: RoutingState, event: PairSuspended | CredentialSuspende
     return state
 
 
-def _on_cleared(state: RoutingState, event: CooldownCleared) -> RoutingState:
+def _on_imposed(state: RoutingState, event: BlockImposed) -> RoutingState:
+    scope = _scope(state, event)
+    scope.until_us = event.until_us
+    scope.ready_us = event.until_us
+    scope.blocked_at_us = event.at_us
+    scope.suspended = True
+    scope.reason = None
+    scope.needs_probe = True
+    scope.probe_until_us = 0
+    refresh_leaves(state, event.stream_id)
+    return state
+
+
+def _on_cleared(state: RoutingState, event: CooldownCleared | BlockLifted) -> RoutingState:
     scope = _scope(state, event)
     scope.until_us = 0
     scope.ready_us = 0
@@ -399,6 +416,8 @@ _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] =
     CredentialSuspended: _on_suspended,
     CooldownCleared: _on_cleared,
     ProbeAllowed: _on_probe,
+    BlockLifted: _on_cleared,
+    BlockImposed: _on_imposed,
 }
 
 
@@ -438,8 +457,8 @@ def _check_scope(key: str, scope: ScopeState) -> None:
         raise InvariantViolation(f"{key}: backoff level {scope.level} out of 0..{LEVEL_MAX}")
     if not scope.needs_probe and (scope.until_us or scope.probe_until_us or scope.level):
         raise InvariantViolation(f"A4: {key} is healed but keeps a block")
-    if scope.needs_probe and scope.reason is None:
-        raise InvariantViolation(f"{key}: blocked without a reason")
+    if scope.needs_probe and scope.reason is None and not scope.suspended:
+        raise InvariantViolation(f"{key}: cooling down without a failure class")
 
 
 def check_invariants(state: RoutingState) -> None:

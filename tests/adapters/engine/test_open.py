@@ -44,7 +44,7 @@ def test_a_read_only_database_fails_at_open_not_at_the_first_request(
 def test_lowering_a_limit_in_the_file_takes_effect_at_the_next_open_as_one_event(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The TOML is the desired state: a changed limit is a LimitChanged at open, logged, and
+    """The TOML is the desired state: a changed limit is a LimitConfigured at open, logged, and
     opening again with the same file (or from a second engine) records nothing more."""
     url = f"sqlite:///{tmp_path}/gateway.db"
     Engine.open(url, parse_config(CONFIG)).close()
@@ -52,7 +52,7 @@ def test_lowering_a_limit_in_the_file_takes_effect_at_the_next_open_as_one_event
     with caplog.at_level(logging.INFO, logger="routeledger.engine"):
         engine = Engine.open(url, lowered)
     assert engine.state.budget.accounts["team"].limit == 300
-    changes = [r.event for r in engine.store.read_all() if isinstance(r.event, bev.LimitChanged)]
+    changes = [r.event for r in engine.store.read_all() if isinstance(r.event, bev.LimitConfigured)]
     assert [(c.previous_limit, c.limit) for c in changes] == [(1_000, 300)]
     assert "config: account team limit 1000 -> 300" in caplog.text
     positions = engine.store.max_position()

@@ -319,3 +319,38 @@ def test_flapping_primary_gets_traffic_back_after_it_recovers(
     primary_attempts = [a for a in fake.attempts() if a.model == "primary-model"]
     assert len(primary_attempts) <= 3  # no hammering while it was down
     assert_no_open_hold(engine)
+
+
+def test_a_credential_whose_key_is_not_set_is_not_routed_until_it_is(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing key is reported at start-up and skipped (secret_missing), never sent as a 401
+    nor recorded as the upstream's failure; once the variable is set, the credential serves."""
+    from routeledger.core.routing.events import AttemptRouted, SkipReason
+
+    monkeypatch.setenv("ROUTELEDGER_SECRET_SPARE", KEYS["ROUTELEDGER_SECRET_SPARE"])
+    monkeypatch.delenv("ROUTELEDGER_SECRET_PRIMARY", raising=False)
+    fake.set_scripts({"primary-model": "ok", "spare-model": "ok"})
+    config = parse_config(config_text(fake.base_url, "primary-model", "spare-model"))
+    engine = Engine.open("memory://", config, clock=SystemClock(), ids=counter_ids())
+    body = {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 64}
+
+    async def go() -> tuple[Completion, Completion]:
+        executor = Executor(engine)
+        try:
+            first = await executor.chat(body, route="chat", caller_scope="u", accounts=("team",))
+            monkeypatch.setenv("ROUTELEDGER_SECRET_PRIMARY", KEYS["ROUTELEDGER_SECRET_PRIMARY"])
+            second = await executor.chat(body, route="chat", caller_scope="u", accounts=("team",))
+            return first, second
+        finally:
+            await executor.aclose()
+
+    first, second = asyncio.run(go())
+    assert "ROUTELEDGER_SECRET_PRIMARY is not set" in caplog.text
+    assert first.credential_id == "spare" and second.credential_id == "primary"
+    assert models_seen(fake) == ["spare-model", "primary-model"]
+    routed = [
+        e for e in engine.store.load(f"request:{first.request_id}") if isinstance(e, AttemptRouted)
+    ]
+    assert [s.reason for s in routed[0].skipped] == [SkipReason.SECRET_MISSING]
+    assert failures(engine, first.request_id) == [] and engine.state.routing.creds == {}

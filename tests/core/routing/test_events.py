@@ -54,7 +54,8 @@ def test_every_routing_event_is_registered_with_a_routeledger_tag() -> None:
         for name in routing_events.__all__
         if isinstance(getattr(routing_events, name), type)
         and issubclass(getattr(routing_events, name), RoutingEvent)
-        and getattr(routing_events, name) not in (RoutingEvent, BlockEvent)
+        and getattr(routing_events, name)
+        not in (RoutingEvent, BlockEvent, routing_events.ScopeEvent)
     }
     assert names == declared
     for cls in classes:
@@ -62,9 +63,15 @@ def test_every_routing_event_is_registered_with_a_routeledger_tag() -> None:
 
 
 def test_observations_are_kept_apart_from_decisions() -> None:
-    """STYLE 5: what adapters observed is OBSERVED, everything else the core DECIDED (what-if replay)."""
+    """STYLE 5: adapters' observations are OBSERVED, operators' orders ADMIN, the rest DECIDED."""
     for cls in _routing_classes():
-        expected = Origin.OBSERVED if cls.__name__ in OBSERVED else Origin.DECIDED
+        expected = (
+            Origin.OBSERVED
+            if cls.__name__ in OBSERVED
+            else Origin.ADMIN
+            if cls.__name__ in ("BlockLifted", "BlockImposed")
+            else Origin.DECIDED
+        )
         assert cls.ORIGIN is expected, cls
 
 

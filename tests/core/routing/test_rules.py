@@ -796,7 +796,10 @@ def test_unknown_routing_event_type_is_an_invariant_violation() -> None:
         (lambda s: setattr(s, "ready_us", s.until_us + 1), "ready_us"),
         (lambda s: setattr(s, "level", LEVEL_MAX + 1), "level"),
         (lambda s: setattr(s, "needs_probe", False), "A4"),
-        (lambda s: setattr(s, "reason", None), "reason"),
+        (
+            lambda s: (setattr(s, "reason", None), setattr(s, "suspended", False)),
+            "failure class",
+        ),
         (lambda s: setattr(s, "probe_until_us", -1), "negative"),
     ],
 )

@@ -1,0 +1,165 @@
+"""``routeledger admin …``: operator commands on the log a gateway runs on (docs/operations.md).
+
+Each subcommand opens the engine on ``--store`` with ``--config`` (the store
+must exist: ``create=False``; no maintenance thread), carries out one operator
+command and prints what it did. Every command is recorded with ``--actor``
+(default ``$ROUTELEDGER_ACTOR``, else ``$USER``) and ``--reason``, and is
+idempotent by ``--command-id``: run it again with the same id and nothing
+new is recorded.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+import orjson
+
+from routeledger.core.time import US_PER_S
+
+if TYPE_CHECKING:  # pragma: no cover
+    from routeledger.adapters.engine.engine import Engine
+    from routeledger.adapters.engine.operator import OperatorResult
+
+__all__ = ["admin"]
+
+#: Units ``--for`` accepts, in seconds.
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - a uid without a name
+        return "operator"
+
+
+def _common(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every admin subcommand takes."""
+    options = [
+        click.option(
+            "--config",
+            "config_path",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The gateway's TOML configuration.",
+        ),
+        click.option("--store", "store_url", default=None, metavar="URL", help="Store URL."),
+        click.option(
+            "--actor",
+            envvar="ROUTELEDGER_ACTOR",
+            default=_default_actor,
+            show_default="$ROUTELEDGER_ACTOR, else the login name",
+            help="Who is acting (recorded).",
+        ),
+        click.option("--reason", required=True, help="Why (recorded, one sentence)."),
+        click.option("--command-id", default=None, help="Idempotency key (default: a fresh id)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run(
+    config_path: Path,
+    store_url: str | None,
+    as_json: bool,
+    act: Callable[[Engine], OperatorResult],
+) -> None:
+    from routeledger.adapters.engine.engine import Engine
+
+    with Engine.open(store_url, config_path, maintenance=False, create=False) as engine:
+        result = act(engine)
+    if as_json:
+        document = {
+            "command_id": result.command_id,
+            "action": result.action.value,
+            "target": result.target,
+            "effects": result.effects,
+            "duplicate": result.duplicate,
+        }
+        click.echo(orjson.dumps(document, option=orjson.OPT_SORT_KEYS).decode())
+        return
+    again = (
+        " (already done under this command id: nothing new recorded)" if result.duplicate else ""
+    )
+    click.echo(
+        f"{result.action.value} on {result.target}: {result.effects} event(s), "
+        f"command {result.command_id}{again}"
+    )
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``15m``, ``2h``, ``1d`` (or bare seconds) in microseconds."""
+    unit = text[-1:] if text[-1:] in _DURATION_UNITS else "s"
+    number = text[:-1] if text[-1:] in _DURATION_UNITS else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 2h or 1d") from None
+    if not value > 0:
+        raise click.BadParameter(f"{text!r}: a duration must be positive")
+    return round(value * _DURATION_UNITS[unit] * US_PER_S)
+
+
+@click.group()
+def admin() -> None:
+    """Operator commands: lift or impose blocks, change limits, correct spend, release holds."""
+
+
+@admin.command("lift")
+@_common
+@click.option("--credential", default=None, help="Only this credential (and its pairs).")
+@click.option("--model", default=None, help="With --credential: only this upstream model.")
+@click.option("--all", "everything", is_flag=True, help="Every blocked scope.")
+def lift(credential: str | None, model: str | None, everything: bool, **common: Any) -> None:
+    """Clear cooldowns and suspensions (one pair, one credential, or --all); no probe needed."""
+    if everything == (credential is not None):
+        raise click.UsageError("give --credential (optionally with --model) or --all")
+    _act(common, lambda e, who: e.lift_blocks(credential, model, **who))
+
+
+@admin.command("suspend")
+@_common
+@click.option("--credential", required=True, help="The credential.")
+@click.option("--model", default=None, help="Only this upstream model (default: every model).")
+@click.option("--for", "duration", required=True, help="How long: 90s, 15m, 2h, 1d.")
+def suspend(credential: str, model: str | None, duration: str, **common: Any) -> None:
+    """Suspend a pair (or a credential) for a duration; one probe follows its end."""
+    duration_us = parse_duration(duration)
+    _act(common, lambda e, who: e.impose_block(credential, model, duration_us=duration_us, **who))
+
+
+@admin.command("set-limit")
+@_common
+@click.argument("account")
+@click.argument("limit", type=int)
+def set_limit(account: str, limit: int, **common: Any) -> None:
+    """Set ACCOUNT's limit to LIMIT (its unit: micro-units of money, tokens or requests)."""
+    _act(common, lambda e, who: e.change_limit(account, limit, **who))
+
+
+@admin.command("correct-spend")
+@_common
+@click.argument("account")
+@click.option("--delta", required=True, type=int, help="Amount to add (negative credits).")
+def correct_spend(account: str, delta: int, **common: Any) -> None:
+    """Add --delta (negative to credit) to ACCOUNT's period and lifetime spend."""
+    _act(common, lambda e, who: e.correct_spend(account, delta, **who))
+
+
+@admin.command("release-hold")
+@_common
+@click.argument("hold")
+def release_hold(hold: str, **common: Any) -> None:
+    """Release the open hold HOLD (a request id) now, before its TTL."""
+    _act(common, lambda e, who: e.release_hold(hold, **who))
+
+
+def _act(common: dict[str, Any], act: Callable[[Engine, dict[str, Any]], OperatorResult]) -> None:
+    who = {"actor": common["actor"], "reason": common["reason"], "command_id": common["command_id"]}
+    _run(common["config_path"], common["store_url"], common["as_json"], lambda e: act(e, who))
