@@ -8,7 +8,8 @@ Endpoints (docs/server.md):
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (config loaded, store reachable);
 * ``GET /metrics`` — Prometheus text (``adapters/server/metrics.py``);
 * ``GET /admin/status`` and ``GET /admin/budget`` — the CLI's ``status --json`` and
-  ``budget --json``, behind the admin key.
+  ``budget --json``, behind the admin key; ``POST /admin/<command>`` — operator
+  commands (``adapters/server/admin.py``).
 
 Every answer carries ``x-request-id``; a chat answer's id is the engine's request
 id, which ``routeledger audit <id>`` explains. A served non-streamed answer also
@@ -47,11 +48,13 @@ from starlette.routing import Route
 from routeledger.adapters.engine.clock import SystemClock
 from routeledger.adapters.engine.config import ConfigError, EngineConfig, load_config
 from routeledger.adapters.engine.engine import Engine
+from routeledger.adapters.engine.operator import OperatorRefused, UnknownTarget
 from routeledger.adapters.engine.results import Served
 from routeledger.adapters.http import ChatEvent, ChatRequestError, Completion, Executor
 from routeledger.adapters.http.executor import problem_response, request_error_response
 from routeledger.adapters.providers.problems import Problem, render_refusal, render_unknown_route
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER
+from routeledger.adapters.server import admin
 from routeledger.adapters.server.clients import ClientKeys, key_digest, presented_key
 from routeledger.adapters.server.logs import configure_logging
 from routeledger.adapters.server.metrics import UNKNOWN_ROUTE_LABEL, ServerMetrics
@@ -115,6 +118,7 @@ class Gateway:
                 Route("/admin/status", self.admin_status, methods=["GET"]),
                 Route("/admin/budget", self.admin_budget, methods=["GET"]),
                 Route("/admin/state", self.admin_state, methods=["GET"]),
+                Route("/admin/{command}", self.admin_command, methods=["POST"]),
             ],
             lifespan=self._lifespan,
         )
@@ -405,6 +409,36 @@ class Gateway:
         document = await asyncio.to_thread(metrics.log.document, board, engine.clock.now_us())
         return Response(orjson.dumps(document), media_type=_JSON)
 
+    async def admin_command(self, request: Request) -> Response:
+        """``POST /admin/<command>``: an operator command (``adapters/server/admin.py``)."""
+        refused = self._admin_refusal(request)
+        if refused is not None:
+            return refused
+        engine = self.engine
+        assert engine is not None
+        name = request.path_params["command"]
+        if name not in admin.COMMANDS:
+            known = ", ".join(sorted(admin.COMMANDS))
+            return _admin_problem("not_found", 404, f"No admin command {name!r} (known: {known}).")
+        body = await _read_body(request, self.config.server.body_bytes_max)
+        parsed = _json_object(body) if body is not None else None
+        if parsed is None:
+            return _admin_problem("invalid_request", 400, "The body must be a JSON object.")
+        try:
+            act = admin.parse_command(name, parsed)
+            result = await asyncio.to_thread(act, engine)
+        except admin.AdminBodyError as error:
+            return _admin_problem("invalid_request", 400, str(error), param=error.field)
+        except UnknownTarget as error:
+            return _admin_problem("not_found", 404, str(error))
+        except OperatorRefused as error:
+            return _admin_problem("conflict", 409, str(error))
+        except UsageError as error:
+            return _admin_problem("invalid_request", 400, str(error))
+        except StoreError as error:
+            return _admin_problem("store_unavailable", 503, self.scrub(str(error)))
+        return Response(orjson.dumps(admin.result_document(result)), media_type=_JSON)
+
     def _admin_refusal(self, request: Request) -> Response | None:
         if self._admin_digest is None:
             problem = render_refusal(
@@ -415,6 +449,12 @@ class Gateway:
         if key is None or not hmac.compare_digest(key_digest(key), self._admin_digest):
             return _plain_problem(_unauthorized(""), "openai")
         return None
+
+
+def _admin_problem(code: str, status: int, detail: str, *, param: str | None = None) -> Response:
+    """An admin API error in the OpenAI error shape (its SDKs and curl users read it)."""
+    error: dict[str, Any] = {"message": detail, "type": code, "code": code, "param": param}
+    return Response(orjson.dumps({"error": error}), status_code=status, media_type=_JSON)
 
 
 def _admin_digest(config: EngineConfig, environ: Mapping[str, str]) -> bytes | None:

@@ -334,6 +334,59 @@ def test_the_admin_api_needs_its_key_and_answers_as_the_cli(world: World) -> Non
     assert set(status) == {"at_us", "position", "scopes"}
 
 
+def test_an_operator_lifts_a_suspension_over_the_admin_api_and_the_next_request_routes_there(
+    world: World,
+) -> None:
+    """A 401 suspends the primary; POST /admin/lift records who and why, and the very next
+    request is served by the primary again."""
+    world.scripts(**{"gpt-a": "unauthorized", "gpt-b": "ok"})
+    raw = world.openai.chat.completions.with_raw_response.create(
+        model="chat", messages=MESSAGES, max_tokens=16
+    )
+    assert raw.headers["x-routeledger-credential"] == "spare"
+    world.scripts(**{"gpt-a": "ok", "gpt-b": "ok"})
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    body = {"credential": "primary", "actor": "alice", "reason": "key fixed", "command_id": "op-7"}
+    lifted = httpx.post(world.root + "/admin/lift", json=body, headers=admin)
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json() == {
+        "command_id": "op-7",
+        "action": "lift_blocks",
+        "target": "cred:primary",
+        "effects": 1,
+        "duplicate": False,
+    }
+    raw = world.openai.chat.completions.with_raw_response.create(
+        model="chat", messages=MESSAGES, max_tokens=16
+    )
+    assert raw.headers["x-routeledger-credential"] == "primary"
+    again = httpx.post(world.root + "/admin/lift", json=body, headers=admin).json()
+    assert again["duplicate"] is True
+
+
+@pytest.mark.parametrize(
+    ("command", "body", "status", "says"),
+    [
+        ("lift", {"actor": "a", "reason": "r"}, 400, "credential: is required"),
+        ("suspend", {"credential": "primary", "actor": "a", "reason": "r"}, 400, "duration_s"),
+        ("lift", {"credential": "nope", "actor": "a", "reason": "r"}, 404, "'nope'"),
+        ("set-limit", {"account": "nope", "limit": 5, "actor": "a", "reason": "r"}, 409, "unknown"),
+        ("set-limit", {"account": "team", "limit": "5", "actor": "a", "reason": "r"}, 400, "int"),
+        ("reboot", {}, 404, "known: correct-spend"),
+    ],
+)
+def test_a_malformed_admin_command_names_what_was_wrong_and_records_nothing(
+    world: World, command: str, body: dict[str, Any], status: int, says: str
+) -> None:
+    """Admin API mistakes are 400/404/409 in the OpenAI error shape; the log is unchanged."""
+    before = world.positions()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    answer = httpx.post(world.root + f"/admin/{command}", json=body, headers=admin)
+    assert answer.status_code == status and says in answer.json()["error"]["message"]
+    assert httpx.post(world.root + "/admin/lift", json=body).status_code == 401
+    assert world.positions() == before
+
+
 def test_a_client_key_variable_that_is_not_set_stops_the_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
