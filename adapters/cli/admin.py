@@ -1,8 +1,9 @@
 """``routeledger admin …``: operator commands on the log a gateway runs on (docs/operations.md).
 
-Each subcommand opens the engine on ``--store`` with ``--config`` (the store
-must exist: ``create=False``; no maintenance thread), carries out one operator
-command and prints what it did. Every command is recorded with ``--actor``
+Each command subcommand opens the engine on ``--store`` with ``--config`` (the
+store must exist: ``create=False``; no maintenance thread), carries out one
+operator command and prints what it did; ``admin log`` lists what operators and
+the configuration file changed. Every command is recorded with ``--actor``
 (default ``$ROUTELEDGER_ACTOR``, else ``$USER``) and ``--reason``, and is
 idempotent by ``--command-id``: run it again with the same id and nothing
 new is recorded.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 import orjson
 
+from routeledger.core.events import Event, Origin
 from routeledger.core.time import US_PER_S
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,3 +165,43 @@ def release_hold(hold: str, **common: Any) -> None:
 def _act(common: dict[str, Any], act: Callable[[Engine, dict[str, Any]], OperatorResult]) -> None:
     who = {"actor": common["actor"], "reason": common["reason"], "command_id": common["command_id"]}
     _run(common["config_path"], common["store_url"], common["as_json"], lambda e: act(e, who))
+
+
+@admin.command("log")
+@click.option("--store", "store_url", default=None, metavar="URL", help="Store URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--last", default=50, show_default=True, type=click.IntRange(1), help="How many.")
+def log(store_url: str | None, as_json: bool, last: int) -> None:
+    """What operators and the configuration changed: every Origin.ADMIN event, newest last."""
+    from routeledger.adapters.cli.main import _emit_json, _read_store, format_time
+
+    with _read_store(store_url) as store:
+        found = (_admin_row(r.position, r.event) for r in store.read_all(0, page=10_000))
+        rows = [row for row in found if row is not None][-last:]
+    if as_json:
+        _emit_json({"events": rows})
+        return
+    for row in rows:
+        what = ", ".join(f"{k}={v}" for k, v in row.items() if k not in _ROW_HEAD and v != "")
+        click.echo(f"#{row['position']} {format_time(row['at_us'])} {row['event']} {what}")
+
+
+#: The columns every ``admin log`` row starts with.
+_ROW_HEAD: Final = ("position", "at_us", "event")
+
+
+def _admin_row(position: int, evt: Event) -> dict[str, Any] | None:
+    """One ``admin log`` row, or ``None`` for an event no operator or file decided."""
+    if type(evt).ORIGIN is not Origin.ADMIN:
+        return None
+    row: dict[str, Any] = {"position": position, "at_us": evt.at_us, "event": type(evt).__name__}
+    row["stream"] = evt.stream_id
+    for name in ("actor", "reason", "command_id", "limit", "previous_limit", "delta", "until_us"):
+        value = getattr(evt, name, None)
+        if value is not None:
+            row[name] = value
+    action = getattr(evt, "action", None)
+    if action is not None:
+        row["action"] = action.value
+        row["effects"] = getattr(evt, "effects", 0)
+    return row

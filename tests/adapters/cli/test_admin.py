@@ -121,3 +121,23 @@ def test_durations_read_as_people_write_them() -> None:
         86_400_000_000,
         30_000_000,
     ]
+
+
+def test_admin_log_lists_what_operators_and_the_file_changed(
+    gateway: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`admin log` shows each operator command with actor and reason, and the opened accounts;
+    request decisions are not in it."""
+    url, config = gateway
+    _admin(capsys, url, config, "lift", "--all", "--actor", "bob", "--reason", "after the outage")
+    assert main(["admin", "log", "--store", url, "--json"]) == EXIT_OK
+    rows = json.loads(capsys.readouterr().out)["events"]
+    assert [r["event"] for r in rows] == ["AccountOpened", "OperatorActed", "BlockLifted"]
+    acted = rows[1]
+    assert (acted["actor"], acted["reason"], acted["action"]) == (
+        "bob",
+        "after the outage",
+        "lift_blocks",
+    )
+    assert main(["admin", "log", "--store", url]) == EXIT_OK
+    assert "OperatorActed" in capsys.readouterr().out
