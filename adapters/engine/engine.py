@@ -70,11 +70,16 @@ from routeledger.core.budget.values import Usage
 from routeledger.core.credentials.decide import (
     CredentialFailure,
     ProvisionExplicitKey,
+    RecordFailure,
     RecordModelsResolved,
+    RecordResolutionFailed,
+    decide_failure,
     decide_models_resolved,
     decide_provision_explicit,
+    decide_resolution_failed,
 )
-from routeledger.core.credentials.events import CredentialMetadata, RoleModel
+from routeledger.core.credentials.events import CredentialMetadata, ResolutionFailure, RoleModel
+from routeledger.core.credentials.healing import CredentialStep, PrepareUse, decide_next_step
 from routeledger.core.credentials.lifecycle import usability
 from routeledger.core.errors import UsageError
 from routeledger.core.events import Event
@@ -402,6 +407,33 @@ class Engine:
         command = RecordModelsResolved(credential_id=credential_id, models=models, roles=roles)
         self.runtime.append(
             lambda s, now: decide_models_resolved(s.credentials, command, now_us=now)
+        )
+
+    def record_resolution_failed(self, credential_id: str, reason: ResolutionFailure) -> None:
+        """Record that listing a key's model names failed (the core decides the backoff)."""
+        command = RecordResolutionFailed(credential_id=credential_id, reason=reason)
+        self.runtime.append(
+            lambda s, now: decide_resolution_failed(s.credentials, command, now_us=now)
+        )
+
+    def record_key_rejected(self, credential_id: str, http_status: int | None = None) -> None:
+        """Record that the provider rejected the key (401/403) outside a request."""
+        command = RecordFailure(
+            credential_id=credential_id, failure=CredentialFailure.AUTH, http_status=http_status
+        )
+        self.runtime.append(lambda s, now: decide_failure(s.credentials, command, now_us=now))
+
+    def prepare_credential(self, credential_id: str) -> CredentialStep | None:
+        """What the lifecycle says to do before using ``credential_id`` (``None``: not
+        provisioned); appends what it decided on the way (an expiry)."""
+        if credential_id not in self.state.credentials.credentials:
+            return None
+        command = PrepareUse(
+            installation_id=self.config.engine.installation_id, credential_id=credential_id
+        )
+        return self.runtime.run(
+            lambda s, now: decide_next_step(s.credentials, command, now_us=now),
+            lambda step: step.events,
         )
 
     def usable_credentials(self) -> Mapping[str, CredentialUsability] | None:

@@ -66,6 +66,7 @@ from routeledger.adapters.http.chat import (
     upstream_payload,
     wants_usage,
 )
+from routeledger.adapters.providers.models import HttpModelLister, ModelLister
 from routeledger.adapters.providers.observe import (
     Observation,
     StreamObserver,
@@ -87,6 +88,7 @@ from routeledger.adapters.providers.problems import (
     stream_error_chunk,
 )
 from routeledger.adapters.providers.secrets import EnvironmentSecretReader
+from routeledger.core.credentials.healing import ResolveModels
 from routeledger.core.credentials.secrets import SecretReader
 from routeledger.core.errors import UsageError
 from routeledger.core.routing import FailureClass, Phase
@@ -315,6 +317,7 @@ class Executor:
         *,
         secrets: SecretReader | None = None,
         client: httpx.AsyncClient | None = None,
+        models: ModelLister | None = None,
     ) -> None:
         mixed = mixed_dialects(engine.config)
         if mixed is not None:
@@ -337,6 +340,10 @@ class Executor:
         )
         self._client = client or httpx.AsyncClient(limits=limits)
         self._own_client = client is None
+        #: Lists a key's models when the lifecycle decides *resolve* (``track_credentials``).
+        self.models: ModelLister = models or HttpModelLister(self._client)
+        #: One listing per credential at a time (concurrent requests wait for it).
+        self._listing: dict[str, asyncio.Lock] = {}
         # The read timeout starts unset (the first-token deadline covers the
         # headers) and becomes ``idle_us`` once the headers are in (_open).
         self._timeout = httpx.Timeout(
@@ -371,6 +378,50 @@ class Executor:
             self.engine.scrubber = self.engine.scrubber.with_secrets(self.secrets.secret_values())
         self.engine.unusable_here = dict.fromkeys(missing, UnusableReason.SECRET_MISSING)
         return missing
+
+    async def heal(self, route: str, backups: Sequence[str] = ()) -> tuple[str, ...]:
+        """Resolve the models of every credential of the route's chain whose lifecycle asks
+        for it (I0), against its stored key; returns the credentials it listed.
+
+        Called before each request when the engine tracks credential lifecycles:
+        a credential whose listing failed at provisioning heals on its next use.
+        The core decides when (``ResolveModels``; after failures a bounded
+        backoff, ``WaitUntil``); a credential that is usable costs no call.
+        """
+        plan = self.engine.config.policy.chain(route, tuple(backups))
+        if plan is None:
+            return ()
+        wanted = dict.fromkeys(m.credential for target in plan.targets for m in target.members)
+        listed = []
+        for credential_id in wanted:
+            step = await asyncio.to_thread(self.engine.prepare_credential, credential_id)
+            if not isinstance(step, ResolveModels):
+                continue
+            async with self._listing.setdefault(credential_id, asyncio.Lock()):
+                # Another request may have listed it while this one waited.
+                step = await asyncio.to_thread(self.engine.prepare_credential, credential_id)
+                if isinstance(step, ResolveModels):
+                    await self._resolve(credential_id)
+                    listed.append(credential_id)
+        return tuple(listed)
+
+    async def _resolve(self, credential_id: str) -> None:
+        """List one key's models and record the answer (names, a failure, or a rejected key)."""
+        engine = self.engine
+        endpoint = engine.endpoint(credential_id)
+        key = self.secrets.get(credential_id)
+        found = await self.models.list_models(endpoint.base_url, endpoint.dialect, key)
+        if isinstance(found, frozenset):
+            await asyncio.to_thread(engine.record_models, credential_id, found)
+            LOGGER.info("credential %s: %d models resolved", credential_id, len(found))
+        elif isinstance(found, int):
+            await asyncio.to_thread(engine.record_key_rejected, credential_id, found)
+            LOGGER.warning(
+                "credential %s: the key was rejected (%d) listing models", credential_id, found
+            )
+        else:
+            await asyncio.to_thread(engine.record_resolution_failed, credential_id, found)
+            LOGGER.warning("credential %s: listing models failed (%s)", credential_id, found.value)
 
     async def aclose(self) -> None:
         """Close the HTTP client if the executor made it."""
@@ -482,6 +533,8 @@ class Executor:
         )
         if self._keyed:
             self.check_secrets()
+        if self.engine.track_credentials:
+            await self.heal(ask.route, ask.backups)
         handle = self.engine.request(
             route=ask.route,
             caller_scope=ask.caller_scope,

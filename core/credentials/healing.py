@@ -1,8 +1,10 @@
 """Self-healing of the credential lifecycle (I0): what to do before using a credential.
 
-Parked until [G4] wires it: no engine, server or CLI path calls these deciders
-yet (the engine provisions operator keys, records resolved models and key
-failures through :mod:`.decide`). They are pure and property-tested like the
+:func:`decide_next_step` is wired: ``Engine.prepare_credential`` asks it before
+the executor routes a request of an engine that tracks credential lifecycles,
+and the executor lists the models when it says *resolve*. The trial, rotation
+and revocation deciders are still parked (no engine, server or CLI path calls
+them; see ``docs/operations.md``). All are pure and property-tested like the
 rest of the lifecycle.
 
 Every function here is pure: ``(state, command, *, now_us) -> result``. Deciders

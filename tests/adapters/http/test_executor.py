@@ -354,3 +354,57 @@ def test_a_credential_whose_key_is_not_set_is_not_routed_until_it_is(
     ]
     assert [s.reason for s in routed[0].skipped] == [SkipReason.SECRET_MISSING]
     assert failures(engine, first.request_id) == [] and engine.state.routing.creds == {}
+
+
+def test_a_credential_whose_listing_failed_heals_on_its_next_use(
+    env: None, fake: FakeProvider
+) -> None:
+    """I0 self-healing: a key stored with a failed model listing is re-resolved against the
+    stored key (GET /models) before the next request, which then routes to a listed name;
+    no trial is ever claimed for an installation with an operator key."""
+    from routeledger.adapters.testing.clock import FakeClock
+    from routeledger.core.credentials.events import (
+        CredentialMetadata,
+        ModelsResolved,
+        ResolutionFailure,
+        TrialProvisioningDecided,
+    )
+
+    fake.set_scripts({"primary-model": "ok", "spare-model": "ok"})
+    config = parse_config(config_text(fake.base_url, "primary-model", "spare-model"))
+    clock = FakeClock()
+    engine = Engine.open(
+        "memory://", config, clock=clock, ids=counter_ids(), track_credentials=True
+    )
+    meta = CredentialMetadata(
+        provider="openai",
+        base_url=fake.base_url,
+        region=None,
+        expires_at_us=None,
+        validates_model_names=True,
+    )
+    for credential in ("primary", "spare"):
+        engine.provision_key(credential, meta)
+        engine.record_resolution_failed(credential, ResolutionFailure.UNREACHABLE)
+    body = {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 64}
+
+    async def ask() -> Completion:
+        executor = Executor(engine)
+        try:
+            return await executor.chat(body, route="chat", caller_scope="u", accounts=("team",))
+        finally:
+            await executor.aclose()
+
+    backing_off = asyncio.run(ask())
+    assert not isinstance(backing_off.result, Served)  # still inside the listing's backoff
+    clock.advance(3_600)
+    healed = asyncio.run(ask())
+    assert isinstance(healed.result, Served) and healed.credential_id == "primary"
+    events = [r.event for r in engine.store.read_all()]
+    resolved = [e for e in events if isinstance(e, ModelsResolved)]
+    assert {e.credential_id for e in resolved} == {"primary", "spare"}
+    assert "primary-model" in resolved[0].models
+    assert not any(isinstance(e, TrialProvisioningDecided) for e in events)
+    again = asyncio.run(ask())  # usable now: no second listing
+    assert again.credential_id == "primary"
+    assert sum(isinstance(r.event, ModelsResolved) for r in engine.store.read_all()) == 2
