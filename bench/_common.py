@@ -5,11 +5,48 @@ from __future__ import annotations
 import itertools
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 _COUNTER = itertools.count(1)
+
+#: The chat body every loopback benchmark sends (the upstream answers 9 words).
+CHAT_BODY = {"messages": [{"role": "user", "content": "Say something."}], "max_tokens": 64}
+
+#: One route ``chat`` on one credential ``a`` (model ``m``) at ``{base}``, one roomy account.
+ONE_ROUTE_CONFIG = """
+[credentials.a]
+provider = "openai"
+base_url = "{base}"
+[models.m]
+input_micros_per_mtok = 1_000_000
+output_micros_per_mtok = 2_000_000
+[routes.chat]
+[[routes.chat.chain]]
+members = [{{ credential = "a", model = "m" }}]
+[accounts.team]
+scope = "team"
+limit = 1_000_000_000_000
+"""
+
+
+def fake_upstream() -> tuple[subprocess.Popen[bytes], str]:
+    """The fake provider in a child process (stopped when its stdin closes); its base URL."""
+    code = (
+        "import sys\n"
+        "from routeledger.adapters.testing.fake_provider import FakeProvider\n"
+        "fake = FakeProvider({'m': 'ok'}).start()\n"
+        "print(fake.base_url, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    return child, child.stdout.readline().decode().strip()
 
 
 def figure(name: str, value: float, unit: str) -> None:

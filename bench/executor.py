@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import figure
+from _common import CHAT_BODY, ONE_ROUTE_CONFIG, fake_upstream, figure
 
 from routeledger.adapters.engine.clock import SystemClock
 from routeledger.adapters.engine.config import parse_config
@@ -41,40 +40,11 @@ ROUNDS = 5
 SEQUENTIAL = 150
 CONCURRENT = 64
 CONCURRENT_TOTAL = 640
-BODY = {"messages": [{"role": "user", "content": "Say something."}], "max_tokens": 64}
+BODY = CHAT_BODY
 
-CONFIG = """
-[credentials.a]
-provider = "openai"
-base_url = "{base}"
-[models.m]
-input_micros_per_mtok = 1_000_000
-output_micros_per_mtok = 2_000_000
-[routes.chat]
-[[routes.chat.chain]]
-members = [{{ credential = "a", model = "m" }}]
-[accounts.team]
-scope = "team"
-limit = 1_000_000_000_000
-"""
+CONFIG = ONE_ROUTE_CONFIG
 
 Call = Callable[[], Awaitable[float]]  # one request; seconds to its first content delta
-
-
-def _upstream() -> tuple[subprocess.Popen[bytes], str]:
-    """The fake provider in a child process; its base URL."""
-    code = (
-        "import sys\n"
-        "from routeledger.adapters.testing.fake_provider import FakeProvider\n"
-        "fake = FakeProvider({'m': 'ok'}).start()\n"
-        "print(fake.base_url, flush=True)\n"
-        "sys.stdin.read()\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert child.stdout is not None
-    return child, child.stdout.readline().decode().strip()
 
 
 def _floor(client: httpx.AsyncClient, base: str) -> Call:
@@ -178,7 +148,7 @@ async def _main(base: str, tmp: str) -> None:
 
 
 def main() -> None:
-    child, base = _upstream()
+    child, base = fake_upstream()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             asyncio.run(_main(base, tmp))

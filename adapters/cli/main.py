@@ -62,6 +62,11 @@ TABLE_WIDTH_PIPE: Final = 200
 SERVE_WORKERS_MAX: Final = 64
 #: Seconds ``serve`` lets in-flight requests finish on shutdown before closing them.
 SERVE_GRACE_S: Final = 30
+#: Seconds ``serve`` keeps an idle client connection open. Why: longer than the
+#: idle expiry of client pools (httpx and the SDKs on it: 5 s, uvicorn's own
+#: default too), so the server never closes a connection just as a client reuses
+#: it (seen as ReadError under load at 5 s); 75 s is what load balancers use.
+SERVE_KEEP_ALIVE_S: Final = 75
 TIME_HELP: Final = "engine µs since the epoch, or ISO 8601 such as 2026-11-22T14:02:00Z"
 
 
@@ -883,6 +888,7 @@ def serve(
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=SERVE_GRACE_S,
+        timeout_keep_alive=SERVE_KEEP_ALIVE_S,
     )
 
 

@@ -41,7 +41,7 @@ import attrs
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -172,7 +172,10 @@ class Gateway:
         if client is None:
             return self._refused(call, "unauthorized", _unauthorized(call.request_id))
         call.client = client.name
-        body = await _read_body(request, self.config.server.body_bytes_max)
+        try:
+            body = await _read_body(request, self.config.server.body_bytes_max)
+        except ClientDisconnect:
+            return _client_gone()
         if body is None:
             limit = self.config.server.body_bytes_max
             problem = render_refusal(
@@ -420,7 +423,10 @@ class Gateway:
         if name not in admin.COMMANDS:
             known = ", ".join(sorted(admin.COMMANDS))
             return _admin_problem("not_found", 404, f"No admin command {name!r} (known: {known}).")
-        body = await _read_body(request, self.config.server.body_bytes_max)
+        try:
+            body = await _read_body(request, self.config.server.body_bytes_max)
+        except ClientDisconnect:
+            return _client_gone()
         parsed = _json_object(body) if body is not None else None
         if parsed is None:
             return _admin_problem("invalid_request", 400, "The body must be a JSON object.")
@@ -470,6 +476,12 @@ def _admin_digest(config: EngineConfig, environ: Mapping[str, str]) -> bytes | N
             None,
         )
     return key_digest(key)
+
+
+def _client_gone() -> Response:
+    """The answer to a client that went away before its body arrived (it is never sent)."""
+    LOGGER.info("a client went away before its request body arrived: nothing was recorded")
+    return Response(status_code=400)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

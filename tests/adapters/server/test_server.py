@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,6 +256,29 @@ def test_an_oversized_body_is_a_413_and_is_not_read_to_the_end(world: World) -> 
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+    assert world.positions() == before
+
+
+def test_a_client_gone_before_its_body_is_logged_and_records_nothing(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that closes after part of its body leaves one INFO line, no error, no event."""
+    before = world.positions()
+    host, port = world.root.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\n"
+        f"Host: {host}\r\nAuthorization: Bearer {WEB_KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(head.encode() + b'{"model": "ch')
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "went away" not in caplog.text:
+            time.sleep(0.05)
+    assert "went away before its request body arrived" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert world.positions() == before
 
 
