@@ -205,3 +205,68 @@ def _admin_row(position: int, evt: Event) -> dict[str, Any] | None:
         row["action"] = action.value
         row["effects"] = getattr(evt, "effects", 0)
     return row
+
+
+@admin.group("snapshots")
+def snapshots_group() -> None:
+    """The stored snapshots (a cache of the fold beside the log; never events)."""
+
+
+@snapshots_group.command("list")
+@click.option("--store", "store_url", default=None, metavar="URL", help="Store URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def snapshots_list(store_url: str | None, as_json: bool) -> None:
+    """Every stored snapshot, oldest first: position, size, and whether restore would trust it."""
+    from routeledger.adapters.cli.main import _emit_json, _read_store
+    from routeledger.adapters.store.snapshots import check_snapshot, iter_snapshots
+
+    with _read_store(store_url) as store:
+        rows: list[dict[str, Any]] = [
+            {"position": s.version, "bytes": len(s.payload), "problem": check_snapshot(s)}
+            for s in iter_snapshots(store)
+        ]
+    if as_json:
+        _emit_json({"snapshots": rows})
+        return
+    if not rows:
+        click.echo("no snapshots stored")
+    for row in rows:
+        verdict = "good" if row["problem"] is None else f"BAD: {row['problem']}"
+        click.echo(f"#{row['position']} {row['bytes'] / 1e6:.2f} MB {verdict}")
+
+
+@snapshots_group.command("drop")
+@click.option("--store", "store_url", default=None, metavar="URL", help="Store URL.")
+@click.argument("position", type=click.IntRange(1))
+def snapshots_drop(store_url: str | None, position: int) -> None:
+    """Delete the snapshot at POSITION (restore then uses an older one or the whole log)."""
+    from routeledger.adapters.cli.main import _read_store
+    from routeledger.adapters.store.snapshots import drop_snapshot
+
+    with _read_store(store_url) as store:
+        if not drop_snapshot(store, position):
+            raise click.BadParameter(f"no snapshot at position {position}", param_hint="POSITION")
+    click.echo(f"dropped the snapshot at position {position}")
+
+
+@snapshots_group.command("prune")
+@click.option("--store", "store_url", default=None, metavar="URL", help="Store URL.")
+@click.option("--keep", default=3, show_default=True, type=click.IntRange(1), help="How many.")
+@click.option("--bad", "bad_only", is_flag=True, help="Delete only the snapshots that are bad.")
+def snapshots_prune(store_url: str | None, keep: int, bad_only: bool) -> None:
+    """Delete all but the newest KEEP snapshots (or, with --bad, every bad one)."""
+    from routeledger.adapters.cli.main import _read_store
+    from routeledger.adapters.store.snapshots import (
+        check_snapshot,
+        drop_snapshot,
+        iter_snapshots,
+        prune_snapshots,
+    )
+
+    with _read_store(store_url) as store:
+        if bad_only:
+            bad = [s.version for s in iter_snapshots(store) if check_snapshot(s) is not None]
+            deleted = [v for v in bad if drop_snapshot(store, v)]
+        else:
+            deleted = prune_snapshots(store, keep)
+    click.echo(f"deleted {len(deleted)} snapshots" + (f": {deleted}" if deleted else ""))

@@ -5,7 +5,8 @@ One file configures a gateway's engine::
     [engine]                      # optional
     installation_id = "gw-eu-1"
     hold_ttl_us = 300_000_000
-    snapshot_every_events = 10_000
+    snapshot_every_events = 10_000   # taken by the maintenance loop
+    snapshots_kept = 3               # older snapshots are deleted
     maintenance_every_us = 1_000_000  # expire due holds, roll periods (0: no thread)
     sink = "standalone"           # standalone | platform
 
@@ -155,6 +156,9 @@ _NON_NEGATIVE: Final = _non_negative
 #: and a period a day or more, so once a second expires and rolls well within
 #: their bounds, and costs one state scan (no I/O) when nothing is due.
 MAINTENANCE_EVERY_US_DEFAULT: Final = 1_000_000
+#: Snapshots kept by default. Why 3: restore needs one good one; two older
+#: ones cover a bad newest one (skipped at restore) without keeping history.
+SNAPSHOTS_KEPT_DEFAULT: Final = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -254,6 +258,8 @@ class EngineSettings:
     installation_id: str = "default"
     hold_ttl_us: int = 5 * US_PER_MIN
     snapshot_every_events: int = 10_000
+    #: Snapshots kept after each one saved (older ones are deleted); >= 1.
+    snapshots_kept: int = attrs.field(default=SNAPSHOTS_KEPT_DEFAULT, validator=_POSITIVE)
     sink: str = "standalone"
     #: How often the engine's maintenance thread runs (expires due holds, rolls
     #: periods over), in µs of real time; 0: no thread (call ``Engine.maintain()``).

@@ -1045,7 +1045,7 @@ class RequestHandle:
         return life.leave(commands[0] if commands else None, tuple(reports))
 
     def _left(self, items: Sequence[Item]) -> None:
-        """After the resolution is recorded: platform reports, a snapshot."""
+        """After the resolution is recorded: platform reports (snapshots: the maintenance loop)."""
         engine = self.engine
         for item in items:
             if isinstance(item, _Leave) and item.reports:
@@ -1054,7 +1054,6 @@ class RequestHandle:
                     raise InvariantViolation("a platform-mode request without a platform")
                 for report in item.reports:
                     deliver(report)
-        engine.maybe_snapshot()
 
     def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
         items = self._leave_items(error)

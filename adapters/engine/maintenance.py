@@ -1,8 +1,9 @@
 """The engine's maintenance: what the core decides from engine time alone.
 
-One :func:`maintain` step rolls every budget period that ended over (T2) and
+One :func:`maintain` step rolls every budget period that ended over (T2),
 expires every hold past its TTL (L5), each decided by the core from the
-engine's ``now`` and appended like any decision (so a replay is exact). A
+engine's ``now`` and appended like any decision (so a replay is exact), then saves a snapshot
+when one is due (off every request's path; ``Engine.maybe_snapshot``). A
 :class:`MaintenanceThread` runs the step every ``[engine] maintenance_every_us``
 of real time; ``Engine.open`` starts one when the engine runs on the wall clock
 and stops it on close. Tests and simulations with their own clock call
@@ -50,6 +51,8 @@ class Maintained:
     rolled: tuple[str, ...] = ()
     #: Holds expired.
     expired: int = 0
+    #: The position of the snapshot saved, if one was due.
+    snapshot: int | None = None
 
 
 def zone(name: str) -> tzinfo:
@@ -97,7 +100,7 @@ def roll_before_entry(engine: Engine, accounts: Sequence[str]) -> None:
 
 
 def maintain(engine: Engine) -> Maintained:
-    """One step: roll ended periods over, then expire holds past their TTL."""
+    """One step: roll ended periods over, expire holds past their TTL, snapshot if due."""
     rolled = roll_periods(engine)
     decision = engine.runtime.run(
         lambda s, now: budget.decide_expire_due(s.budget, now_us=now), lambda d: d.events
@@ -105,7 +108,7 @@ def maintain(engine: Engine) -> Maintained:
     expired = sum(1 for e in decision.events if isinstance(e, bev.HoldExpired))
     if expired:
         LOGGER.warning("expired %d holds past their TTL (a process left them open)", expired)
-    return Maintained(rolled=rolled, expired=expired)
+    return Maintained(rolled=rolled, expired=expired, snapshot=engine.maybe_snapshot())
 
 
 class MaintenanceThread:

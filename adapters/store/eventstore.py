@@ -579,6 +579,37 @@ class EventStore:
             for row in rows
         ]
 
+    def delete_snapshot(self, stream_id: str, version: int) -> bool:
+        """Delete one stored snapshot (a cache entry, never an event); whether it existed."""
+        recorder: Any = self._snapshots
+        if not recorder.select_events(stream_id, gt=version - 1, lte=version):
+            return False
+        if self.backend == "memory":
+            with recorder._database_lock:
+                slot = recorder._stored_events_index[stream_id].pop(version)
+                # Free the payload; the recorder's list keeps one empty row per deletion.
+                recorder._stored_events[slot] = StoredEvent(stream_id, version, "", b"")
+            return True
+        if self.backend == "sqlite":
+            statement = (
+                f"DELETE FROM {recorder.events_table_name} "
+                "WHERE originator_id=? AND originator_version=?"
+            )
+            with recorder.datastore.transaction(commit=True) as cursor:
+                cursor.execute(statement, (stream_id, version))
+            return True
+        from psycopg.sql import SQL, Identifier
+
+        query = SQL(
+            "DELETE FROM {schema}.{table} WHERE originator_id=%s AND originator_version=%s"
+        ).format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+        )
+        with recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(query, (stream_id, version))
+        return True
+
     # --- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:

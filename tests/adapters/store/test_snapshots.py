@@ -22,6 +22,7 @@ from routeledger.adapters.store.snapshots import (
     load_snapshot,
     save_snapshot,
 )
+from routeledger.core.errors import InvariantViolation
 from routeledger.core.fold import Folded, Recorded, fold_log
 from tests.projections.workload import build
 
@@ -144,3 +145,67 @@ def test_iter_snapshots_pages_through_many(
         for k in range(1, 6):
             save_snapshot(store, fold_log(log[:k]))
         assert [s.version for s in iter_snapshots(store)] == [r.position for r in log[:5]]
+
+
+def test_snapshots_are_pruned_and_dropped_on_every_backend(store_url: str) -> None:
+    """Pruning keeps exactly the newest K; dropping one removes only it; events are untouched."""
+    from routeledger.adapters.store.snapshots import (
+        drop_snapshot,
+        newest_good_snapshot,
+        prune_snapshots,
+        snapshot_versions,
+    )
+    from routeledger.core.errors import UsageError
+
+    with open_store(store_url) as store:
+        build(store, requests=8, seed=2)
+        records = list(store.read_all(0))
+        cuts = [k for k in range(1, len(records)) if _consistent(records[:k])][:5]
+        for k in cuts:
+            save_snapshot(store, fold_log(records[:k]))
+        positions = [records[k - 1].position for k in cuts]
+        assert prune_snapshots(store, 3) == positions[:2]
+        assert snapshot_versions(store) == positions[2:]
+        assert prune_snapshots(store, 3) == []
+        with pytest.raises(UsageError, match="must be >= 1"):
+            prune_snapshots(store, 0)
+        assert drop_snapshot(store, positions[-1]) is True
+        assert drop_snapshot(store, positions[-1]) is False
+        assert snapshot_versions(store) == positions[2:4]
+        restored, skipped = newest_good_snapshot(store)
+        assert restored is not None and restored.position == positions[3] and skipped == []
+        assert [r.position for r in store.read_all(0)] == [r.position for r in records]
+        save_snapshot(
+            store, fold_log(records[: cuts[-1]])
+        )  # the dropped position can be saved again
+        assert snapshot_versions(store) == [*positions[2:4], positions[4]]
+
+
+def _consistent(records: list[Recorded]) -> bool:
+    """Whether the prefix ends on a commit boundary (one commit can span streams: L1 in between)."""
+    try:
+        fold_log(records).check_invariants()
+    except InvariantViolation:
+        return False
+    return True
+
+
+def test_restore_skips_snapshots_that_break_an_invariant_or_lie(log: list[Recorded]) -> None:
+    """A snapshot whose hash lies or whose state breaks an invariant is skipped, newest first."""
+    from routeledger.adapters.store.snapshots import newest_good_snapshot
+
+    with open_store("memory://") as store:
+        good = fold_log(log[:5])
+        save_snapshot(store, good)
+        lying = fold_log(log[:9])
+        truth = state_hash(lying)
+        lying.at_us_max += 1
+        _put(store, lying.position, SNAPSHOT_TOPIC, encode_snapshot(lying, state_hash_hex=truth))
+        broken = fold_log(log[:12])
+        account = next(iter(broken.budget.accounts.values()))
+        account.reserved += 1  # L1: reserved no longer equals the open holds' legs
+        _put(store, broken.position, SNAPSHOT_TOPIC, encode_snapshot(broken))
+        restored, skipped = newest_good_snapshot(store)
+        assert restored is not None and state_hash(restored) == state_hash(good)
+        assert [s.position for s in skipped] == [broken.position, lying.position]
+        assert skipped[1].problem is not None and "differs" in skipped[1].problem
