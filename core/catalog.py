@@ -6,6 +6,7 @@ new context adds its ``events`` module here.
 
 from __future__ import annotations
 
+from . import retention as _retention_events
 from .budget import events as _budget_events
 from .credentials import events as _credentials_events
 from .events import REGISTRY
@@ -14,4 +15,10 @@ from .routing import events as _routing_events
 
 __all__ = ["REGISTRY"]
 
-_CONTEXTS = (_budget_events, _credentials_events, _operator_events, _routing_events)
+_CONTEXTS = (
+    _budget_events,
+    _credentials_events,
+    _operator_events,
+    _retention_events,
+    _routing_events,
+)

@@ -21,6 +21,7 @@ __all__ = [
     "CommandError",
     "DataError",
     "InvariantViolation",
+    "Retired",
     "RouteLedgerError",
     "UsageError",
 ]
@@ -48,6 +49,15 @@ class CommandError(UsageError):
         self.problem = problem
         where = ".".join(part for part in (self.command_name, field) if part)
         super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class Retired(CommandError):
+    """A command reuses a request id that left the live state (beyond the retention horizon).
+
+    The log still has the request, so the id is refused instead of being
+    decided again: ids are unique for ever, answers to a re-delivery only
+    within the horizon (``docs/spec.md``, X1).
+    """
 
 
 class DataError(RouteLedgerError):

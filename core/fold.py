@@ -16,9 +16,11 @@ import attrs
 from . import catalog  # noqa: F401  (registers every event type)
 from .budget import ledger as budget
 from .budget.events import BudgetEvent
+from .budget.values import HoldStatus
 from .credentials import lifecycle as credentials
 from .errors import InvariantViolation
 from .events import Event
+from .retention import RecordsRetired, RetentionState
 from .routing import state as routing
 from .routing.events import RoutingEvent
 from .streams import CREDENTIAL, INSTALLATION
@@ -53,6 +55,8 @@ class Folded:
     events: int = 0
     #: Latest engine time of any folded event.
     at_us_max: int = 0
+    #: The latest retirement of finished records (``core/retention.py``).
+    retention: RetentionState = attrs.field(factory=RetentionState)
 
     def apply(self, evt: Event) -> None:
         """Fold one event into every context that reads it (the others would ignore it).
@@ -70,6 +74,8 @@ class Folded:
                 self.routing = routing.evolve(self.routing, evt)
             elif isinstance(evt, BudgetEvent):
                 self.budget = budget.evolve(self.budget, evt)
+            elif type(evt) is RecordsRetired:
+                self._retire(evt)
             else:
                 self._apply_all(evt)
         except KeyError as missing:  # an event about a request, hold or account never opened
@@ -80,6 +86,29 @@ class Folded:
         self.events += 1
         if evt.at_us > self.at_us_max:
             self.at_us_max = evt.at_us
+
+    def _retire(self, evt: RecordsRetired) -> None:
+        """Drop what finished before the horizon from every context that keeps history.
+
+        A request has ended when routing ended it, or when its hold is resolved
+        with no attempt in flight (refused by the budget, left by its caller):
+        the budget knows that, routing does not, so the rule lives here.
+        """
+        holds = self.budget.holds
+
+        def ended(request_id: str, request: routing.RequestState) -> bool:
+            if request.terminal:
+                return True
+            hold = holds.get(request_id)
+            return (
+                request.in_flight is None
+                and hold is not None
+                and hold.status is not HoldStatus.OPEN
+            )
+
+        self.retention = RetentionState(evt.before_us, evt.version)
+        routing.retire(self.routing, evt.before_us, evt.abandoned_before_us, ended)
+        budget.retire(self.budget, evt.before_us)
 
     def _apply_all(self, evt: Event) -> None:
         self.routing = routing.evolve(self.routing, evt)

@@ -35,6 +35,7 @@ __all__ = [
     "OPERATOR",
     "PAIR",
     "REQUEST",
+    "RETENTION_STREAM",
     "account_stream",
     "credential_stream",
     "hold_stream",
@@ -52,6 +53,8 @@ INSTALLATION: Final = "install:"
 ACCOUNT: Final = "account:"
 HOLD: Final = "hold:"
 OPERATOR: Final = "operator:"
+#: The one stream of retention decisions (``RecordsRetired``) of a whole log.
+RETENTION_STREAM: Final = "retention:log"
 
 #: Longest credential id. Why: ``pair:<credential>:<model>`` must fit the
 #: 200-character stream id (5 + 64 + 1 + 128 = 198).

@@ -7,6 +7,7 @@ One file configures a gateway's engine::
     hold_ttl_us = 300_000_000
     snapshot_every_events = 10_000   # taken by the maintenance loop
     snapshots_kept = 3               # older snapshots are deleted
+    retention_horizon_us = 900_000_000  # finished records leave the state (0: never)
     maintenance_every_us = 1_000_000  # expire due holds, roll periods (0: no thread)
     sink = "standalone"           # standalone | platform
 
@@ -137,6 +138,8 @@ def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> 
             if isinstance(instance, Timeouts)
             else "server"
             if isinstance(instance, ServerSettings)
+            else "engine"
+            if isinstance(instance, EngineSettings)
             else "http"
         )
         raise PolicyError(f"{section}.{attribute.name}", f"must be > 0, got {value}")
@@ -159,6 +162,20 @@ MAINTENANCE_EVERY_US_DEFAULT: Final = 1_000_000
 #: Snapshots kept by default. Why 3: restore needs one good one; two older
 #: ones cover a bad newest one (skipped at restore) without keeping history.
 SNAPSHOTS_KEPT_DEFAULT: Final = 3
+#: Default retention horizon, in µs of engine time. Why 15 minutes: three hold
+#: TTLs (a late usage report is still booked, L6), far beyond any client's
+#: retry of one request id, and at 100 requests/s about 90k requests of state.
+RETENTION_HORIZON_US_DEFAULT: Final = 15 * US_PER_MIN
+
+
+def _horizon(instance: EngineSettings, attribute: attrs.Attribute[int], value: int) -> None:
+    """0 keeps every record; otherwise the horizon must outlast a hold's TTL (L6)."""
+    if value != 0 and value <= instance.hold_ttl_us:
+        raise PolicyError(
+            "engine.retention_horizon_us",
+            f"must be 0 (keep every record) or more than hold_ttl_us "
+            f"({instance.hold_ttl_us}), got {value}",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -260,6 +277,11 @@ class EngineSettings:
     snapshot_every_events: int = 10_000
     #: Snapshots kept after each one saved (older ones are deleted); >= 1.
     snapshots_kept: int = attrs.field(default=SNAPSHOTS_KEPT_DEFAULT, validator=_POSITIVE)
+    #: Finished requests and resolved holds leave the live state once their last
+    #: event is older than this, in µs of engine time (``core/retention.py``); 0: never.
+    retention_horizon_us: int = attrs.field(
+        default=RETENTION_HORIZON_US_DEFAULT, validator=[_NON_NEGATIVE, _horizon]
+    )
     sink: str = "standalone"
     #: How often the engine's maintenance thread runs (expires due holds, rolls
     #: periods over), in µs of real time; 0: no thread (call ``Engine.maintain()``).

@@ -73,7 +73,7 @@ from routeledger.core.budget import decide as budget
 from routeledger.core.budget import events as budget_events
 from routeledger.core.budget.admin import ChangeLimit, CorrectSpend, decide_change_limit
 from routeledger.core.budget.sinks import PlatformReport, SinkMode
-from routeledger.core.budget.values import Usage
+from routeledger.core.budget.values import RejectionReason, Usage
 from routeledger.core.credentials.decide import (
     CredentialFailure,
     ProvisionExplicitKey,
@@ -88,8 +88,8 @@ from routeledger.core.credentials.decide import (
 from routeledger.core.credentials.events import CredentialMetadata, ResolutionFailure, RoleModel
 from routeledger.core.credentials.healing import CredentialStep, PrepareUse, decide_next_step
 from routeledger.core.credentials.lifecycle import usability
-from routeledger.core.errors import UsageError
-from routeledger.core.events import Event
+from routeledger.core.errors import CommandError, Retired, UsageError
+from routeledger.core.events import Event, stream_id_problem
 from routeledger.core.fold import Folded
 from routeledger.core.operator import ReleaseHold
 from routeledger.core.routing import (
@@ -98,6 +98,7 @@ from routeledger.core.routing import (
 )
 from routeledger.core.routing import state as routing_state
 from routeledger.core.routing.admin import ImposeBlock, LiftBlocks
+from routeledger.core.streams import hold_stream, request_stream
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
@@ -391,7 +392,10 @@ class Engine:
                 raise UsageError("a platform-mode request holds no local budget: pass no accounts")
             if self.platform is None:
                 raise UsageError("platform-mode requests need Engine(platform=...) to report to")
-        request_id = request_id or self._ids()
+        if request_id is None:
+            request_id = self._ids()
+        else:
+            self._refuse_retired(request_id)
         return RequestHandle(
             self,
             StartRequest(
@@ -408,6 +412,27 @@ class Engine:
             max_output_tokens=max_output_tokens,
             settlement=settlement,
         )
+
+    def _refuse_retired(self, request_id: str) -> None:
+        """Refuse a caller's request id the log has but the live state retired (X1)."""
+        state = self.state
+        if not state.retention.before_us or request_id in state.routing.requests:
+            return
+        if type(request_id) is not str or stream_id_problem(request_stream(request_id)):
+            return  # malformed: refused by the decider with the field named
+        if request_id in state.budget.holds:
+            return
+        store = self.store
+        if (
+            store.head(request_stream(request_id)).version
+            or store.head(hold_stream(request_id)).version
+        ):
+            raise Retired(
+                "StartRequest",
+                "request_id",
+                f"request {request_id!r} is in the log but older than the retention horizon "
+                f"({self.config.engine.retention_horizon_us} µs): a request id is used once",
+            )
 
     def estimate(
         self, route: str, backups: Sequence[str], input_tokens: int, output_tokens: int | None
@@ -528,6 +553,33 @@ class Engine:
         longest = (limits.deadline_us or 0) + limits.wait_total_us_max
         longest += self.config.timeouts.total_us * limits.attempts_max
         return max(self.config.engine.hold_ttl_us, longest + HOLD_TTL_MARGIN_US)
+
+    def book_usage(self, request_id: str, usage: Usage, *, command_id: str) -> budget.Decision:
+        """Book usage a provider reported after the request's process left it (L6).
+
+        For a usage callback that arrives late: a hold still open is settled;
+        one that expired (its process died) books the usage late, because the
+        provider billed it. ``command_id`` makes the callback idempotent (X1),
+        within the retention horizon. Refusals come back on the decision
+        (``rejection``); a request id the log has but the live state retired is
+        :class:`Retired` (its hold left the state with the horizon: nothing is
+        booked), one it never had a :class:`CommandError`.
+        """
+        command = budget.SettleHold(command_id=command_id, hold_id=request_id, usage=usage)
+        decision = self.runtime.run(
+            lambda s, now: budget.decide_settle_hold(s.budget, command, now_us=now), _events_of
+        )
+        rejection = decision.rejection
+        if rejection is not None and rejection.reason is RejectionReason.UNKNOWN_HOLD:
+            if self.state.retention.before_us and self.store.head(hold_stream(request_id)).version:
+                raise Retired(
+                    "SettleHold",
+                    "hold_id",
+                    f"the hold of request {request_id!r} is older than the retention horizon "
+                    f"({self.config.engine.retention_horizon_us} µs): its usage is not booked",
+                )
+            raise CommandError("SettleHold", "hold_id", f"request {request_id!r} has no hold")
+        return decision
 
     def expire_due_holds(self) -> int:
         """Expire every hold past its TTL now; returns how many (:meth:`maintain` does this)."""

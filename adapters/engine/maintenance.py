@@ -1,7 +1,8 @@
 """The engine's maintenance: what the core decides from engine time alone.
 
 One :func:`maintain` step rolls every budget period that ended over (T2),
-expires every hold past its TTL (L5), each decided by the core from the
+expires every hold past its TTL (L5), retires finished records older than
+the retention horizon (``core/retention.py``), each decided by the core from the
 engine's ``now`` and appended like any decision (so a replay is exact), then saves a snapshot
 when one is due (off every request's path; ``Engine.maybe_snapshot``). A
 :class:`MaintenanceThread` runs the step every ``[engine] maintenance_every_us``
@@ -31,6 +32,7 @@ from routeledger.core.budget.admin import decide_roll_period
 from routeledger.core.budget.values import PeriodKind
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded
+from routeledger.core.retention import RecordsRetired, decide_retire
 
 if TYPE_CHECKING:  # pragma: no cover
     from routeledger.adapters.engine.engine import Engine
@@ -51,6 +53,8 @@ class Maintained:
     rolled: tuple[str, ...] = ()
     #: Holds expired.
     expired: int = 0
+    #: The engine time records were retired before, if a retirement was due.
+    retired_before_us: int | None = None
     #: The position of the snapshot saved, if one was due.
     snapshot: int | None = None
 
@@ -100,7 +104,7 @@ def roll_before_entry(engine: Engine, accounts: Sequence[str]) -> None:
 
 
 def maintain(engine: Engine) -> Maintained:
-    """One step: roll ended periods over, expire holds past their TTL, snapshot if due."""
+    """One step: roll periods over, expire holds past their TTL, retire, snapshot if due."""
     rolled = roll_periods(engine)
     decision = engine.runtime.run(
         lambda s, now: budget.decide_expire_due(s.budget, now_us=now), lambda d: d.events
@@ -108,7 +112,20 @@ def maintain(engine: Engine) -> Maintained:
     expired = sum(1 for e in decision.events if isinstance(e, bev.HoldExpired))
     if expired:
         LOGGER.warning("expired %d holds past their TTL (a process left them open)", expired)
-    return Maintained(rolled=rolled, expired=expired, snapshot=engine.maybe_snapshot())
+    horizon_us = engine.config.engine.retention_horizon_us
+    retired = engine.runtime.run(
+        lambda s, now: decide_retire(s, now_us=now, horizon_us=horizon_us), _itself
+    )
+    return Maintained(
+        rolled=rolled,
+        expired=expired,
+        retired_before_us=retired[0].before_us if retired else None,
+        snapshot=engine.maybe_snapshot(),
+    )
+
+
+def _itself(events: tuple[RecordsRetired, ...]) -> tuple[RecordsRetired, ...]:
+    return events
 
 
 class MaintenanceThread:

@@ -49,6 +49,7 @@ from routeledger.core.budget import ledger
 from routeledger.core.credentials import lifecycle
 from routeledger.core.errors import RouteLedgerError, UsageError
 from routeledger.core.fold import Folded
+from routeledger.core.retention import RetentionState
 from routeledger.core.routing import state as routing
 
 __all__ = [
@@ -93,6 +94,7 @@ _STATE_CLASSES: Final = (
     lifecycle.CredentialsState,
     lifecycle.Credential,
     lifecycle.Installation,
+    RetentionState,
 )
 
 

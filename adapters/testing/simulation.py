@@ -69,8 +69,10 @@ from routeledger.adapters.engine.results import BudgetRejected, Served
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.store.eventstore import (
     EventStore,
+    StoredSnapshot,
     StoreError,
     StoreUnavailable,
+    StreamHead,
     open_store,
 )
 from routeledger.adapters.store.snapshots import load_snapshot, save_snapshot
@@ -172,7 +174,9 @@ wait_total_us_max = 10_000_000
 total_us = 30_000_000
 
 [engine]
-hold_ttl_us = 300_000_000
+hold_ttl_us = 60_000_000
+# A short horizon, so runs of a few simulated minutes retire records (G5).
+retention_horizon_us = 90_000_000
 
 [accounts.team]
 scope = "team"
@@ -419,6 +423,19 @@ class _GatewayStore:
 
     def known_read_up_to(self, position: int) -> bool:
         return self._sim.store.known_read_up_to(position)
+
+    def head(self, stream_id: str) -> StreamHead:
+        return self._sim.store.head(stream_id)
+
+    # Snapshots: the engine's maintenance step saves and prunes them in the shared store.
+    def save_snapshot(self, snapshot: StoredSnapshot) -> None:
+        self._sim.store.save_snapshot(snapshot)
+
+    def snapshots(self, stream_id: str, **kwargs: Any) -> list[StoredSnapshot]:
+        return self._sim.store.snapshots(stream_id, **kwargs)
+
+    def delete_snapshot(self, stream_id: str, version: int) -> bool:
+        return self._sim.store.delete_snapshot(stream_id, version)
 
     def close(self) -> None:
         """The shared store outlives every gateway."""

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final, TypeAlias
 
 from ..errors import InvariantViolation
+from ..streams import hold_stream
 from . import events as ev
 from .values import BALANCE_MAX, AccountScope, HoldStatus, Leg, PeriodSpec, Rejection, Unit, Usage
 
@@ -51,6 +52,7 @@ __all__ = [
     "fold",
     "hold_account_ids",
     "initial",
+    "retire",
 ]
 
 
@@ -142,9 +144,11 @@ class HoldState:
     """One hold (read-only outside the fold)."""
 
     __slots__ = (
+        "command_ids",
         "estimate",
         "expires_at_us",
         "hold_id",
+        "last_at_us",
         "legs",
         "placed_at_us",
         "placed_estimate",
@@ -184,6 +188,10 @@ class HoldState:
         self.expires_at_us = expires_at_us
         self.rejection = rejection
         self.version = version
+        #: Engine time of the hold's latest event (the retention horizon's clock).
+        self.last_at_us = placed_at_us
+        #: Ids of the commands recorded on the hold's stream (retired with it).
+        self.command_ids: tuple[str, ...] = ()
 
     def copy(self) -> HoldState:
         """An independent copy (a group decision folds into copies, never the live state)."""
@@ -338,21 +346,31 @@ def _hold_rejected(s: LedgerState, e: ev.HoldRejected) -> None:
     )
 
 
-def _resolve(s: LedgerState, e: ev.HoldEvent, action: HoldAction) -> None:
+def _touch(hold: HoldState, e: ev.HoldEvent) -> None:
+    hold.version = e.version
+    hold.last_at_us = e.at_us
+
+
+def _command(s: LedgerState, hold: HoldState, command_id: str, record: CommandRecord) -> None:
+    """Record a command on ``hold``'s stream (X1), remembered on the hold for retirement."""
+    s.commands[(hold_stream(hold.hold_id), command_id)] = record
+    hold.command_ids = (*hold.command_ids, command_id)
+
+
+def _resolve(s: LedgerState, e: ev.HoldEvent, action: HoldAction) -> HoldState:
     hold = s.holds[e.hold_id]
     hold.status = _move(hold, action, e)
-    hold.version = e.version
+    _touch(hold, e)
     del s.open_holds[e.hold_id]
+    return hold
 
 
 def _hold_settled(s: LedgerState, e: ev.HoldSettled) -> None:
-    _resolve(s, e, HoldAction.SETTLE)
-    s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
+    _command(s, _resolve(s, e, HoldAction.SETTLE), e.command_id, (e.command_digest, None))
 
 
 def _hold_refunded(s: LedgerState, e: ev.HoldRefunded) -> None:
-    _resolve(s, e, HoldAction.REFUND)
-    s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
+    _command(s, _resolve(s, e, HoldAction.REFUND), e.command_id, (e.command_digest, None))
 
 
 def _hold_expired(s: LedgerState, e: ev.HoldExpired) -> None:
@@ -362,8 +380,8 @@ def _hold_expired(s: LedgerState, e: ev.HoldExpired) -> None:
 def _late_usage_booked(s: LedgerState, e: ev.LateUsageBooked) -> None:
     hold = s.holds[e.hold_id]
     hold.status = _move(hold, HoldAction.BOOK_LATE, e)
-    hold.version = e.version
-    s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
+    _touch(hold, e)
+    _command(s, hold, e.command_id, (e.command_digest, None))
 
 
 def _hold_adjusted(s: LedgerState, e: ev.HoldAdjusted) -> None:
@@ -371,17 +389,39 @@ def _hold_adjusted(s: LedgerState, e: ev.HoldAdjusted) -> None:
     hold.status = _move(hold, HoldAction.ADJUST, e)
     hold.legs = e.legs
     hold.estimate = e.estimate
-    hold.version = e.version
-    s.commands[(e.stream_id, e.command_id)] = (e.command_digest, None)
+    _touch(hold, e)
+    _command(s, hold, e.command_id, (e.command_digest, None))
 
 
 def _hold_command_rejected(s: LedgerState, e: ev.HoldCommandRejected) -> None:
-    s.holds[e.hold_id].version = e.version
-    s.commands[(e.stream_id, e.command_id)] = (e.command_digest, e.rejection)
+    hold = s.holds[e.hold_id]
+    _touch(hold, e)
+    _command(s, hold, e.command_id, (e.command_digest, e.rejection))
 
 
 def _hold_command_conflicted(s: LedgerState, e: ev.HoldCommandConflicted) -> None:
-    s.holds[e.hold_id].version = e.version
+    _touch(s.holds[e.hold_id], e)
+
+
+def retire(s: LedgerState, before_us: int) -> None:
+    """Drop every resolved hold last touched before ``before_us``, with its command records.
+
+    Open holds stay (they expire by their TTL first, L5). Holds are kept in
+    the order they were placed: the scan stops at the first one placed at or
+    after ``before_us``.
+    """
+    doomed = []
+    for hold in s.holds.values():
+        if hold.placed_at_us >= before_us:
+            break
+        if hold.last_at_us < before_us and hold.status is not HoldStatus.OPEN:
+            doomed.append(hold)
+    commands = s.commands
+    for hold in doomed:
+        del s.holds[hold.hold_id]
+        stream = hold_stream(hold.hold_id)
+        for command_id in hold.command_ids:
+            commands.pop((stream, command_id), None)
 
 
 _Handler: TypeAlias = Callable[[LedgerState, "ev.BudgetEvent"], None]

@@ -79,6 +79,7 @@ __all__ = [
     "fold",
     "initial",
     "reindex",
+    "retire",
     "status_at",
 ]
 
@@ -161,6 +162,7 @@ class RequestState:
         "fails_by_pair",
         "failures",
         "in_flight",
+        "last_at_us",
         "last_class_by_pair",
         "last_failure",
         "position",
@@ -175,6 +177,8 @@ class RequestState:
     def __init__(self, event: RequestReceived) -> None:
         self.version = event.version
         self.received = event
+        #: Engine time of the request's latest event (the retention horizon's clock).
+        self.last_at_us = event.at_us
         #: attempt id -> record, in routing order.
         self.attempts: dict[str, AttemptRecord] = {}
         #: The attempt routed and not yet answered, if any.
@@ -348,7 +352,33 @@ def _request(
 ) -> RequestState:
     request = state.requests[event.request_id]
     request.version = event.version
+    request.last_at_us = event.at_us
     return request
+
+
+def retire(
+    state: RoutingState,
+    before_us: int,
+    abandoned_before_us: int,
+    ended: Callable[[str, RequestState], bool],
+) -> None:
+    """Drop every ``ended`` request last touched before ``before_us``, and every other one
+    last touched before ``abandoned_before_us`` (``core/retention.py``).
+
+    Requests are kept in the order they were received: the scan stops at the
+    first one received at or after ``before_us`` (engine time grows along the
+    log; a request received out of order is retired by a later retirement).
+    """
+    doomed = []
+    for request_id, request in state.requests.items():
+        if request.received.at_us >= before_us:
+            break
+        if request.last_at_us < abandoned_before_us or (
+            request.last_at_us < before_us and ended(request_id, request)
+        ):
+            doomed.append(request_id)
+    for request_id in doomed:
+        del state.requests[request_id]
 
 
 def _on_routed(state: RoutingState, event: AttemptRouted) -> RoutingState:
