@@ -8,6 +8,7 @@ One file configures a gateway's engine::
     snapshot_every_events = 10_000   # taken by the maintenance loop
     snapshots_kept = 3               # older snapshots are deleted
     retention_horizon_us = 900_000_000  # finished records leave the state (0: never)
+    gc_freeze = false                # keep long-lived state out of GC passes (own process)
     maintenance_every_us = 1_000_000  # expire due holds, roll periods (0: no thread)
     sink = "standalone"           # standalone | platform
 
@@ -282,6 +283,9 @@ class EngineSettings:
     retention_horizon_us: int = attrs.field(
         default=RETENTION_HORIZON_US_DEFAULT, validator=[_NON_NEGATIVE, _horizon]
     )
+    #: Freeze the process's objects out of the cyclic GC at each maintenance step
+    #: (``adapters/engine/maintenance.py``): off by default, the process is the host's.
+    gc_freeze: bool = False
     sink: str = "standalone"
     #: How often the engine's maintenance thread runs (expires due holds, rolls
     #: periods over), in µs of real time; 0: no thread (call ``Engine.maintain()``).

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -61,14 +60,9 @@ from routeledger.adapters.engine.lifecycle import (
 )
 from routeledger.adapters.engine.logs import LOGGER, log_availability
 from routeledger.adapters.engine.runtime import Runtime
+from routeledger.adapters.engine.snapshotter import Snapshotter
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
-from routeledger.adapters.store.eventstore import (
-    Conflict,
-    EventStore,
-    StoredSnapshot,
-    StoreUnavailable,
-    open_store,
-)
+from routeledger.adapters.store.eventstore import EventStore, StoreUnavailable, open_store
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget import events as budget_events
 from routeledger.core.budget.admin import ChangeLimit, CorrectSpend, decide_change_limit
@@ -180,10 +174,8 @@ class Engine:
         )
         #: Resolutions of entries whose caller was cancelled (kept referenced).
         self._background: set[asyncio.Task[None]] = set()
-        #: Events folded when the last snapshot was saved (or restored).
-        self._snapshot_events = 0
-        #: One snapshot at a time (the maintenance thread, or a caller of maintain).
-        self._snapshot_lock = threading.Lock()
+        #: Takes snapshots from its own replica of the fold (the maintenance loop).
+        self._snapshotter = Snapshotter(store)
         #: (route, backups) -> the prices of the distinct models its chain can reach,
         #: under ``_prices_config`` (a new ``config`` empties the cache).
         self._chain_prices: dict[tuple[str, tuple[str, ...]], tuple[ModelPrice, ...]] = {}
@@ -263,7 +255,6 @@ class Engine:
         if snapshot is not None:
             snapshot.routing = routing_state.reindex(snapshot.routing, self.config.policy)
             self.runtime.state = snapshot
-            self._snapshot_events = snapshot.events
             start = f"snapshot at position {snapshot.position}"
         tail = self.runtime.catch_up()
         if snapshot is not None or tail:
@@ -282,47 +273,12 @@ class Engine:
         """Save a snapshot when ``snapshot_every_events`` events were folded since the last.
 
         Returns the position saved, or ``None``. Run by the maintenance loop,
-        never on a request's path. Consistency: the state is pickled under the
-        runtime's lock (one C call, nothing folds meanwhile), then hashed,
-        checked and written from that copy off the lock; a copy-on-write or
-        immutable state would make every fold slower to spare the loop a few
-        milliseconds. Then keeps the newest ``snapshots_kept``.
+        never on a request's path, and never from the state requests decide on:
+        from a replica of the fold (``adapters/engine/snapshotter.py`` says why).
+        Then keeps the newest ``snapshots_kept``.
         """
-        from routeledger.adapters.store import snapshots
-
-        every = self.config.engine.snapshot_every_events
-        if every <= 0 or self.state.events - self._snapshot_events < every:
-            return None
-        if not self._snapshot_lock.acquire(blocking=False):
-            return None  # another thread is taking one
-        try:
-            began = time.perf_counter()
-            with self.runtime.lock:
-                position, events = self.state.position, self.state.events
-                body = snapshots.capture(self.state)
-            held_ms = (time.perf_counter() - began) * 1000
-            payload, _ = snapshots.encode_captured(body)
-            stored = StoredSnapshot(
-                snapshots.SNAPSHOT_STREAM, position, snapshots.SNAPSHOT_TOPIC, payload
-            )
-            try:
-                self.store.save_snapshot(stored)
-            except Conflict:  # another process saved its own bytes at that position
-                LOGGER.info("snapshot at position %d: another process saved one", position)
-            self._snapshot_events = events
-            pruned = snapshots.prune_snapshots(self.store, self.config.engine.snapshots_kept)
-        finally:
-            self._snapshot_lock.release()
-        LOGGER.info(
-            "snapshot saved at position %d (%d bytes, %.1f ms, %.1f ms under the lock; "
-            "%d older pruned)",
-            position,
-            len(payload),
-            (time.perf_counter() - began) * 1000,
-            held_ms,
-            len(pruned),
-        )
-        return position
+        settings = self.config.engine
+        return self._snapshotter.step(settings.snapshot_every_events, settings.snapshots_kept)
 
     def open_accounts(self) -> None:
         """Reconcile the log with the configured accounts, in one atomic append.

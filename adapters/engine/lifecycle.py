@@ -1046,6 +1046,9 @@ class RequestHandle:
 
     def _left(self, items: Sequence[Item]) -> None:
         """After the resolution is recorded: platform reports (snapshots: the maintenance loop)."""
+        # The attempt refers back to the handle: a cycle only the cyclic GC would free
+        # (and never, once ``gc_freeze`` froze it). The handle needs it no more.
+        self._attempt = None
         engine = self.engine
         for item in items:
             if isinstance(item, _Leave) and item.reports:

@@ -198,3 +198,22 @@ def test_operators_list_drop_and_prune_snapshots_from_the_cli(tmp_path: Path) ->
     assert '"snapshots": []' in empty.output
     code, output = _replay_verify(url)
     assert code == 0, output
+
+
+def test_gc_freeze_keeps_the_live_state_out_of_collections(tmp_path: Path) -> None:
+    """With [engine] gc_freeze each maintenance step freezes live objects; off, none are."""
+    import gc
+
+    gc.unfreeze()
+    engine = Engine.open("memory://", parse_config(_config(0)), clock=FakeClock())
+    _serve(engine, "u", 3)
+    engine.maintain()
+    assert gc.get_freeze_count() == 0
+    text = _config(0).replace("snapshots_kept", "gc_freeze = true\nsnapshots_kept")
+    frozen = Engine.open("memory://", parse_config(text), clock=FakeClock())
+    try:
+        _serve(frozen, "u", 3)
+        frozen.maintain()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
