@@ -93,6 +93,7 @@ class Snapshotter:
             LOGGER.info("snapshot at position %d: another process saved one", replica.position)
         self._saved_events = replica.events
         pruned = snapshots.prune_snapshots(self.store, kept)
+        self.store.checkpoint()  # not in the next request's commit
         took_s = time.perf_counter() - began
         if took_s >= SNAPSHOT_REST_MIN_S:
             self._rest_until = time.monotonic() + took_s * (1 / SNAPSHOT_DUTY_MAX - 1)

@@ -176,11 +176,11 @@ def encode_snapshot(
     return _payload(_pickled(folded, pause), digest)
 
 
-#: Entries per pickled chunk of a map that grows with traffic. Why: a chunk of
-#: 2,000 requests pickles in about 3 ms, so a thread encoding a state of 100k
-#: requests never holds the GIL for longer (one pickle call is one C call that
-#: holds it: 190 ms for 6k requests, measured).
-CHUNK_ENTRIES: Final = 2_000
+#: Entries per pickled chunk of a map that grows with traffic. Why: one pickle
+#: call is one C call that holds the GIL throughout (190 ms for a state of 6k
+#: requests, measured); a chunk of 100 requests takes about 2 ms, so a thread
+#: encoding a state of any size gives the GIL back that often.
+CHUNK_ENTRIES: Final = 100
 #: The maps that grow with traffic, pickled in chunks after the rest of the state.
 _CHUNKED_MAPS: Final = (
     ("routing", "requests"),

@@ -371,3 +371,21 @@ def test_a_stale_cached_head_never_reports_a_false_gap(shared_store_url: str) ->
         b.append([probe("s:a", 2)])  # the real head moves to 2
         a.append([probe("s:a", 3)])  # a must re-read the head, not call this a gap
         assert [e.version for e in b.load("s:a")] == [1, 2, 3]
+
+
+def test_the_head_cache_stays_bounded_and_a_forgotten_head_is_read_back(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache of stream heads never exceeds its bound however many streams are written,
+    and a stream whose head was forgotten still appends at the right version (or conflicts)."""
+    from routeledger.adapters.store import eventstore
+
+    monkeypatch.setattr(eventstore, "HEAD_CACHE_STREAMS_MAX", 10)
+    for n in range(50):
+        store.append([probe(f"s-{n}", 1)])
+        assert len(store._heads) <= 10
+    assert "s-0" not in store._heads
+    store.append([probe("s-0", 2, at_us=2_000)])
+    with pytest.raises(Conflict):
+        store.append([probe("s-1", 1, at_us=2_000)])
+    assert [e.version for e in store.load("s-0")] == [1, 2]
