@@ -546,7 +546,7 @@ class Engine:
         return maintenance.roll_periods(self, accounts)
 
     def maintain(self) -> maintenance.Maintained:
-        """One maintenance step at engine time: roll ended periods over, expire due holds."""
+        """One maintenance step at engine time: roll periods over, expire holds, retire, snapshot."""
         return maintenance.maintain(self)
 
     def start_maintenance(self, every_s: float) -> None:

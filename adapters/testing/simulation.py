@@ -174,9 +174,10 @@ wait_total_us_max = 10_000_000
 total_us = 30_000_000
 
 [engine]
-hold_ttl_us = 60_000_000
-# A short horizon, so runs of a few simulated minutes retire records (G5).
-retention_horizon_us = 90_000_000
+hold_ttl_us = 300_000_000
+# Just past the TTL (the shortest allowed), so runs of a few simulated minutes
+# retire records (G5): the healing jump past every TTL retires what ended early.
+retention_horizon_us = 301_000_000
 
 [accounts.team]
 scope = "team"
@@ -436,6 +437,9 @@ class _GatewayStore:
 
     def delete_snapshot(self, stream_id: str, version: int) -> bool:
         return self._sim.store.delete_snapshot(stream_id, version)
+
+    def checkpoint(self) -> None:
+        self._sim.store.checkpoint()
 
     def close(self) -> None:
         """The shared store outlives every gateway."""
