@@ -83,6 +83,7 @@ from routeledger.core.budget.decide import OpenAccount
 from routeledger.core.budget.values import AccountScope, PeriodKind, PeriodSpec, Unit
 from routeledger.core.errors import UsageError
 from routeledger.core.routing import (
+    DEFAULT_FAILURE_TABLE,
     CredentialSpec,
     FailureAction,
     FailureClass,
@@ -376,13 +377,15 @@ class _RouteFile:
 
 @attrs.frozen(kw_only=True)
 class _FailureFile:
-    scope: FailureScope
-    action: FailureAction
-    base_us: int = 0
-    factor: int = 1
-    max_us: int = 0
-    retry_same: int = 0
-    fallback: bool = True
+    """A row override: every field it names replaces the default row's (G6: partial rows)."""
+
+    scope: FailureScope | None = None
+    action: FailureAction | None = None
+    base_us: int | None = None
+    factor: int | None = None
+    max_us: int | None = None
+    retry_same: int | None = None
+    fallback: bool | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -502,13 +505,16 @@ def _policy(shape: _File) -> Policy:
             for key, value in shape.models.items()
         ),
         routes=tuple(_route(alias, route) for alias, route in shape.routes.items()),
-        failures=tuple(
-            FailureRule(failure=failure, **attrs.asdict(row, recurse=False))
-            for failure, row in shape.failures.items()
-        ),
+        failures=tuple(_failure_rule(failure, row) for failure, row in shape.failures.items()),
         hints=shape.hints,
         limits=shape.limits,
     )
+
+
+def _failure_rule(failure: FailureClass, row: _FailureFile) -> FailureRule:
+    """The default row of ``failure`` with the fields ``row`` names replaced."""
+    given = {name: value for name, value in attrs.asdict(row).items() if value is not None}
+    return attrs.evolve(DEFAULT_FAILURE_TABLE[failure], **given)
 
 
 def _endpoints(shape: _File) -> dict[str, CredentialEndpoint]:

@@ -182,3 +182,24 @@ def test_each_route_knows_its_dialect() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(MINIMAL.replace('provider = "openai"', 'provider = "x"\ndialect = "soap"'))
     assert caught.value.key == "credentials.k.dialect"
+
+
+def test_a_failure_row_override_names_only_what_it_changes() -> None:
+    """A [failures.<class>] table may name one field; the default row's others are kept."""
+    from routeledger.core.routing import DEFAULT_FAILURE_TABLE
+
+    text = MINIMAL + "[failures.provider_unavailable]\nretry_same = 0\n"
+    rule = parse_config(text).policy.rule(FailureClass.PROVIDER_UNAVAILABLE)
+    default = DEFAULT_FAILURE_TABLE[FailureClass.PROVIDER_UNAVAILABLE]
+    assert rule.retry_same == 0 and default.retry_same == 1
+    assert (rule.scope, rule.action, rule.base_us, rule.factor, rule.max_us, rule.fallback) == (
+        default.scope,
+        default.action,
+        default.base_us,
+        default.factor,
+        default.max_us,
+        default.fallback,
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL + "[failures.provider_unavailable]\nretry_same = -1\n")
+    assert "retry_same" in caught.value.key
