@@ -28,6 +28,7 @@ from ..time import US_PER_H, US_PER_MIN, US_PER_S
 
 __all__ = [
     "DEFAULT_FAILURE_TABLE",
+    "OUTAGE_PROBE_US_MAX",
     "Evidence",
     "FailureAction",
     "FailureClass",
@@ -176,11 +177,19 @@ def _caller(failure: FailureClass, scope: FailureScope, *, fallback: bool) -> Fa
     )
 
 
+#: Longest cooldown of an outage class (5xx, connect errors, timeouts, cut
+#: streams) without a provider hint, in µs: the interval between half-open
+#: probes of a pair that keeps failing. Why 30 s: a healed member is back
+#: within 30 s of healing whatever the outage's length (G6), at a cost of one
+#: probe per pair per 30 s while it stays down.
+OUTAGE_PROBE_US_MAX: Final = 30 * US_PER_S
+
 _F = FailureClass
 #: The default failure table (A1). Why these numbers: auth and model-support
 #: problems do not fix themselves quickly (an operator or a re-resolution
 #: does), so they suspend for hours; rate limits and 5xx usually clear within
-#: seconds to minutes, so they back off from 1-5 s up to minutes.
+#: seconds to minutes, so they back off from 1-5 s up to minutes; outages
+#: back off to at most :data:`OUTAGE_PROBE_US_MAX`.
 DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyType(
     {
         rule.failure: rule
@@ -200,17 +209,17 @@ DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyT
             _caller(_F.CONTEXT_LENGTH_EXCEEDED, FailureScope.REQUEST, fallback=True),
             _caller(_F.CONTENT_FILTERED, FailureScope.REQUEST, fallback=False),
             _caller(_F.INVALID_REQUEST, FailureScope.REQUEST, fallback=False),
-            _cool(_F.PROVIDER_UNAVAILABLE, 5 * US_PER_S, 1 * US_PER_MIN, retry=1),
-            _cool(_F.CONNECT_ERROR, 2 * US_PER_S, 1 * US_PER_MIN, retry=1),
-            _cool(_F.TIMEOUT_BEFORE_RESPONSE, 5 * US_PER_S, 1 * US_PER_MIN),
-            _cool(_F.FIRST_TOKEN_TIMEOUT, 5 * US_PER_S, 1 * US_PER_MIN),
-            _cool(_F.STREAM_STALLED, 5 * US_PER_S, 1 * US_PER_MIN),
-            _cool(_F.STREAM_INTERRUPTED, 2 * US_PER_S, 1 * US_PER_MIN),
-            _cool(_F.MALFORMED_RESPONSE, 5 * US_PER_S, 1 * US_PER_MIN),
+            _cool(_F.PROVIDER_UNAVAILABLE, 5 * US_PER_S, OUTAGE_PROBE_US_MAX, retry=1),
+            _cool(_F.CONNECT_ERROR, 2 * US_PER_S, OUTAGE_PROBE_US_MAX, retry=1),
+            _cool(_F.TIMEOUT_BEFORE_RESPONSE, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),
+            _cool(_F.FIRST_TOKEN_TIMEOUT, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),
+            _cool(_F.STREAM_STALLED, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),
+            _cool(_F.STREAM_INTERRUPTED, 2 * US_PER_S, OUTAGE_PROBE_US_MAX),
+            _cool(_F.MALFORMED_RESPONSE, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),
             _caller(_F.RESPONSE_REJECTED, FailureScope.REQUEST, fallback=True),
             _caller(_F.CALLER_CANCELLED, FailureScope.NONE, fallback=False),
             _caller(_F.GATEWAY_POOL_EXHAUSTED, FailureScope.NONE, fallback=True),
-            _cool(_F.UNKNOWN, 5 * US_PER_S, 1 * US_PER_MIN),
+            _cool(_F.UNKNOWN, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),
         )
     }
 )

@@ -408,3 +408,48 @@ def test_a_credential_whose_listing_failed_heals_on_its_next_use(
     again = asyncio.run(ask())  # usable now: no second listing
     assert again.credential_id == "primary"
     assert sum(isinstance(r.event, ModelsResolved) for r in engine.store.read_all()) == 2
+
+
+@pytest.mark.parametrize("outage_s", [60, 100])
+def test_after_an_outage_the_primary_serves_again_within_30_s_of_healing(
+    env: None, fake: FakeProvider, outage_s: int
+) -> None:
+    """G6: with the default failure table, a primary down for 60 or 100 s of engine time (503s,
+    no hint) serves again within 30 s of healing, the spare serving meanwhile."""
+    from routeledger.adapters.testing.clock import FakeClock
+    from routeledger.core.routing.failures import OUTAGE_PROBE_US_MAX
+
+    fake.set_scripts({"primary-model": "overloaded", "spare-model": "ok"})
+    text = config_text(fake.base_url, "primary-model", "spare-model")
+    text = text.replace("[hints]\nmin_us = 100_000\nmax_us = 3_000_000\n", "")
+    clock = FakeClock()
+    engine = Engine.open("memory://", parse_config(text), clock=clock, ids=counter_ids())
+    healed_at = clock.now + outage_s * 1_000_000
+
+    async def go() -> list[tuple[int, str | None]]:
+        executor = Executor(engine)
+        served = []
+        try:
+            for _ in range(outage_s + 60):  # one request a second of engine time
+                if clock.now >= healed_at:
+                    fake.set_scripts({"primary-model": "ok", "spare-model": "ok"})
+                done = await executor.chat(
+                    {"messages": [{"role": "user", "content": "hi"}]},
+                    route="chat",
+                    caller_scope="u",
+                    accounts=("team",),
+                )
+                served.append((clock.now, done.model))
+                clock.now += 1_000_000
+        finally:
+            await executor.aclose()
+        return served
+
+    served = asyncio.run(go())
+    assert all(model == "spare-model" for at, model in served if at < healed_at)
+    back = min(at for at, model in served if at >= healed_at and model == "primary-model")
+    assert back - healed_at <= 30 * 1_000_000 and OUTAGE_PROBE_US_MAX <= 30 * 1_000_000
+    assert all(model == "primary-model" for at, model in served if at > back)
+    during = [a for a in fake.attempts() if a.model == "primary-model" and a.status == 503]
+    assert len(during) <= outage_s // 5 + 2  # probed, not hammered: backoff 5, 10, 20, 30 s
+    assert_no_open_hold(engine)

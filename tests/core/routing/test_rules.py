@@ -289,6 +289,32 @@ def test_backoff_level_is_capped() -> None:
     assert started.until_us - world.now == 5 * 60 * S
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        FailureClass.PROVIDER_UNAVAILABLE,
+        FailureClass.CONNECT_ERROR,
+        FailureClass.TIMEOUT_BEFORE_RESPONSE,
+        FailureClass.STREAM_INTERRUPTED,
+        FailureClass.UNKNOWN,
+    ],
+)
+def test_an_outage_is_probed_at_least_every_outage_probe_us_max(failure: FailureClass) -> None:
+    """G6/A4: however many half-open probes of an outage class fail in a row, the next probe
+    is at most OUTAGE_PROBE_US_MAX away, so a healed pair is back within that bound."""
+    from routeledger.core.routing.failures import OUTAGE_PROBE_US_MAX
+
+    world = World(policy({"chat": [target("k/m")]}))
+    blocks = []
+    for n in range(12):
+        _cool(world, f"r{n}", failure)
+        started = [e for e in world.log if isinstance(e, CooldownStarted)][-1]
+        blocks.append(started.until_us - started.at_us)
+        world.advance(started.until_us - world.now)  # the block ends: the next is a probe
+    assert max(blocks) == OUTAGE_PROBE_US_MAX
+    assert blocks == sorted(blocks)  # backoff grows, then stays at the cap
+
+
 def test_credential_probe_heals_the_credential() -> None:
     """A4: after a credential block expires, one probe goes through and its success clears the credential."""
     world = World(policy({"chat": [target("k/m")]}))
