@@ -373,6 +373,7 @@ class _RouteFile:
     chain: tuple[_TargetFile, ...]
     fallback: tuple[str, ...] = ()
     continue_instruction: str = ""
+    prefer_wait_us_max: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -480,6 +481,7 @@ def _route(alias: str, route: _RouteFile) -> Route:
         alias=alias,
         fallback=route.fallback,
         chain=tuple(_target(target) for target in route.chain),
+        prefer_wait_us_max=route.prefer_wait_us_max,
     )
 
 

@@ -79,7 +79,7 @@ from .events import (
 )
 from .failures import Evidence, FailureAction, FailureClass, FailureRule, FailureScope, Phase
 from .index import TREE_SCAN_FIRST, ReadyTree, pick_indexed
-from .policy import Policy, PoolPlan
+from .policy import ChainPlan, Policy, PoolPlan
 from .selection import Scan, member_order, member_verdict
 from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
@@ -188,7 +188,7 @@ def decide_next(
     if exhausted is None:
         pick = _pick(policy, state, request, plans, start, only_pair, now_us, credentials, scan)
         if pick is not None:
-            return _routed(policy, request, command, pick, now_us, scan)
+            return _route_or_wait(policy, chain, request, command, pick, scan, now_us, deadline)
         if request.wait_until_us > now_us:  # the decided wait stands: nothing became selectable
             return RouteIdle(ended=False, wait_until_us=request.wait_until_us)
         exhausted = _after_scan(policy, request, scan, only_pair, now_us, deadline)
@@ -197,6 +197,62 @@ def decide_next(
         if exhausted is None:
             return RouteDegraded(_degraded(request, DegradedReason.NOTHING_USABLE, scan, now_us))
     return RouteExhausted(_exhausted(policy, state, request, plans, exhausted, now_us, credentials))
+
+
+def _route_or_wait(
+    policy: Policy,
+    chain: ChainPlan,
+    request: RequestState,
+    command: RouteNext,
+    pick: tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None],
+    scan: Scan,
+    now_us: int,
+    deadline: int | None,
+) -> RouteStep:
+    """Route the pick, unless the route prefers to wait for an earlier target's recovery."""
+    prefer = _preferred_recovery(policy, chain, request, scan, pick[0], now_us, deadline)
+    if prefer is None:
+        return _routed(policy, request, command, pick, now_us, scan)
+    if request.wait_until_us > now_us:  # the decided wait stands
+        return RouteIdle(ended=False, wait_until_us=request.wait_until_us)
+    return RouteWait(prefer)
+
+
+def _preferred_recovery(
+    policy: Policy,
+    chain: ChainPlan,
+    request: RequestState,
+    scan: Scan,
+    picked_position: int,
+    now_us: int,
+    deadline: int | None,
+) -> WaitDecided | None:
+    """A wait for an earlier target's recovery within the route's ``prefer_wait_us_max``.
+
+    The earliest time-bound recovery the scan recorded at a chain position
+    before the picked one, if it is within the route's preference, the
+    request's wait budget and its deadline; else ``None`` (route the pick).
+    """
+    prefer_us = chain.prefer_wait_us_max
+    if not prefer_us or picked_position == 0:
+        return None
+    # Only blocked members have a recovery time, and they always name their pair.
+    ready = [
+        (skip.recovers_at_us, (str(skip.credential_id), str(skip.upstream_model)))
+        for skip in scan.skipped
+        if skip.chain_position < picked_position and skip.recovers_at_us is not None
+    ]
+    if not ready:
+        return None
+    until_us = min(at for at, _ in ready)
+    waited = request.waited_total_us + until_us - now_us
+    if until_us - now_us > prefer_us or waited > policy.limits.wait_total_us_max:
+        return None
+    if deadline is not None and until_us >= deadline:
+        return None
+    earlier = Scan()
+    earlier.recovering = [pair for at, pair in ready if at == until_us]
+    return _wait_decided(request, earlier, until_us, now_us)
 
 
 def _opened(

@@ -203,7 +203,8 @@ DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyT
                 factor=2,
                 max_us=1 * US_PER_H,
             ),
-            _cool(_F.RATE_LIMITED, 1 * US_PER_S, 5 * US_PER_MIN),
+            # One retry of the same pair: back to it after its Retry-After (G6).
+            _cool(_F.RATE_LIMITED, 1 * US_PER_S, 5 * US_PER_MIN, retry=1),
             _suspend(_F.MODEL_NOT_FOUND, FailureScope.PAIR, 12 * US_PER_H),
             _suspend(_F.MODEL_NOT_SUPPORTED, FailureScope.PAIR, 12 * US_PER_H),
             _caller(_F.CONTEXT_LENGTH_EXCEEDED, FailureScope.REQUEST, fallback=True),

@@ -167,6 +167,9 @@ class Route:
     chain: tuple[Target, ...]
     #: Aliases whose chains follow this one (their own fallbacks are never consulted, I3).
     fallback: tuple[str, ...] = ()
+    #: Wait up to this long (µs) for an earlier target's time-bound recovery (a short
+    #: Retry-After) instead of routing to a later one; 0: never wait while one serves.
+    prefer_wait_us_max: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -309,6 +312,8 @@ class ChainPlan:
     targets: tuple[PoolPlan, ...]
     #: (alias, position it would have had, why it was left out) per alias or target left out.
     left_out: tuple[tuple[str, int, str], ...]
+    #: The route's :attr:`Route.prefer_wait_us_max`.
+    prefer_wait_us_max: int = 0
 
 
 def _chain(
@@ -328,7 +333,11 @@ def _chain(
                 continue
             seen.add(plan.path)
             targets.append(plan)
-    return ChainPlan(targets=tuple(targets), left_out=tuple(left_out))
+    return ChainPlan(
+        targets=tuple(targets),
+        left_out=tuple(left_out),
+        prefer_wait_us_max=route.prefer_wait_us_max,
+    )
 
 
 def _plan(
@@ -448,6 +457,7 @@ def _validate_routes(
             _validate_target(f"{path}.chain[{t_index}]", target, creds, models)
         if len(route.fallback) > FALLBACKS_MAX:
             raise PolicyError(f"{path}.fallback", f"has more than {FALLBACKS_MAX} aliases")
+        _check_int(f"{path}.prefer_wait_us_max", route.prefer_wait_us_max, 0, WAIT_TOTAL_US_MAX)
     for route in routes:
         path = f"routes.{toml_key(route.alias)}.fallback"
         seen: set[str] = set()

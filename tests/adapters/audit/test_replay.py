@@ -76,7 +76,7 @@ class LateFlaky(Projection):
         self.mark = False
 
     def apply(self, recorded: Recorded) -> None:
-        if id(self) in _RESTORED and recorded.position > 200:
+        if id(self) in _RESTORED and recorded.position > 150:
             self.mark = True
         super().apply(recorded)
 

@@ -453,3 +453,43 @@ def test_after_an_outage_the_primary_serves_again_within_30_s_of_healing(
     during = [a for a in fake.attempts() if a.model == "primary-model" and a.status == 503]
     assert len(during) <= outage_s // 5 + 2  # probed, not hammered: backoff 5, 10, 20, 30 s
     assert_no_open_hold(engine)
+
+
+@pytest.mark.parametrize(("prefer_us", "served_by"), [(2_000_000, "primary"), (0, "spare")])
+def test_a_429_with_a_short_retry_after_on_the_primary_is_waited_for_when_preferred(
+    env: None, fake: FakeProvider, prefer_us: int, served_by: str
+) -> None:
+    """G6: with prefer_wait_us_max = 2 s a primary's 429 with Retry-After: 1 is waited for and
+    the primary serves (the spare is never called); with 0 the spare serves at once."""
+    from routeledger.adapters.testing.clock import FakeClock
+    from routeledger.core.routing.events import WaitDecided
+
+    fake.set_scripts({"primary-model": ["rate_limited:1", "ok"], "spare-model": "ok"})
+    text = config_text(fake.base_url, "primary-model", "spare-model").replace(
+        "[routes.chat]\n", f"[routes.chat]\nprefer_wait_us_max = {prefer_us}\n"
+    )
+    clock = FakeClock()
+    engine = Engine.open("memory://", parse_config(text), clock=clock, ids=counter_ids())
+
+    async def go() -> Completion:
+        executor = Executor(engine)
+        try:
+            return await executor.chat(
+                {"messages": [{"role": "user", "content": "hi"}]},
+                route="chat",
+                caller_scope="u",
+                accounts=("team",),
+            )
+        finally:
+            await executor.aclose()
+
+    done = asyncio.run(go())
+    assert done.model == f"{served_by}-model"
+    waits = [e for e in engine.store.load("request:req-1") if isinstance(e, WaitDecided)]
+    if served_by == "primary":
+        assert models_seen(fake) == ["primary-model", "primary-model"]
+        assert [w.until_us - w.at_us for w in waits] == [1_000_000]
+        assert clock.slept_s == [1.0]
+    else:
+        assert models_seen(fake) == ["primary-model", "spare-model"] and waits == []
+    assert_no_open_hold(engine)

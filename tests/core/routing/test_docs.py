@@ -42,6 +42,7 @@ def _from_toml(data: dict[str, Any]) -> Policy:
             Route(
                 alias=alias,
                 fallback=tuple(route.get("fallback", ())),
+                prefer_wait_us_max=route.get("prefer_wait_us_max", 0),
                 chain=tuple(
                     Target(
                         strategy=Strategy(target.get("strategy", "priority")),

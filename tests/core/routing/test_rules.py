@@ -942,3 +942,74 @@ def test_opening_must_be_this_new_requests_received_event() -> None:
             now_us=T0,
             opening=received,
         )
+
+
+def _prefer_world(prefer_us: int) -> World:
+    pol = policy({"chat": [target("p/m"), target("s/m")]})
+    route = attrs.evolve(pol.routes[0], prefer_wait_us_max=prefer_us)
+    return World(attrs.evolve(pol, routes=(route,)))
+
+
+@pytest.mark.parametrize(
+    ("prefer_s", "hint_s", "waits"),
+    [(2, 1, True), (0, 1, False), (2, 5, False)],
+    ids=["short-429-waited-for", "off-by-default", "longer-than-preferred"],
+)
+def test_a_short_recovery_of_the_preferred_target_is_waited_for(
+    prefer_s: int, hint_s: int, waits: bool
+) -> None:
+    """G6: a primary blocked for at most prefer_wait_us_max is waited for (WaitDecided naming
+    it, then routed to it); beyond it, or with 0, the request moves to the later target."""
+    world = _prefer_world(prefer_s * S)
+    _cool(world, "x", FailureClass.RATE_LIMITED, hint_us=hint_s * S)
+    world.start()
+    events = world.next()
+    if not waits:
+        assert _routed(events).credential_id == "s"
+        return
+    wait = single(events, WaitDecided)
+    assert wait.until_us - world.now == hint_s * S
+    assert [(p.credential_id, p.upstream_model) for p in wait.recovering] == [("p", "m")]
+    world.advance(hint_s * S)
+    assert _routed(world.next()).credential_id == "p"
+
+
+def test_the_preference_never_exceeds_the_requests_wait_budget() -> None:
+    """G6/A6: a preferred wait is taken only within wait_total_us_max (else route the later one)."""
+    pol = policy(
+        {"chat": [target("p/m"), target("s/m")]},
+        limits=RequestLimits(wait_total_us_max=1 * S),
+    )
+    route = attrs.evolve(pol.routes[0], prefer_wait_us_max=3 * S)
+    world = World(attrs.evolve(pol, routes=(route,)))
+    _cool(world, "x", FailureClass.RATE_LIMITED, hint_us=2 * S)
+    world.start()
+    assert _routed(world.next()).credential_id == "s"
+
+
+def test_no_preferred_wait_past_the_deadline_or_for_a_target_without_a_recovery_time() -> None:
+    """G6/A6: the preference never waits past the request's deadline, nor for an earlier target
+    skipped for a reason with no recovery time (an unusable key): the later target serves."""
+    pol = policy(
+        {"chat": [target("p/m"), target("s/m")]},
+        limits=RequestLimits(deadline_us=1 * S),
+    )
+    route = attrs.evolve(pol.routes[0], prefer_wait_us_max=3 * S)
+    world = World(attrs.evolve(pol, routes=(route,)))
+    _cool(world, "x", FailureClass.RATE_LIMITED, hint_us=2 * S)
+    world.start()
+    assert _routed(world.next()).credential_id == "s"
+    keyless = _prefer_world(3 * S)
+    keyless.credentials = {
+        "p": CredentialUsability(
+            credential_id="p",
+            unusable=UnusableReason.MODELS_UNRESOLVED,
+            resolved_models=None,
+            validates_model_names=True,
+        ),
+        "s": CredentialUsability(
+            credential_id="s", unusable=None, resolved_models=None, validates_model_names=False
+        ),
+    }
+    keyless.start()
+    assert _routed(keyless.next()).credential_id == "s"
