@@ -944,8 +944,9 @@ def test_opening_must_be_this_new_requests_received_event() -> None:
         )
 
 
-def _prefer_world(prefer_us: int) -> World:
-    pol = policy({"chat": [target("p/m"), target("s/m")]})
+def _prefer_world(prefer_us: int, limits: RequestLimits | None = None) -> World:
+    """Route chat: primary p/m, then s/m, preferring to wait ``prefer_us`` for the primary."""
+    pol = policy({"chat": [target("p/m"), target("s/m")]}, limits=limits)
     route = attrs.evolve(pol.routes[0], prefer_wait_us_max=prefer_us)
     return World(attrs.evolve(pol, routes=(route,)))
 
@@ -976,12 +977,7 @@ def test_a_short_recovery_of_the_preferred_target_is_waited_for(
 
 def test_the_preference_never_exceeds_the_requests_wait_budget() -> None:
     """G6/A6: a preferred wait is taken only within wait_total_us_max (else route the later one)."""
-    pol = policy(
-        {"chat": [target("p/m"), target("s/m")]},
-        limits=RequestLimits(wait_total_us_max=1 * S),
-    )
-    route = attrs.evolve(pol.routes[0], prefer_wait_us_max=3 * S)
-    world = World(attrs.evolve(pol, routes=(route,)))
+    world = _prefer_world(3 * S, RequestLimits(wait_total_us_max=1 * S))
     _cool(world, "x", FailureClass.RATE_LIMITED, hint_us=2 * S)
     world.start()
     assert _routed(world.next()).credential_id == "s"
@@ -990,12 +986,7 @@ def test_the_preference_never_exceeds_the_requests_wait_budget() -> None:
 def test_no_preferred_wait_past_the_deadline_or_for_a_target_without_a_recovery_time() -> None:
     """G6/A6: the preference never waits past the request's deadline, nor for an earlier target
     skipped for a reason with no recovery time (an unusable key): the later target serves."""
-    pol = policy(
-        {"chat": [target("p/m"), target("s/m")]},
-        limits=RequestLimits(deadline_us=1 * S),
-    )
-    route = attrs.evolve(pol.routes[0], prefer_wait_us_max=3 * S)
-    world = World(attrs.evolve(pol, routes=(route,)))
+    world = _prefer_world(3 * S, RequestLimits(deadline_us=1 * S))
     _cool(world, "x", FailureClass.RATE_LIMITED, hint_us=2 * S)
     world.start()
     assert _routed(world.next()).credential_id == "s"
