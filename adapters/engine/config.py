@@ -8,7 +8,8 @@ One file configures a gateway's engine::
     snapshot_every_events = 10_000   # taken by the maintenance loop
     snapshots_kept = 3               # older snapshots are deleted
     retention_horizon_us = 900_000_000  # finished records leave the state (0: never)
-    gc_freeze = false                # keep long-lived state out of GC passes (own process)
+    gc_freeze = true                 # keep long-lived state out of GC passes (default:
+                                     # on under routeledger serve, off when embedded)
     maintenance_every_us = 1_000_000  # expire due holds, roll periods (0: no thread)
     sink = "standalone"           # standalone | platform
 
@@ -285,8 +286,9 @@ class EngineSettings:
         default=RETENTION_HORIZON_US_DEFAULT, validator=[_NON_NEGATIVE, _horizon]
     )
     #: Freeze the process's objects out of the cyclic GC at each maintenance step
-    #: (``adapters/engine/maintenance.py``): off by default, the process is the host's.
-    gc_freeze: bool = False
+    #: (``adapters/engine/maintenance.py``); unset: on where the engine owns the
+    #: process (``routeledger serve``), off when embedded (the process is the host's).
+    gc_freeze: bool | None = None
     sink: str = "standalone"
     #: How often the engine's maintenance thread runs (expires due holds, rolls
     #: periods over), in µs of real time; 0: no thread (call ``Engine.maintain()``).

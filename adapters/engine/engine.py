@@ -176,6 +176,9 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         #: Takes snapshots from its own replica of the fold (the maintenance loop).
         self._snapshotter = Snapshotter(store)
+        #: Whether the engine owns its process (``routeledger serve``): process-wide
+        #: tuning such as ``[engine] gc_freeze`` then defaults to on.
+        self.owns_process = False
         #: (route, backups) -> the prices of the distinct models its chain can reach,
         #: under ``_prices_config`` (a new ``config`` empties the cache).
         self._chain_prices: dict[tuple[str, tuple[str, ...]], tuple[ModelPrice, ...]] = {}

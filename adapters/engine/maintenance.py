@@ -118,7 +118,8 @@ def maintain(engine: Engine) -> Maintained:
     retired = engine.runtime.run(
         lambda s, now: decide_retire(s, now_us=now, horizon_us=horizon_us), _itself
     )
-    if engine.config.engine.gc_freeze:
+    freeze = engine.config.engine.gc_freeze
+    if engine.owns_process if freeze is None else freeze:
         freeze_long_lived()
     return Maintained(
         rolled=rolled,

@@ -97,8 +97,11 @@ class Gateway:
         *,
         environ: Mapping[str, str] | None = None,
         engine: Engine | None = None,
+        owns_process: bool = False,
     ) -> None:
         environ = os.environ if environ is None else environ
+        #: A ``routeledger serve`` worker: its engine may tune the process (``gc_freeze``).
+        self.owns_process = owns_process
         self.config = config
         self.store_url = store_url
         self.clients = ClientKeys.load(config.clients, environ)
@@ -127,9 +130,12 @@ class Gateway:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         engine = self._given_engine
         if engine is None:
+            # The wall clock and the maintenance thread (expiry, retirement,
+            # snapshots): a clock given to Engine.open turns the thread off by default.
             engine = await asyncio.to_thread(
-                Engine.open, self.store_url, self.config, clock=SystemClock()
+                Engine.open, self.store_url, self.config, clock=SystemClock(), maintenance=True
             )
+            engine.owns_process = self.owns_process
         self.engine = engine
         self.executor = Executor(engine)
         self.metrics = ServerMetrics(engine)
@@ -577,7 +583,7 @@ def app_from_environment() -> Starlette:
     log_format, _, level = os.environ.get(ENV_LOG, "text:info").partition(":")
     config = load_config(Path(os.environ[ENV_CONFIG]))
     try:
-        gateway = Gateway(config, os.environ.get(ENV_STORE) or None)
+        gateway = Gateway(config, os.environ.get(ENV_STORE) or None, owns_process=True)
     except UsageError as error:
         LOGGER.error("%s", error)
         raise

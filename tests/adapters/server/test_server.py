@@ -453,3 +453,36 @@ def test_a_slow_client_holds_back_the_upstream_read(world: World) -> None:
     assert received > total  # every character, in SSE framing
     world.fake.wait_idle()
     assert world.fake.attempts()[-1].outcome == "completed"
+
+
+@pytest.mark.config_edit(
+    "[server]\n",
+    "[engine]\nmaintenance_every_us = 20_000\nsnapshot_every_events = 5\n\n[server]\n",
+)
+def test_serve_runs_the_maintenance_loop_and_owns_its_process(world: World) -> None:
+    """routeledger serve runs the maintenance thread (snapshots appear without any request
+    taking one) and, owning its process, freezes long-lived objects out of the GC; an app
+    embedded in another process does not."""
+    import gc
+
+    from routeledger.adapters.store.snapshots import snapshot_versions
+    from tests.adapters.engine.test_snapshotting import thaw
+
+    engine = world.gateway.engine
+    assert engine is not None and not engine.owns_process  # an app in a test's process
+    gc.unfreeze()
+    try:
+        engine.owns_process = True  # as in a `routeledger serve` worker (app_from_environment)
+        for _ in range(3):
+            world.openai.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=8)
+        deadline = time.monotonic() + 10
+        with open_store(world.store_url, create=False) as store:
+            while not snapshot_versions(store) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert snapshot_versions(store), "the maintenance loop saved a snapshot"
+        while not gc.get_freeze_count() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gc.get_freeze_count() > 0
+    finally:
+        engine.owns_process = False
+        thaw()
