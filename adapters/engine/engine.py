@@ -379,13 +379,9 @@ class Engine:
             return
         if type(request_id) is not str or stream_id_problem(request_stream(request_id)):
             return  # malformed: refused by the decider with the field named
-        if request_id in state.budget.holds:
-            return
-        store = self.store
-        if (
-            store.head(request_stream(request_id)).version
-            or store.head(hold_stream(request_id)).version
-        ):
+        # Every request the engine ever started recorded RequestReceived on its
+        # stream first (a budget refusal too): one indexed read answers.
+        if self.store.head(request_stream(request_id)).version:
             raise Retired(
                 "StartRequest",
                 "request_id",
