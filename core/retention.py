@@ -23,12 +23,14 @@ state no longer does (:class:`~routeledger.core.errors.Retired`), so an id is
 never decided twice.
 
 The decision is due when the horizon has moved on by a step
-(:func:`retire_step_us`) since the last one and there is anything finished to
-retire: an idle engine with nothing left records nothing.
+(:func:`retire_step_us`) since the last one, there is anything finished, and
+the oldest record is older than the cut: an idle engine with nothing left, or
+a young one, records nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -89,6 +91,18 @@ def retire_step_us(horizon_us: int) -> int:
     return max(horizon_us // RETIRE_STEPS_PER_HORIZON, RETIRE_STEP_US_MIN)
 
 
+def _oldest_us(state: Folded) -> int:
+    """Engine time of the oldest request or hold in the state (both kept in arrival order)."""
+    firsts = itertools.chain(
+        (
+            request.received.at_us
+            for request in itertools.islice(state.routing.requests.values(), 1)
+        ),
+        (hold.placed_at_us for hold in itertools.islice(state.budget.holds.values(), 1)),
+    )
+    return min(firsts)
+
+
 def decide_retire(state: Folded, *, now_us: int, horizon_us: int) -> tuple[RecordsRetired, ...]:
     """The retirement due at ``now_us`` under ``horizon_us`` (0: retention off), if any."""
     if horizon_us <= 0:
@@ -99,6 +113,8 @@ def decide_retire(state: Folded, *, now_us: int, horizon_us: int) -> tuple[Recor
     ledger = state.budget
     if not state.routing.requests and len(ledger.holds) == len(ledger.open_holds):
         return ()  # nothing finished to retire
+    if _oldest_us(state) >= before_us:
+        return ()  # nothing is older than the cut yet
     return (
         RecordsRetired(
             stream_id=RETENTION_STREAM,
