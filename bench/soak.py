@@ -46,6 +46,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure
+from engine import CONFIG as ENGINE_CONFIG
+from engine import one_request
 
 from routeledger.adapters.engine.config import parse_config
 from routeledger.adapters.engine.engine import Engine
@@ -58,7 +60,9 @@ STEP_US = 10_000
 #: The horizon the soak runs under, in µs of engine time: 6,000 requests.
 HORIZON_US = 60_000_000
 
-CONFIG = f"""
+#: The soak's engine settings in front of bench/engine.py's gateway (two members, one account).
+CONFIG = (
+    f"""
 [engine]
 hold_ttl_us = 30_000_000
 retention_horizon_us = {HORIZON_US}
@@ -73,22 +77,9 @@ wait_total_us_max = 1_000_000
 
 [timeouts]
 total_us = 5_000_000
-
-[credentials.a]
-provider = "openai"
-[credentials.b]
-provider = "openai"
-[models.m]
-input_micros_per_mtok = 1_000_000
-output_micros_per_mtok = 2_000_000
-[routes.chat]
-[[routes.chat.chain]]
-strategy = "round_robin"
-members = [{{ credential = "a", model = "m" }}, {{ credential = "b", model = "m" }}]
-[accounts.team]
-scope = "team"
-limit = 1_000_000_000_000_000
 """
+    + ENGINE_CONFIG
+)
 
 
 class VirtualClock:
@@ -114,14 +105,6 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
     return pages * resource.getpagesize() / 1e6
-
-
-def one_request(engine: Engine) -> None:
-    with engine.request(
-        route="chat", caller_scope="u", accounts=("team",), input_tokens=100
-    ) as req:
-        for attempt in req.sync_attempts():
-            attempt.succeeded(input_tokens=100, output_tokens=50)
 
 
 def newest_snapshot_mb(url: str) -> float:

@@ -36,6 +36,7 @@ table can already rewrite the log. Never load snapshots from another source.
 
 from __future__ import annotations
 
+import collections
 import copy
 import gc
 import hashlib
@@ -336,13 +337,8 @@ def newest_good_snapshot(store: EventStore) -> tuple[Folded | None, list[LoadedS
 
 
 def _newest_first(store: EventStore, limit: int) -> list[StoredSnapshot]:
-    versions = [s.version for s in iter_snapshots(store)][-limit:]
-    found: list[StoredSnapshot] = []
-    for version in reversed(versions):
-        page = store.snapshots(SNAPSHOT_STREAM, after_version=version - 1, limit=1)
-        if page and page[0].version == version:
-            found.append(page[0])
-    return found
+    """The newest ``limit`` snapshots, newest first (one pass over the stored ones)."""
+    return list(reversed(collections.deque(iter_snapshots(store), maxlen=limit)))
 
 
 def snapshot_versions(store: EventStore) -> list[int]:
