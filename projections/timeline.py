@@ -285,7 +285,8 @@ class RequestTimeline(Projection):
         | rev.PairSuspended
         | rev.CredentialSuspended
         | rev.CooldownCleared
-        | rev.ProbeAllowed,
+        | rev.ProbeAllowed
+        | rev.FailureTolerated,
     ) -> None:
         kind = _BLOCK_KINDS[type(evt)]
         details: list[tuple[str, Scalar]] = [
@@ -303,6 +304,9 @@ class RequestTimeline(Projection):
         clamp = getattr(evt, "clamp", None)
         if clamp is not None:
             details.append(("clamp", clamp.value))
+        strikes = getattr(evt, "strikes", None)
+        if strikes is not None:
+            details.append(("strikes", strikes))
         self._add(evt.request_id, position, evt, kind, tuple(details))
 
     # --- the request's hold (hold_id == request_id) ---------------------------------------
@@ -392,6 +396,7 @@ class RequestTimeline(Projection):
         rev.CredentialSuspended: _on_block,
         rev.CooldownCleared: _on_block,
         rev.ProbeAllowed: _on_block,
+        rev.FailureTolerated: _on_block,
         bev.HoldPlaced: _on_hold_placed,
         bev.HoldRejected: _on_hold_rejected,
         bev.HoldAdjusted: _on_hold_adjusted,
@@ -410,4 +415,5 @@ _BLOCK_KINDS: dict[type[Event], str] = {
     rev.CredentialSuspended: "suspended",
     rev.CooldownCleared: "cleared",
     rev.ProbeAllowed: "probe",
+    rev.FailureTolerated: "tolerated",
 }

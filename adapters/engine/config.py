@@ -389,6 +389,7 @@ class _FailureFile:
     max_us: int | None = None
     retry_same: int | None = None
     fallback: bool | None = None
+    allowed_fails: int | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -35,6 +35,7 @@ _CHANGES: Final[dict[type[Event], tuple[str, int]]] = {
     rev.CredentialSuspended: ("credential suspended", logging.WARNING),
     rev.CooldownCleared: ("cooldown cleared", logging.INFO),
     rev.ProbeAllowed: ("probe allowed", logging.INFO),
+    rev.FailureTolerated: ("failure tolerated", logging.INFO),
 }
 
 
@@ -76,6 +77,9 @@ def log_availability(events: Sequence[Event]) -> None:
                 if evt.hint_us is not None:
                     fields["hint_us"] = evt.hint_us
                     detail.append(f"hint {evt.hint_us / 1_000_000:g} s")
+            elif isinstance(evt, rev.FailureTolerated):
+                fields["strikes"] = evt.strikes
+                detail.append(f"strike {evt.strikes}")
             text += f" ({', '.join(detail)})"
         LOGGER.log(level, "%s request %s", text, evt.request_id, extra={"routeledger": fields})
 

@@ -68,6 +68,7 @@ from .events import (
     DegradedReason,
     ExhaustedReason,
     FailureSummary,
+    FailureTolerated,
     FallbackExhausted,
     PairRef,
     PairSuspended,
@@ -77,7 +78,15 @@ from .events import (
     SkipReason,
     WaitDecided,
 )
-from .failures import Evidence, FailureAction, FailureClass, FailureRule, FailureScope, Phase
+from .failures import (
+    STRIKE_WINDOW_US,
+    Evidence,
+    FailureAction,
+    FailureClass,
+    FailureRule,
+    FailureScope,
+    Phase,
+)
 from .index import TREE_SCAN_FIRST, ReadyTree, pick_indexed
 from .policy import ChainPlan, Policy, PoolPlan
 from .selection import Scan, member_order, member_verdict
@@ -644,6 +653,9 @@ def _blocks(
         scope = state.creds.get(stream)
     else:
         stream, upstream, scope = pair_stream, failed.upstream_model, state.pairs.get(pair_stream)
+    strikes = _strikes_if_tolerated(rule, failed, scope, now_us)
+    if strikes is not None:
+        return (_tolerated(failed, stream, upstream, scope, strikes, now_us),)
     if scope is None:
         version, old_until, level, suspended = 1, 0, 0, False
     else:
@@ -684,6 +696,48 @@ def _blocks(
             hint_us=failed.hint_us,
             clamp=clamp,
         ),
+    )
+
+
+def _strikes_if_tolerated(
+    rule: FailureRule, failed: AttemptFailed, scope: ScopeState | None, now_us: int
+) -> int | None:
+    """The failure's strike count if ``rule.allowed_fails`` tolerates it, else ``None``.
+
+    Never tolerated: a failure with a provider hint (the provider said when to
+    come back), or one of a scope already blocked or half-open (a failed probe).
+    Strikes add up while each follows the previous within ``STRIKE_WINDOW_US``.
+    """
+    if rule.allowed_fails == 0 or failed.hint_us is not None:
+        return None
+    prior = 0
+    if scope is not None:
+        if scope.needs_probe:
+            return None
+        if scope.strikes and now_us - scope.strike_at_us < STRIKE_WINDOW_US:
+            prior = scope.strikes
+    return prior + 1 if prior < rule.allowed_fails else None
+
+
+def _tolerated(
+    failed: AttemptFailed,
+    stream: str,
+    upstream: str | None,
+    scope: ScopeState | None,
+    strikes: int,
+    now_us: int,
+) -> FailureTolerated:
+    """``FailureTolerated``: the scope stays available, one strike closer to its block."""
+    return FailureTolerated(
+        stream_id=stream,
+        version=1 if scope is None else scope.version + 1,
+        at_us=now_us,
+        credential_id=failed.credential_id,
+        upstream_model=upstream,
+        request_id=failed.request_id,
+        attempt_id=failed.attempt_id,
+        reason=failed.failure,
+        strikes=strikes,
     )
 
 

@@ -16,7 +16,8 @@ Streams:
   ``AttemptFailed``;
 * ``pair:<credential_id>:<upstream_model>`` — availability of one pair:
   ``CooldownStarted``, ``CooldownExtended``, ``PairSuspended``,
-  ``CooldownCleared``, ``ProbeAllowed`` with ``upstream_model`` set, and the
+  ``CooldownCleared``, ``ProbeAllowed``, ``FailureTolerated`` with
+  ``upstream_model`` set, and the
   operator's ``BlockLifted`` and ``BlockImposed`` (``Origin.ADMIN``);
 * ``cred:<credential_id>`` — credential-wide availability: the same events
   with ``upstream_model=None``, plus ``CredentialSuspended``. This stream is
@@ -50,6 +51,7 @@ __all__ = [
     "DegradedReason",
     "ExhaustedReason",
     "FailureSummary",
+    "FailureTolerated",
     "FallbackExhausted",
     "PairRef",
     "PairSuspended",
@@ -367,6 +369,20 @@ class CredentialSuspended(BlockEvent):
 
     until_us: int
     reason: FailureClass
+
+
+@event("routeledger.FailureTolerated", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class FailureTolerated(BlockEvent):
+    """A failure the scope's rule tolerates (``allowed_fails``): nothing is blocked yet.
+
+    ``strikes`` counts the tolerated failures in a row, each within
+    ``STRIKE_WINDOW_US`` of the one before; the next failure past
+    ``allowed_fails`` applies the rule's action.
+    """
+
+    reason: FailureClass
+    strikes: int
 
 
 @event("routeledger.CooldownCleared", 1, Origin.DECIDED)

@@ -29,6 +29,7 @@ from ..time import US_PER_H, US_PER_MIN, US_PER_S
 __all__ = [
     "DEFAULT_FAILURE_TABLE",
     "OUTAGE_PROBE_US_MAX",
+    "STRIKE_WINDOW_US",
     "Evidence",
     "FailureAction",
     "FailureClass",
@@ -137,6 +138,12 @@ class FailureRule:
     (backoff level), up to ``max_us``. ``retry_same`` is how many more times
     the same member may be attempted by the same request; ``fallback`` says
     whether the request may move on to other members and targets.
+    ``allowed_fails`` is how many failures of the scope are tolerated, each
+    within :data:`STRIKE_WINDOW_US` of the one before, before the action
+    applies (LiteLLM's ``allowed_fails``): a tolerated failure blocks nothing
+    (``FailureTolerated``), so the request may retry the same pair at once. A
+    failure with a provider hint, or of a scope already blocked or half-open,
+    is never tolerated.
     """
 
     failure: FailureClass
@@ -147,9 +154,12 @@ class FailureRule:
     max_us: int = 0
     retry_same: int = 0
     fallback: bool = True
+    allowed_fails: int = 0
 
 
-def _cool(failure: FailureClass, base_us: int, max_us: int, retry: int = 0) -> FailureRule:
+def _cool(
+    failure: FailureClass, base_us: int, max_us: int, retry: int = 0, allowed: int = 0
+) -> FailureRule:
     return FailureRule(
         failure=failure,
         scope=FailureScope.PAIR,
@@ -158,6 +168,7 @@ def _cool(failure: FailureClass, base_us: int, max_us: int, retry: int = 0) -> F
         factor=2,
         max_us=max_us,
         retry_same=retry,
+        allowed_fails=allowed,
     )
 
 
@@ -184,12 +195,22 @@ def _caller(failure: FailureClass, scope: FailureScope, *, fallback: bool) -> Fa
 #: probe per pair per 30 s while it stays down.
 OUTAGE_PROBE_US_MAX: Final = 30 * US_PER_S
 
+#: How close a failure must follow the scope's previous tolerated one to
+#: count towards ``allowed_fails``, in µs. Why 60 s: LiteLLM counts its
+#: ``allowed_fails`` per minute, so a LiteLLM user's setting means the same
+#: here; isolated transient errors minutes apart never add up to a cooldown.
+STRIKE_WINDOW_US: Final = 60 * US_PER_S
+
 _F = FailureClass
 #: The default failure table (A1). Why these numbers: auth and model-support
 #: problems do not fix themselves quickly (an operator or a re-resolution
 #: does), so they suspend for hours; rate limits and 5xx usually clear within
 #: seconds to minutes, so they back off from 1-5 s up to minutes; outages
-#: back off to at most :data:`OUTAGE_PROBE_US_MAX`.
+#: back off to at most :data:`OUTAGE_PROBE_US_MAX`. A single 5xx or connect
+#: error is usually transient (one retry of the same pair usually succeeds), so
+#: those two classes tolerate one failure before cooling the pair (G6: "retry
+#: the same once, then cool"); a second one within :data:`STRIKE_WINDOW_US`
+#: cools it as before.
 DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyType(
     {
         rule.failure: rule
@@ -210,8 +231,8 @@ DEFAULT_FAILURE_TABLE: Final[Mapping[FailureClass, FailureRule]] = MappingProxyT
             _caller(_F.CONTEXT_LENGTH_EXCEEDED, FailureScope.REQUEST, fallback=True),
             _caller(_F.CONTENT_FILTERED, FailureScope.REQUEST, fallback=False),
             _caller(_F.INVALID_REQUEST, FailureScope.REQUEST, fallback=False),
-            _cool(_F.PROVIDER_UNAVAILABLE, 5 * US_PER_S, OUTAGE_PROBE_US_MAX, retry=1),
-            _cool(_F.CONNECT_ERROR, 2 * US_PER_S, OUTAGE_PROBE_US_MAX, retry=1),
+            _cool(_F.PROVIDER_UNAVAILABLE, 5 * US_PER_S, OUTAGE_PROBE_US_MAX, retry=1, allowed=1),
+            _cool(_F.CONNECT_ERROR, 2 * US_PER_S, OUTAGE_PROBE_US_MAX, retry=1, allowed=1),
             _cool(_F.TIMEOUT_BEFORE_RESPONSE, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),
             _cool(_F.FIRST_TOKEN_TIMEOUT, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),
             _cool(_F.STREAM_STALLED, 5 * US_PER_S, OUTAGE_PROBE_US_MAX),

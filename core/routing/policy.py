@@ -35,6 +35,7 @@ from ..time import US_PER_DAY, US_PER_H, US_PER_MIN, US_PER_S
 from .failures import DEFAULT_FAILURE_TABLE, FailureAction, FailureClass, FailureRule, FailureScope
 
 __all__ = [
+    "ALLOWED_FAILS_MAX",
     "ATTEMPTS_MAX",
     "BACKUPS_MAX",
     "CHAIN_TARGETS_MAX",
@@ -82,6 +83,9 @@ COOLDOWN_US_MAX: Final = 7 * US_PER_DAY
 FACTOR_MAX: Final = 10
 #: Retries of the same member by one request. Why: more is a retry storm.
 RETRY_SAME_MAX: Final = 10
+#: Failures a scope may tolerate before its rule's action applies. Why: past
+#: ten, a failing upstream takes ten requests' latency before it cools.
+ALLOWED_FAILS_MAX: Final = 10
 #: Attempts per request. Why: every attempt costs latency and money; 64 covers
 #: a 16-target chain with retries; zero could never serve anything.
 ATTEMPTS_MAX: Final = 64
@@ -535,6 +539,7 @@ def _validate_failures(rules: tuple[FailureRule, ...]) -> dict[FailureClass, Fai
         _check_int(f"{path}.max_us", rule.max_us, 0, COOLDOWN_US_MAX)
         _check_int(f"{path}.factor", rule.factor, 1, FACTOR_MAX)
         _check_int(f"{path}.retry_same", rule.retry_same, 0, RETRY_SAME_MAX)
+        _check_int(f"{path}.allowed_fails", rule.allowed_fails, 0, ALLOWED_FAILS_MAX)
         if rule.action is not FailureAction.NOTHING and rule.base_us == 0:
             raise PolicyError(f"{path}.base_us", f"must be > 0 for action {rule.action.value!r}")
         if rule.base_us > rule.max_us and rule.action is FailureAction.COOLDOWN:

@@ -55,6 +55,7 @@ from .events import (
     CooldownStarted,
     CredentialSuspended,
     Degraded,
+    FailureTolerated,
     FallbackExhausted,
     PairSuspended,
     ProbeAllowed,
@@ -113,6 +114,8 @@ class ScopeState:
         "probe_until_us",
         "ready_us",
         "reason",
+        "strike_at_us",
+        "strikes",
         "suspended",
         "until_us",
         "version",
@@ -138,6 +141,10 @@ class ScopeState:
         #: Not selectable strictly before this time: the block's or the probe's end
         #: (the later of the two; a probe is only allowed after the block ended).
         self.ready_us = 0
+        #: Tolerated failures in a row (``FailureTolerated``), reset by any block or heal.
+        self.strikes = 0
+        #: When the latest tolerated failure was decided.
+        self.strike_at_us = 0
 
 
 class AttemptRecord:
@@ -286,6 +293,7 @@ def _block(
     scope.reason = event.reason
     scope.needs_probe = True
     scope.probe_until_us = 0
+    scope.strikes = 0
     return scope
 
 
@@ -310,7 +318,15 @@ def _on_imposed(state: RoutingState, event: BlockImposed) -> RoutingState:
     scope.reason = None
     scope.needs_probe = True
     scope.probe_until_us = 0
+    scope.strikes = 0
     refresh_leaves(state, event.stream_id)
+    return state
+
+
+def _on_tolerated(state: RoutingState, event: FailureTolerated) -> RoutingState:
+    scope = _scope(state, event)
+    scope.strikes = event.strikes
+    scope.strike_at_us = event.at_us
     return state
 
 
@@ -324,6 +340,7 @@ def _on_cleared(state: RoutingState, event: CooldownCleared | BlockLifted) -> Ro
     scope.reason = None
     scope.needs_probe = False
     scope.probe_until_us = 0
+    scope.strikes = 0
     refresh_leaves(state, event.stream_id)
     return state
 
@@ -446,6 +463,7 @@ _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] =
     CredentialSuspended: _on_suspended,
     CooldownCleared: _on_cleared,
     ProbeAllowed: _on_probe,
+    FailureTolerated: _on_tolerated,
     BlockLifted: _on_cleared,
     BlockImposed: _on_imposed,
 }
@@ -489,6 +507,8 @@ def _check_scope(key: str, scope: ScopeState) -> None:
         raise InvariantViolation(f"A4: {key} is healed but keeps a block")
     if scope.needs_probe and scope.reason is None and not scope.suspended:
         raise InvariantViolation(f"{key}: cooling down without a failure class")
+    if scope.strikes and scope.needs_probe:
+        raise InvariantViolation(f"{key}: a blocked or half-open scope counts tolerated failures")
 
 
 def check_invariants(state: RoutingState) -> None:

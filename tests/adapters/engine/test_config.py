@@ -203,3 +203,13 @@ def test_a_failure_row_override_names_only_what_it_changes() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(MINIMAL + "[failures.provider_unavailable]\nretry_same = -1\n")
     assert "retry_same" in caught.value.key
+
+
+def test_allowed_fails_is_a_failure_row_field_checked_at_load() -> None:
+    """``allowed_fails`` alone overrides the row (0 cools at the first 5xx); over the limit names the key."""
+    text = MINIMAL + "[failures.provider_unavailable]\nallowed_fails = 0\n"
+    rule = parse_config(text).policy.rule(FailureClass.PROVIDER_UNAVAILABLE)
+    assert (rule.allowed_fails, rule.retry_same) == (0, 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL + "[failures.connect_error]\nallowed_fails = 11\n")
+    assert caught.value.key == "failures.connect_error.allowed_fails"

@@ -83,7 +83,8 @@ def test_a_failure_falls_back_and_the_fallback_uses_its_own_model() -> None:
                 attempt.failed(FailureClass.PROVIDER_UNAVAILABLE, status=503, detail="down")
             else:
                 attempt.succeeded(input_tokens=1, output_tokens=1)
-    assert seen == [("a", "m1"), ("b", "m2")]
+    # A 503 is retried once on the same pair (allowed_fails, G6), then the next target serves.
+    assert seen == [("a", "m1"), ("a", "m1"), ("b", "m2")]
     assert isinstance(req.result, Served)
     assert req.result.upstream_model == "m2"
 

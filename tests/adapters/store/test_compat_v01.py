@@ -33,11 +33,13 @@ EXPECTED = json.loads((FIXTURES / "store_v0.1.json").read_text())
 #: State fields added since 0.1, per class: hashed as 0.1 would, the state leaves them out.
 #: ``AccountState.configured_limit`` (the file's last limit, G4) equals the opened limit here;
 #: the retention horizon's fields (G5) record the last event's time and the hold's command ids,
-#: and no retirement happened in 0.1's log (``Folded.retention`` is empty).
+#: and no retirement happened in 0.1's log (``Folded.retention`` is empty); tolerated failures
+#: (G6, ``ScopeState.strikes``) did not exist, so every scope of 0.1's log has none.
 ADDED_SINCE_V01: dict[type, tuple[str, ...]] = {
     ledger.AccountState: ("configured_limit",),
     ledger.HoldState: ("command_ids", "last_at_us"),
     routing.RequestState: ("last_at_us",),
+    routing.ScopeState: ("strike_at_us", "strikes"),
     Folded: ("retention",),
 }
 

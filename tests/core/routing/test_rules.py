@@ -305,6 +305,8 @@ def test_an_outage_is_probed_at_least_every_outage_probe_us_max(failure: Failure
     from routeledger.core.routing.failures import OUTAGE_PROBE_US_MAX
 
     world = World(policy({"chat": [target("k/m")]}))
+    if failure in (FailureClass.PROVIDER_UNAVAILABLE, FailureClass.CONNECT_ERROR):
+        _cool(world, "first", failure)  # a transient class tolerates its first failure (G6)
     blocks = []
     for n in range(12):
         _cool(world, f"r{n}", failure)
@@ -384,6 +386,7 @@ def test_mid_stream_failure_moves_to_next_target_even_with_healthy_siblings() ->
 def test_retry_same_member_waits_for_its_cooldown() -> None:
     """A6/F2: a class allowing a retry of the same member retries it after its cooldown, re-checked."""
     world = World(policy({"chat": [target("k/m")]}))
+    _cool(world, "r0", FailureClass.PROVIDER_UNAVAILABLE)  # tolerated: the next one cools (G6)
     world.start()
     world.next()
     world.fail(FailureClass.PROVIDER_UNAVAILABLE)

@@ -13,6 +13,7 @@ from routeledger.core.routing.events import (
     CooldownExtended,
     CooldownStarted,
     CredentialSuspended,
+    FailureTolerated,
     PairSuspended,
     ProbeAllowed,
     RoutingEvent,
@@ -21,6 +22,10 @@ from routeledger.core.routing.failures import Evidence
 from routeledger.core.routing.state import Status, status_at
 
 from .support import S, World, policy, target
+
+#: G6, written out independently of the code: the transient classes whose first
+#: failure on a healthy scope blocks nothing (retry the same once, then cool).
+TOLERATED_ONCE = frozenset({FailureClass.PROVIDER_UNAVAILABLE, FailureClass.CONNECT_ERROR})
 
 #: A1, written out independently of the code: where each class lands and how.
 EXPECTED_SCOPE: dict[FailureClass, tuple[str | None, str | None]] = {
@@ -137,6 +142,11 @@ def test_every_status_outcome_pair(status: Status, outcome: FailureClass | Evide
                 )
                 assert block.until_us == max(old_until, now + rule.base_us)
                 expected_after[stream] = Status.SUSPENDED
+            elif outcome in TOLERATED_ONCE and status is Status.AVAILABLE:
+                # A first transient failure of a healthy scope is tolerated (G6).
+                assert len(decided) == 1
+                tolerated = decided[0]
+                assert isinstance(tolerated, FailureTolerated) and tolerated.strikes == 1
             else:
                 level = old_level + 1 if status is not Status.AVAILABLE else 0
                 duration = min(rule.base_us * rule.factor**level, rule.max_us)
