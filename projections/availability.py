@@ -33,6 +33,7 @@ from routeledger.core.routing.events import (
     CredentialSuspended,
     PairSuspended,
     ProbeAllowed,
+    ProbeReleased,
     ScopeEvent,
 )
 from routeledger.core.routing.failures import FailureClass
@@ -185,6 +186,9 @@ class AvailabilityBoard(Projection):
     def _on_probe(self, position: int, evt: ProbeAllowed) -> None:
         self._scope(evt, position).probe_until_us = evt.until_us
 
+    def _on_probe_released(self, position: int, evt: ProbeReleased) -> None:
+        self._scope(evt, position).probe_until_us = 0
+
     _HANDLERS: ClassVar[dict[type[Event], Callable[[Any, int, Any], None]]] = {
         AttemptRouted: _on_routed,
         CooldownStarted: _on_cooldown,
@@ -193,6 +197,7 @@ class AvailabilityBoard(Projection):
         CredentialSuspended: _on_suspended,
         CooldownCleared: _on_cleared,
         ProbeAllowed: _on_probe,
+        ProbeReleased: _on_probe_released,
         BlockLifted: _on_cleared,
         BlockImposed: _on_imposed,
     }

@@ -286,6 +286,7 @@ class RequestTimeline(Projection):
         | rev.CredentialSuspended
         | rev.CooldownCleared
         | rev.ProbeAllowed
+        | rev.ProbeReleased
         | rev.FailureTolerated,
     ) -> None:
         kind = _BLOCK_KINDS[type(evt)]
@@ -397,6 +398,7 @@ class RequestTimeline(Projection):
         rev.CooldownCleared: _on_block,
         rev.ProbeAllowed: _on_block,
         rev.FailureTolerated: _on_block,
+        rev.ProbeReleased: _on_block,
         bev.HoldPlaced: _on_hold_placed,
         bev.HoldRejected: _on_hold_rejected,
         bev.HoldAdjusted: _on_hold_adjusted,
@@ -416,4 +418,5 @@ _BLOCK_KINDS: dict[type[Event], str] = {
     rev.CooldownCleared: "cleared",
     rev.ProbeAllowed: "probe",
     rev.FailureTolerated: "tolerated",
+    rev.ProbeReleased: "probe_released",
 }

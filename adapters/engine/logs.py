@@ -36,6 +36,7 @@ _CHANGES: Final[dict[type[Event], tuple[str, int]]] = {
     rev.CooldownCleared: ("cooldown cleared", logging.INFO),
     rev.ProbeAllowed: ("probe allowed", logging.INFO),
     rev.FailureTolerated: ("failure tolerated", logging.INFO),
+    rev.ProbeReleased: ("probe released", logging.INFO),
 }
 
 

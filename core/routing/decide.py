@@ -73,6 +73,7 @@ from .events import (
     PairRef,
     PairSuspended,
     ProbeAllowed,
+    ProbeReleased,
     RequestReceived,
     RoutingEvent,
     SkipReason,
@@ -608,7 +609,7 @@ def _healed(
 ) -> tuple[RoutingEvent, ...]:
     """A success, and ``CooldownCleared`` for each half-open scope an upstream answer heals (A4)."""
     if observed.evidence is not Evidence.UPSTREAM:
-        return (observed,)
+        return (observed, *_released(state, observed, pair_stream, now_us))
     cred_stream = credential_stream(observed.credential_id)
     healed: list[RoutingEvent] = [observed]
     for stream, upstream, scope in (
@@ -630,6 +631,39 @@ def _healed(
     return tuple(healed)
 
 
+def _released(
+    state: RoutingState,
+    observed: AttemptSucceeded | AttemptFailed,
+    pair_stream: str,
+    now_us: int,
+) -> tuple[RoutingEvent, ...]:
+    """``ProbeReleased`` for each scope whose probe slot this attempt holds.
+
+    Called for outcomes that are no evidence about the scope (a local count, a
+    cache hit, a failure that blames no upstream): the scope stays half-open and
+    the next real request may probe it at once (G6).
+    """
+    released: list[RoutingEvent] = []
+    cred_stream = credential_stream(observed.credential_id)
+    for stream, upstream, scope in (
+        (pair_stream, observed.upstream_model, state.pairs.get(pair_stream)),
+        (cred_stream, None, state.creds.get(cred_stream)),
+    ):
+        if scope is not None and scope.probe_attempt_id == observed.attempt_id:
+            released.append(
+                ProbeReleased(
+                    stream_id=stream,
+                    version=scope.version + 1,
+                    at_us=now_us,
+                    credential_id=observed.credential_id,
+                    upstream_model=upstream,
+                    request_id=observed.request_id,
+                    attempt_id=observed.attempt_id,
+                )
+            )
+    return tuple(released)
+
+
 def _blocks(
     policy: Policy,
     state: RoutingState,
@@ -645,7 +679,7 @@ def _blocks(
         or scope_kind is FailureScope.REQUEST
         or scope_kind is FailureScope.NONE
     ):
-        return ()
+        return _released(state, failed, pair_stream, now_us)
     upstream: str | None
     if scope_kind is FailureScope.CREDENTIAL:
         stream = credential_stream(failed.credential_id)

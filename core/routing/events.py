@@ -16,7 +16,7 @@ Streams:
   ``AttemptFailed``;
 * ``pair:<credential_id>:<upstream_model>`` — availability of one pair:
   ``CooldownStarted``, ``CooldownExtended``, ``PairSuspended``,
-  ``CooldownCleared``, ``ProbeAllowed``, ``FailureTolerated`` with
+  ``CooldownCleared``, ``ProbeAllowed``, ``ProbeReleased``, ``FailureTolerated`` with
   ``upstream_model`` set, and the
   operator's ``BlockLifted`` and ``BlockImposed`` (``Origin.ADMIN``);
 * ``cred:<credential_id>`` — credential-wide availability: the same events
@@ -56,6 +56,7 @@ __all__ = [
     "PairRef",
     "PairSuspended",
     "ProbeAllowed",
+    "ProbeReleased",
     "RequestReceived",
     "RoutingEvent",
     "ScopeEvent",
@@ -397,6 +398,18 @@ class ProbeAllowed(BlockEvent):
     """A half-open scope lets one probe through, until ``until_us`` at most (A4)."""
 
     until_us: int
+
+
+@event("routeledger.ProbeReleased", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class ProbeReleased(BlockEvent):
+    """The probe's attempt ended with no evidence about the scope, so its slot is free again.
+
+    A local token count, a cache hit, or a failure that blames no upstream
+    (the caller's, the gateway's own pool) proves nothing either way: the
+    scope stays half-open and the next real request probes it at once, instead
+    of waiting for the probe timeout (G6).
+    """
 
 
 @event("routeledger.BlockLifted", 1, Origin.ADMIN)

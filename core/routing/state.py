@@ -59,6 +59,7 @@ from .events import (
     FallbackExhausted,
     PairSuspended,
     ProbeAllowed,
+    ProbeReleased,
     RequestReceived,
     RoutingEvent,
     WaitDecided,
@@ -111,6 +112,7 @@ class ScopeState:
         "blocked_at_us",
         "level",
         "needs_probe",
+        "probe_attempt_id",
         "probe_until_us",
         "ready_us",
         "reason",
@@ -138,6 +140,8 @@ class ScopeState:
         self.needs_probe = False
         #: A probe is in flight until this time.
         self.probe_until_us = 0
+        #: The attempt holding the probe slot (``ProbeAllowed``), until it is answered.
+        self.probe_attempt_id: str | None = None
         #: Not selectable strictly before this time: the block's or the probe's end
         #: (the later of the two; a probe is only allowed after the block ended).
         self.ready_us = 0
@@ -293,6 +297,7 @@ def _block(
     scope.reason = event.reason
     scope.needs_probe = True
     scope.probe_until_us = 0
+    scope.probe_attempt_id = None
     scope.strikes = 0
     return scope
 
@@ -318,6 +323,7 @@ def _on_imposed(state: RoutingState, event: BlockImposed) -> RoutingState:
     scope.reason = None
     scope.needs_probe = True
     scope.probe_until_us = 0
+    scope.probe_attempt_id = None
     scope.strikes = 0
     refresh_leaves(state, event.stream_id)
     return state
@@ -340,6 +346,7 @@ def _on_cleared(state: RoutingState, event: CooldownCleared | BlockLifted) -> Ro
     scope.reason = None
     scope.needs_probe = False
     scope.probe_until_us = 0
+    scope.probe_attempt_id = None
     scope.strikes = 0
     refresh_leaves(state, event.stream_id)
     return state
@@ -349,6 +356,16 @@ def _on_probe(state: RoutingState, event: ProbeAllowed) -> RoutingState:
     scope = _scope(state, event)
     scope.probe_until_us = event.until_us
     scope.ready_us = event.until_us
+    scope.probe_attempt_id = event.attempt_id
+    refresh_leaves(state, event.stream_id)
+    return state
+
+
+def _on_probe_released(state: RoutingState, event: ProbeReleased) -> RoutingState:
+    scope = _scope(state, event)
+    scope.probe_until_us = 0
+    scope.ready_us = scope.until_us
+    scope.probe_attempt_id = None
     refresh_leaves(state, event.stream_id)
     return state
 
@@ -463,6 +480,7 @@ _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] =
     CredentialSuspended: _on_suspended,
     CooldownCleared: _on_cleared,
     ProbeAllowed: _on_probe,
+    ProbeReleased: _on_probe_released,
     FailureTolerated: _on_tolerated,
     BlockLifted: _on_cleared,
     BlockImposed: _on_imposed,

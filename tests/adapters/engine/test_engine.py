@@ -13,7 +13,7 @@ from routeledger.adapters.engine.results import BudgetRejected, Degradation, Exh
 from routeledger.adapters.testing.clock import FakeClock, counter_ids
 from routeledger.core.budget.values import HoldStatus, Usage
 from routeledger.core.errors import UsageError
-from routeledger.core.routing import Failed, FailureClass, Phase
+from routeledger.core.routing import Evidence, Failed, FailureClass, Phase
 from routeledger.core.routing.events import AttemptRouted, WaitDecided
 
 CONFIG = """
@@ -554,3 +554,25 @@ def test_leaving_before_taking_the_first_attempt_records_it_as_not_made() -> Non
     assert request.in_flight is None
     assert [f.failure for f in request.failures] == [FailureClass.CALLER_CANCELLED]
     assert hold_status(engine, req.request_id) is HoldStatus.REFUNDED
+
+
+def test_a_cache_hit_on_a_half_open_pair_never_delays_the_next_real_request() -> None:
+    """G6: a request answered from a cache on a half-open pair frees the probe slot at once, so
+    the next real request probes the pair instead of waiting out the probe timeout."""
+    solo = '[routes.solo]\n[[routes.solo.chain]]\nmembers = [{ credential = "a", model = "m1" }]\n'
+    engine, clock = make_engine(CONFIG + solo)
+    with engine.request(route="solo", caller_scope="u", accounts=("team",)) as cached:
+        for attempt in cached.sync_attempts():
+            if attempt.number == 1:
+                attempt.failed(FailureClass.RATE_LIMITED, status=429, hint_us=1_000_000)
+                continue
+            assert attempt.probe  # after the 1 s Retry-After the pair is half-open
+            attempt.succeeded(input_tokens=1, output_tokens=1, evidence=Evidence.CACHE_HIT)
+    assert clock.slept_s == [1.0]
+    with engine.request(route="solo", caller_scope="u", accounts=("team",)) as real:
+        for attempt in real.sync_attempts():
+            assert attempt.probe
+            attempt.succeeded(input_tokens=1, output_tokens=1)
+    assert isinstance(real.result, Served)
+    assert clock.slept_s == [1.0]  # the real request did not wait for the cache hit's probe
+    assert engine.state.routing.pairs["pair:a:m1"].needs_probe is False  # its answer healed

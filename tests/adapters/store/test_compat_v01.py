@@ -34,12 +34,13 @@ EXPECTED = json.loads((FIXTURES / "store_v0.1.json").read_text())
 #: ``AccountState.configured_limit`` (the file's last limit, G4) equals the opened limit here;
 #: the retention horizon's fields (G5) record the last event's time and the hold's command ids,
 #: and no retirement happened in 0.1's log (``Folded.retention`` is empty); tolerated failures
-#: (G6, ``ScopeState.strikes``) did not exist, so every scope of 0.1's log has none.
+#: (G6, ``ScopeState.strikes``) did not exist, so every scope of 0.1's log has none; the probe's
+#: attempt (G6, ``ScopeState.probe_attempt_id``) is read from the ProbeAllowed 0.1 recorded.
 ADDED_SINCE_V01: dict[type, tuple[str, ...]] = {
     ledger.AccountState: ("configured_limit",),
     ledger.HoldState: ("command_ids", "last_at_us"),
     routing.RequestState: ("last_at_us",),
-    routing.ScopeState: ("strike_at_us", "strikes"),
+    routing.ScopeState: ("probe_attempt_id", "strike_at_us", "strikes"),
     Folded: ("retention",),
 }
 
