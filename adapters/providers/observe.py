@@ -238,9 +238,16 @@ DEFAULT_RULES: Final[tuple[MessageRule, ...]] = (
     ),
     _rule("flagged as potentially violating|usage polic", _F.CONTENT_FILTERED, _P.OPENAI),
     _rule("safety|prohibited_content|recitation|blocked", _F.CONTENT_FILTERED, _P.GEMINI),
-    # --- model not found / not supported (the pair; I0, I1)
+    # --- model not found / not supported (the pair; I0, I1). Sources of each
+    # phrasing: the table in docs/errors.md ("Where the phrasings come from").
     _rule("is not found for api version", _F.MODEL_NOT_FOUND, _P.GEMINI),
-    _rule("invalid model name|model_not_found|unknown model|no such model", _F.MODEL_NOT_FOUND),
+    _rule(
+        "invalid model name|model_not_found|unknown model|no such model|invalid model:"
+        "|model not exist|provided model identifier is invalid|deploymentnotfound"
+        "|api deployment for this resource does not exist|model_decommissioned"
+        "|has been decommissioned",
+        _F.MODEL_NOT_FOUND,
+    ),
     _rule(
         "does not exist|not found",
         _F.MODEL_NOT_FOUND,
@@ -248,13 +255,18 @@ DEFAULT_RULES: Final[tuple[MessageRule, ...]] = (
     ),
     _rule(
         "model_not_supported|model not supported|model is not supported|unsupported model"
-        "|does not support this model|does not support the model|does not support model",
+        "|does not support this model|does not support the model|does not support model"
+        "|not a chat model|no endpoints found|does not work with the specified model"
+        "|not available for your account|not available in your region",
         _F.MODEL_NOT_SUPPORTED,
     ),
     _rule(
-        "is not supported|is not available|is not enabled",
+        "not supported|is not available|is not enabled|unsupported|does not support"
+        "|doesn't support|isn't supported|isn't available",
         _F.MODEL_NOT_SUPPORTED,
-        pattern=r"model\b.{0,80}\bis not (?:supported|available|enabled)",
+        pattern=r"model\b.{0,80}\b(?:is not (?:supported|available|enabled)|is unsupported"
+        r"|isn't (?:supported|available)|(?:are )?not supported|does not support"
+        r"|doesn't support)",
     ),
     _rule(
         "not allowed to access model|team not allowed|key not allowed to access",
