@@ -3,10 +3,13 @@
 Theory of operation. An executor makes one attempt and hands what came back to
 one builder here:
 
-* :func:`observe_response` — an ``httpx.Response`` from an OpenAI-compatible,
-  Anthropic, Gemini or LiteLLM-style gateway (status, headers, JSON or text);
-* :func:`observe_exception` — an exception from ``httpx``, the ``openai`` or
-  ``anthropic`` SDK, or pydantic-ai; :func:`observe_exceptions` flattens
+* :func:`observe_response` — a response (httpx, httpx2, requests-like: read by
+  behaviour) from an OpenAI-compatible, Anthropic, Gemini or LiteLLM-style
+  gateway (status, headers, JSON or text);
+* :func:`observe_exception` — an exception from httpx/httpx2, the ``openai``,
+  ``anthropic``, ``google-genai`` or ``mistralai`` SDK, litellm or pydantic-ai,
+  read by what it carries (status, headers, body), never by its class;
+  :func:`observe_exceptions` flattens
   (nested) exception groups such as pydantic-ai's ``FallbackExceptionGroup``
   into one observation per member, in order;
 * :class:`StreamObserver` — an SSE stream fed chunk by chunk (sans-IO: it never
@@ -21,6 +24,8 @@ raises for what it is given: a response it does not understand is
 
 Classification, in order (first answer wins):
 
+0. configuration rows (``[[classification.rules]]``: status, body regex,
+   header), put in front by :meth:`Classifier.extended`;
 1. the message table (:data:`DEFAULT_RULES`, one row per ``phrases -> class``,
    scoped by provider and optionally by status) matched against the provider's
    error code, type and message — so a 400 "model not supported" is
