@@ -54,6 +54,13 @@ One file configures a gateway's engine::
     body_bytes_max = 4_194_304    # a larger request body is a 413
     admin_key_env = ""            # the /admin/* key's variable; "" = admin API off
 
+    [[classification.rules]]      # error answers -> failure class, tried before the
+    failure = "model_not_supported"  # built-in table (docs/errors.md); every condition given
+    status = [400, 422]           # must hold: a status or a list of them (400-599),
+    body = "pipeline .* retired"  # a regex searched in the raw error body,
+    header = "x-upstream-error"   # a response header that must be present,
+    header_value = "^model"       # and a regex its value must match
+
     [accounts.team-a]             # budget accounts opened at start-up (if missing)
     scope = "team"                # key | user | team | org | provider | model
     unit = "micros"               # micros | tokens | requests
@@ -80,6 +87,11 @@ from cattrs import Converter, transform_error
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.v import format_exception
 
+from routeledger.adapters.providers.observe import (
+    DEFAULT_CLASSIFIER,
+    Classifier,
+    MessageRule,
+)
 from routeledger.core.budget.decide import OpenAccount
 from routeledger.core.budget.values import AccountScope, PeriodKind, PeriodSpec, Unit
 from routeledger.core.errors import UsageError
@@ -316,6 +328,13 @@ class EngineConfig:
     #: Client name -> who may call ``routeledger serve`` and how.
     clients: Mapping[str, ClientSpec] = attrs.field(factory=dict)
     server: ServerSettings = attrs.field(factory=ServerSettings)
+    #: ``[[classification.rules]]``: rows tried before the built-in message table,
+    #: by every classifier of an engine on this configuration (``Engine.classifier``).
+    classification: tuple[MessageRule, ...] = ()
+
+    def classifier(self, base: Classifier = DEFAULT_CLASSIFIER) -> Classifier:
+        """``base`` extended with this configuration's rows (``base`` itself without any)."""
+        return base.extended(self.classification) if self.classification else base
 
     def dialect(self, alias: str) -> str:
         """The dialect of ``alias``'s credentials (``openai`` for none or an unknown alias)."""
@@ -408,6 +427,23 @@ class _AccountFile:
 
 
 @attrs.frozen(kw_only=True)
+class _RuleFile:
+    """One ``[[classification.rules]]`` table (checked whole by :func:`_classification_rule`)."""
+
+    failure: FailureClass
+    #: An int or a list of ints (checked when converted).
+    status: Any = None
+    body: str = ""
+    header: str = ""
+    header_value: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class _ClassificationFile:
+    rules: tuple[_RuleFile, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class _File:
     credentials: dict[str, _CredentialFile]
     models: dict[str, _ModelFile]
@@ -421,6 +457,7 @@ class _File:
     http: HttpSettings = attrs.field(factory=HttpSettings)
     clients: dict[str, _ClientFile] = attrs.field(factory=dict)
     server: ServerSettings = attrs.field(factory=ServerSettings)
+    classification: _ClassificationFile = attrs.field(factory=_ClassificationFile)
 
 
 class _Refused(ValueError):
@@ -651,6 +688,65 @@ def _client(name: str, value: _ClientFile, shape: _File) -> ClientSpec:
     )
 
 
+#: Classes a configuration rule may not give an upstream's answer: the gateway decides
+#: them itself (its caller left, its own pool was full, its caller's validation refused).
+_LOCAL_CLASSES: Final = frozenset(
+    {
+        FailureClass.CALLER_CANCELLED,
+        FailureClass.GATEWAY_POOL_EXHAUSTED,
+        FailureClass.RESPONSE_REJECTED,
+    }
+)
+#: Header names as RFC 9110 allows them (a token).
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _statuses(where: str, value: object) -> frozenset[int]:
+    """A rule's ``status``: none, one HTTP error status or a list of them."""
+    given = [] if value is None else value if isinstance(value, list) else [value]
+    for index, status in enumerate(given):
+        if type(status) is not int or not 400 <= status <= 599:
+            at = f"{where}.status" + (f"[{index}]" if isinstance(value, list) else "")
+            raise PolicyError(at, f"must be an HTTP error status (400-599), {_found(status)}")
+    return frozenset(given)
+
+
+def _regex(where: str, pattern: str) -> str | None:
+    """A rule's regex, compiled once here so a mistake names its key."""
+    if not pattern:
+        return None
+    try:
+        re.compile(pattern, re.IGNORECASE | re.DOTALL)
+    except re.error as error:
+        raise PolicyError(where, f"not a valid regular expression: {error}") from None
+    return pattern
+
+
+def _classification_rule(index: int, rule: _RuleFile) -> MessageRule:
+    """One ``[[classification.rules]]`` table as a classifier row (tried before the defaults)."""
+    where = f"classification.rules[{index}]"
+    if rule.failure in _LOCAL_CLASSES:
+        raise PolicyError(
+            f"{where}.failure",
+            f"{rule.failure.value} is decided by the gateway, never read from an upstream's answer",
+        )
+    if rule.header and not _HEADER_NAME.fullmatch(rule.header):
+        raise PolicyError(f"{where}.header", f"not a header name: {rule.header!r}")
+    if rule.header_value and not rule.header:
+        raise PolicyError(f"{where}.header_value", "needs header (the header whose value it tests)")
+    statuses = _statuses(where, rule.status)
+    if not (statuses or rule.body or rule.header):
+        raise PolicyError(where, "needs at least one of status, body and header")
+    return MessageRule(
+        phrases=(),
+        failure=rule.failure,
+        statuses=statuses,
+        body_pattern=_regex(f"{where}.body", rule.body),
+        header=rule.header.lower() or None,
+        header_pattern=_regex(f"{where}.header_value", rule.header_value),
+    )
+
+
 def _to_config(shape: _File) -> EngineConfig:
     """The engine configuration the file describes; PolicyError if its policy is wrong."""
     policy = _policy(shape)
@@ -666,6 +762,10 @@ def _to_config(shape: _File) -> EngineConfig:
         http=shape.http,
         clients={name: _client(name, value, shape) for name, value in shape.clients.items()},
         server=shape.server,
+        classification=tuple(
+            _classification_rule(index, rule)
+            for index, rule in enumerate(shape.classification.rules)
+        ),
         continuations={
             alias: route.continue_instruction
             for alias, route in shape.routes.items()

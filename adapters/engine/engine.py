@@ -61,6 +61,7 @@ from routeledger.adapters.engine.lifecycle import (
 from routeledger.adapters.engine.logs import LOGGER, log_availability
 from routeledger.adapters.engine.runtime import Runtime
 from routeledger.adapters.engine.snapshotter import Snapshotter
+from routeledger.adapters.providers.observe import DEFAULT_CLASSIFIER, Classifier
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.adapters.store.eventstore import EventStore, StoreUnavailable, open_store
 from routeledger.core.budget import decide as budget
@@ -137,9 +138,15 @@ class Engine:
         track_credentials: bool = False,
         runtime: Runtime | None = None,
         platform: Callable[[PlatformReport], None] | None = None,
+        classifier: Classifier = DEFAULT_CLASSIFIER,
     ) -> None:
         self.store = store
         self.config = config
+        #: The classifier the configuration's ``[[classification.rules]]`` extend
+        #: (``DEFAULT_CLASSIFIER``, or one a gateway built with ``extended``).
+        self.base_classifier = classifier
+        self._classifier = config.classifier(classifier)
+        self._classifier_of = (config, classifier)
         #: Where platform-mode requests report their billing (the gateway's
         #: own function: enqueue for the platform; it must not block).
         self.platform = platform
@@ -197,6 +204,7 @@ class Engine:
         platform: Callable[[PlatformReport], None] | None = None,
         maintenance: bool | None = None,
         create: bool = True,
+        classifier: Classifier = DEFAULT_CLASSIFIER,
     ) -> Engine:
         """Open the store, fold the log, and open the configured budget accounts if missing.
 
@@ -224,6 +232,7 @@ class Engine:
                 scrubber=scrubber,
                 track_credentials=track_credentials,
                 platform=platform,
+                classifier=classifier,
             )
             engine.restore()
             engine.open_accounts()
@@ -282,6 +291,17 @@ class Engine:
         """
         settings = self.config.engine
         return self._snapshotter.step(settings.snapshot_every_events, settings.snapshots_kept)
+
+    @property
+    def classifier(self) -> Classifier:
+        """What classifies every failed attempt of this engine (``failed_from_exception``,
+        ``observe_response``, the executor's responses and streams): the configuration's
+        ``[[classification.rules]]`` first, then ``base_classifier`` (docs/errors.md)."""
+        config, base = self._classifier_of
+        if config is not self.config or base is not self.base_classifier:  # a new config
+            self._classifier = self.config.classifier(self.base_classifier)
+            self._classifier_of = (self.config, self.base_classifier)
+        return self._classifier
 
     def open_accounts(self) -> None:
         """Reconcile the log with the configured accounts, in one atomic append.

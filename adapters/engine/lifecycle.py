@@ -778,21 +778,34 @@ class Attempt:
             )
 
     def failed_from_exception(self, error: BaseException) -> None:
-        """Classify an SDK/httpx exception (adapters/providers/observe.py) and report it."""
+        """Classify an SDK/httpx exception (adapters/providers/observe.py) and report it.
+
+        Read by behaviour: any exception carrying an HTTP answer (openai, anthropic,
+        google-genai, mistralai, pydantic-ai, litellm, httpx/httpx2) is classified from
+        its status, headers and body, with the engine's classifier (``[classification]``
+        rules first).
+        """
         engine = self._handle.engine
         self.observed(
-            observe_exception(error, now_us=engine.clock.now_us(), scrubber=engine.scrubber)
+            observe_exception(
+                error,
+                now_us=engine.clock.now_us(),
+                scrubber=engine.scrubber,
+                classifier=engine.classifier,
+            )
         )
 
     def observe_response(self, response: object) -> None:
-        """Classify an ``httpx.Response`` and report it."""
-        import httpx
-
-        if not isinstance(response, httpx.Response):
-            raise UsageError(f"observe_response needs an httpx.Response, got {type(response)!r}")
+        """Classify a complete response (httpx, httpx2, requests-like) and report it;
+        :class:`UsageError` for an object without an HTTP status."""
         engine = self._handle.engine
         self.observed(
-            observe_response(response, now_us=engine.clock.now_us(), scrubber=engine.scrubber)
+            observe_response(
+                response,
+                now_us=engine.clock.now_us(),
+                scrubber=engine.scrubber,
+                classifier=engine.classifier,
+            )
         )
 
     def _report(self, outcome: Succeeded | Failed, usage: Usage | None) -> None:

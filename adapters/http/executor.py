@@ -578,7 +578,11 @@ class Executor:
             run.body, attempt.upstream_model, delivered=delivered, instruction=instruction
         )
         chunks: list[dict[str, Any]] = []
-        observer = StreamObserver(scrubber=self.engine.scrubber, on_chunk=chunks.append)
+        observer = StreamObserver(
+            scrubber=self.engine.scrubber,
+            classifier=self.engine.classifier,
+            on_chunk=chunks.append,
+        )
         loop = asyncio.get_running_loop()
         total_at = loop.time() + self.engine.config.timeouts.total_us / US_PER_S
         response, body, observation = await self._open(attempt, payload, observer, total_at, run)
@@ -648,6 +652,8 @@ class Executor:
                 # httpcore reads the read timeout when the body is first read.
                 request.extensions["timeout"]["read"] = engine.config.timeouts.idle_us / US_PER_S
                 body = response.aiter_bytes()
+                if self.engine.classifier.reads_headers:  # header rules of in-band errors
+                    observer.headers = {k.lower(): v for k, v in response.headers.items()}
                 while observer.first_token_us is None:
                     observation = await self._read(body, observer, total_at)
                     if observation is not None:
@@ -684,7 +690,9 @@ class Executor:
             return observer.timed_out(now_us=now)  # headers in, no token: first-token timeout
         if observer.first_byte_us is not None:
             return observer.broken(error, now_us=now)
-        return observe_exception(error, now_us=now, scrubber=self.engine.scrubber)
+        return observe_exception(
+            error, now_us=now, scrubber=self.engine.scrubber, classifier=self.engine.classifier
+        )
 
     async def _error(self, response: httpx.Response) -> Observation:
         """Classify an error response from at most :data:`ERROR_BODY_BYTES_MAX` of its body."""
@@ -703,7 +711,10 @@ class Executor:
             request=response.request,
         )
         return observe_response(
-            bounded, now_us=self.engine.clock.now_us(), scrubber=self.engine.scrubber
+            bounded,
+            now_us=self.engine.clock.now_us(),
+            scrubber=self.engine.scrubber,
+            classifier=self.engine.classifier,
         )
 
     def _final(self, handle: RequestHandle, run: _Run, route: str) -> ChatEvent:

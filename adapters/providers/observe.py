@@ -3,10 +3,13 @@
 Theory of operation. An executor makes one attempt and hands what came back to
 one builder here:
 
-* :func:`observe_response` — an ``httpx.Response`` from an OpenAI-compatible,
-  Anthropic, Gemini or LiteLLM-style gateway (status, headers, JSON or text);
-* :func:`observe_exception` — an exception from ``httpx``, the ``openai`` or
-  ``anthropic`` SDK, or pydantic-ai; :func:`observe_exceptions` flattens
+* :func:`observe_response` — a response (httpx, httpx2, requests-like: read by
+  behaviour) from an OpenAI-compatible, Anthropic, Gemini or LiteLLM-style
+  gateway (status, headers, JSON or text);
+* :func:`observe_exception` — an exception from httpx/httpx2, the ``openai``,
+  ``anthropic``, ``google-genai`` or ``mistralai`` SDK, litellm or pydantic-ai,
+  read by what it carries (status, headers, body), never by its class;
+  :func:`observe_exceptions` flattens
   (nested) exception groups such as pydantic-ai's ``FallbackExceptionGroup``
   into one observation per member, in order;
 * :class:`StreamObserver` — an SSE stream fed chunk by chunk (sans-IO: it never
@@ -21,6 +24,8 @@ raises for what it is given: a response it does not understand is
 
 Classification, in order (first answer wins):
 
+0. configuration rows (``[[classification.rules]]``: status, body regex,
+   header), put in front by :meth:`Classifier.extended`;
 1. the message table (:data:`DEFAULT_RULES`, one row per ``phrases -> class``,
    scoped by provider and optionally by status) matched against the provider's
    error code, type and message — so a 400 "model not supported" is
@@ -50,7 +55,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import attrs
-import httpx
 import orjson
 
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
@@ -153,7 +157,11 @@ class MessageRule:
 
     Phrases are lower-case substrings (``str`` search is ~50x cheaper than a
     regex scan); ``pattern`` refines a row whose phrases are too general and
-    is only tried once a phrase matched.
+    is only tried once a phrase matched. A row without phrases needs none.
+
+    Configuration rows (``[[classification.rules]]``) also test the whole raw
+    body (``body_pattern``) and a response header (``header``, its value matching
+    ``header_pattern`` when given); every condition a row has must hold.
     """
 
     phrases: tuple[str, ...]
@@ -164,6 +172,33 @@ class MessageRule:
     providers: frozenset[Provider] = frozenset()
     #: Statuses the row applies to; empty = any (including in-band errors without one).
     statuses: frozenset[int] = frozenset()
+    #: Case-insensitive regex searched in the raw error body (its text, at most
+    #: :data:`BODY_CHARS_MAX` characters; the message where there is no body).
+    body_pattern: str | None = None
+    #: Lower-case name of a response header that must be present.
+    header: str | None = None
+    #: Case-insensitive regex the value of ``header`` must match.
+    header_pattern: str | None = None
+
+
+class _Conditions:
+    """A row's body and header conditions, compiled (most rows have none: ``None``)."""
+
+    __slots__ = ("body", "header", "value")
+
+    def __init__(self, rule: MessageRule) -> None:
+        flags = re.IGNORECASE | re.DOTALL
+        self.body = re.compile(rule.body_pattern, flags) if rule.body_pattern else None
+        self.header = rule.header.lower() if rule.header else None
+        self.value = re.compile(rule.header_pattern, flags) if rule.header_pattern else None
+
+    def hold(self, body: str, headers: Mapping[str, str]) -> bool:
+        if self.body is not None and not self.body.search(body):
+            return False
+        if self.header is None:
+            return True
+        value = headers.get(self.header)
+        return value is not None and (self.value is None or self.value.search(value) is not None)
 
 
 def _rule(
@@ -208,9 +243,16 @@ DEFAULT_RULES: Final[tuple[MessageRule, ...]] = (
     ),
     _rule("flagged as potentially violating|usage polic", _F.CONTENT_FILTERED, _P.OPENAI),
     _rule("safety|prohibited_content|recitation|blocked", _F.CONTENT_FILTERED, _P.GEMINI),
-    # --- model not found / not supported (the pair; I0, I1)
+    # --- model not found / not supported (the pair; I0, I1). Sources of each
+    # phrasing: the table in docs/errors.md ("Where the phrasings come from").
     _rule("is not found for api version", _F.MODEL_NOT_FOUND, _P.GEMINI),
-    _rule("invalid model name|model_not_found|unknown model|no such model", _F.MODEL_NOT_FOUND),
+    _rule(
+        "invalid model name|model_not_found|unknown model|no such model|invalid model:"
+        "|model not exist|provided model identifier is invalid|deploymentnotfound"
+        "|api deployment for this resource does not exist|model_decommissioned"
+        "|has been decommissioned",
+        _F.MODEL_NOT_FOUND,
+    ),
     _rule(
         "does not exist|not found",
         _F.MODEL_NOT_FOUND,
@@ -218,13 +260,18 @@ DEFAULT_RULES: Final[tuple[MessageRule, ...]] = (
     ),
     _rule(
         "model_not_supported|model not supported|model is not supported|unsupported model"
-        "|does not support this model|does not support the model|does not support model",
+        "|does not support this model|does not support the model|does not support model"
+        "|not a chat model|no endpoints found|does not work with the specified model"
+        "|not available for your account|not available in your region",
         _F.MODEL_NOT_SUPPORTED,
     ),
     _rule(
-        "is not supported|is not available|is not enabled",
+        "not supported|is not available|is not enabled|unsupported|does not support"
+        "|doesn't support|isn't supported|isn't available",
         _F.MODEL_NOT_SUPPORTED,
-        pattern=r"model\b.{0,80}\bis not (?:supported|available|enabled)",
+        pattern=r"model\b.{0,80}\b(?:is not (?:supported|available|enabled)|is unsupported"
+        r"|isn't (?:supported|available)|(?:are )?not supported|does not support"
+        r"|doesn't support)",
     ),
     _rule(
         "not allowed to access model|team not allowed|key not allowed to access",
@@ -280,7 +327,7 @@ def _default_for_status(status: int) -> FailureClass:
 class Classifier:
     """The message table compiled once; :meth:`extended` returns a new one with extra rows first."""
 
-    __slots__ = ("_compiled", "rules")
+    __slots__ = ("_compiled", "reads_body", "reads_headers", "rules")
 
     def __init__(self, rules: Iterable[MessageRule] = DEFAULT_RULES) -> None:
         self.rules: Final = tuple(rules)
@@ -290,6 +337,9 @@ class Classifier:
                 re.compile(rule.pattern, re.IGNORECASE | re.DOTALL) if rule.pattern else None,
                 rule.statuses,
                 rule,
+                _Conditions(rule)
+                if rule.body_pattern or rule.header or rule.header_pattern
+                else None,
             )
             for rule in self.rules
         )
@@ -300,29 +350,54 @@ class Classifier:
             )
             for provider in (*Provider, None)
         }
+        #: Whether any row reads the raw body (callers skip decoding it otherwise).
+        self.reads_body: Final = any(rule.body_pattern for rule in self.rules)
+        #: Whether any row reads a header (a stream's observer is then given them).
+        self.reads_headers: Final = any(rule.header for rule in self.rules)
 
     def extended(self, rows: Iterable[MessageRule]) -> Classifier:
         """A classifier whose extra ``rows`` (configuration) are tried before the defaults."""
         return Classifier((*rows, *self.rules))
 
     def match(
-        self, text: str, *, provider: Provider | None, status: int | None
+        self,
+        text: str,
+        *,
+        provider: Provider | None,
+        status: int | None,
+        body: str = "",
+        headers: Mapping[str, str] | None = None,
     ) -> FailureClass | None:
-        """The class of the first row matching ``text`` for this provider and status."""
+        """The class of the first row matching ``text`` (the error's code and message), the raw
+        ``body`` (``text`` when empty) and ``headers`` for this provider and status."""
         low = text.lower()
-        for phrases, pattern, statuses, rule in self._compiled[provider]:
+        for phrases, pattern, statuses, rule, conditions in self._compiled[provider]:
             if statuses and status not in statuses:
                 continue
-            for phrase in phrases:
-                if phrase in low:
-                    if pattern is None or pattern.search(low):
-                        return rule.failure
-                    break
+            if phrases:
+                for phrase in phrases:
+                    if phrase in low:
+                        break
+                else:
+                    continue
+            if pattern is not None and not pattern.search(low):
+                continue
+            if conditions is not None and not conditions.hold(body or text, headers or {}):
+                continue
+            return rule.failure
         return None
 
-    def classify(self, text: str, *, provider: Provider | None, status: int | None) -> FailureClass:
+    def classify(
+        self,
+        text: str,
+        *,
+        provider: Provider | None,
+        status: int | None,
+        body: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> FailureClass:
         """The class of an error: the table first, then the status (``UNKNOWN`` without either)."""
-        found = self.match(text, provider=provider, status=status)
+        found = self.match(text, provider=provider, status=status, body=body, headers=headers)
         if found is not None:
             return found
         return _default_for_status(status) if status is not None else _F.UNKNOWN
@@ -465,6 +540,14 @@ def _loads(content: bytes) -> object:
         return None
 
 
+def _dumps_text(body: object) -> str:
+    """A parsed body as JSON text (for body rules), at most :data:`BODY_CHARS_MAX` characters."""
+    try:
+        return orjson.dumps(body, default=str).decode()[:BODY_CHARS_MAX]
+    except TypeError:
+        return str(body)[:BODY_CHARS_MAX]
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -596,6 +679,7 @@ def _observe_error(
     classifier: Classifier,
     scrubber: Scrubber,
     model: str | None = None,
+    raw: str = "",
 ) -> Observation:
     dialect = provider or _detect_provider(headers, body)
     message, code = _error_parts(body)
@@ -603,7 +687,11 @@ def _observe_error(
         message = text.strip()[:BODY_CHARS_MAX] or (
             f"HTTP {status}" if status is not None else "error"
         )
-    failure = classifier.classify(f"{code or ''} {message}", provider=dialect, status=status)
+    if classifier.reads_body and not raw and body is not None:
+        raw = _dumps_text(body)  # a body handed over parsed (an SDK's exception)
+    failure = classifier.classify(
+        f"{code or ''} {message}", provider=dialect, status=status, body=raw, headers=headers
+    )
     return _failed(
         failure,
         status=status,
@@ -616,94 +704,156 @@ def _observe_error(
     )
 
 
-def _content(response: httpx.Response) -> bytes:
-    """The body read so far; a streamed body nobody read counts as empty (never raises)."""
+def _attr(value: object, name: str) -> object:
+    """``value.name``; ``None`` when missing or when reading it raises (a body never read)."""
     try:
-        return response.content
-    except httpx.ResponseNotRead:
-        return b""
+        return getattr(value, name, None)
+    except Exception:  # httpx/httpx2 ResponseNotRead, a closed stream, a broken property
+        return None
 
 
-def _raw_headers(response: httpx.Response) -> dict[str, str]:
-    # Cheaper than Headers.items(): one decode per name and value (RFC 9110: latin-1).
-    return {
-        name.decode("latin-1").lower(): value.decode("latin-1")
-        for name, value in response.headers.raw
-    }
+def _status_of(value: object, *names: str) -> int | None:
+    """The first of ``names`` on ``value`` holding an HTTP status (an ``int``, 100-599)."""
+    for name in names:
+        status = _attr(value, name)
+        if type(status) is int and 100 <= status <= 599:
+            return status
+    return None
 
 
-def _lower_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers}
+def _headers_of(value: object) -> dict[str, str]:
+    """``value.headers`` with lower-cased names: httpx/httpx2 ``Headers`` (read raw, the
+    cheapest way: one latin-1 decode per name and value, RFC 9110), or any mapping with
+    ``items()`` (requests, aiohttp, a plain dict); ``{}`` without one."""
+    headers = _attr(value, "headers")
+    if headers is None:
+        return {}
+    raw = _attr(headers, "raw")
+    try:
+        if isinstance(raw, list):
+            return {name.decode("latin-1").lower(): text.decode("latin-1") for name, text in raw}
+        items = _attr(headers, "items")
+        if callable(items):
+            return {str(name).lower(): str(text) for name, text in items()}
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return {}
+
+
+def _content(response: object) -> bytes:
+    """The body read so far, as bytes: ``.content`` (httpx, httpx2, requests) or ``.text``;
+    a streamed body nobody read counts as empty (never raises)."""
+    content = _attr(response, "content")
+    if isinstance(content, bytes):
+        return content
+    text = _attr(response, "text")
+    return text.encode("utf-8", "replace") if isinstance(text, str) else b""
+
+
+def _observe_2xx(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    body: object,
+    *,
+    now_us: int,
+    provider: Provider | None,
+    classifier: Classifier,
+    scrubber: Scrubber,
+) -> Observation:
+    """A 2xx answer: a success with its usage, or an in-band error, a refusal, garbage."""
+    dialect = provider or _detect_provider(headers, body)
+    if isinstance(body, dict) and "error" in body and body["error"]:
+        inband = body["error"]
+        code = inband.get("code") if isinstance(inband, dict) else None
+        return _observe_error(
+            code if isinstance(code, int) and 400 <= code <= 599 else None,
+            headers,
+            body,
+            "",
+            provider=dialect,
+            now_us=now_us,
+            classifier=classifier,
+            scrubber=scrubber,
+        )
+    if not isinstance(body, dict):
+        return _failed(
+            _F.MALFORMED_RESPONSE,
+            status=status,
+            detail=f"unparsable {status} body: {content[:200].decode('utf-8', 'replace')}",
+            scrubber=scrubber,
+            provider=dialect,
+        )
+    refusal = _refusal(body)
+    if refusal is not None:
+        return _failed(
+            _F.CONTENT_FILTERED,
+            status=status,
+            detail=refusal,
+            scrubber=scrubber,
+            provider=dialect,
+            billed=True,
+        )
+    reported = _usage(body)
+    tokens = reported or (0, 0)
+    return Observation(
+        outcome=Succeeded(
+            evidence=Evidence.UPSTREAM, input_tokens=tokens[0], output_tokens=tokens[1]
+        ),
+        status=status,
+        provider=dialect,
+        model=_text(body.get("model")) or _text(body.get("modelVersion")),
+        billed=True,
+        usage_reported=reported is not None,
+    )
 
 
 def observe_response(
-    response: httpx.Response,
+    response: object,
     *,
     now_us: int,
     provider: Provider | None = None,
     classifier: Classifier = DEFAULT_CLASSIFIER,
     scrubber: Scrubber = DEFAULT_SCRUBBER,
 ) -> Observation:
-    """What a complete (non-streamed) ``response`` says; never raises for its content."""
-    headers = _raw_headers(response)
+    """What a complete (non-streamed) ``response`` says; never raises for its content.
+
+    Any response-like object will do, read by behaviour: ``httpx``/``httpx2``/
+    ``requests``-style (``status_code``, ``headers``, ``content`` or ``text``) or
+    ``aiohttp``-style (``status``); one without an HTTP status is a ``UsageError``.
+    """
+    status = _status_of(response, "status_code", "status")
+    if status is None:
+        raise UsageError(f"observe_response needs an HTTP response, got {type(response)!r}")
+    headers = _headers_of(response)
     content = _content(response)
     body = _loads(content)
-    status = response.status_code
     if 200 <= status <= 299:
-        dialect = provider or _detect_provider(headers, body)
-        if isinstance(body, dict) and "error" in body and body["error"]:
-            inband = body["error"]
-            code = inband.get("code") if isinstance(inband, dict) else None
-            return _observe_error(
-                code if isinstance(code, int) and 400 <= code <= 599 else None,
-                headers,
-                body,
-                "",
-                provider=dialect,
-                now_us=now_us,
-                classifier=classifier,
-                scrubber=scrubber,
-            )
-        if not isinstance(body, dict):
-            return _failed(
-                _F.MALFORMED_RESPONSE,
-                status=status,
-                detail=f"unparsable {status} body: {content[:200].decode('utf-8', 'replace')}",
-                scrubber=scrubber,
-                provider=dialect,
-            )
-        refusal = _refusal(body)
-        if refusal is not None:
-            return _failed(
-                _F.CONTENT_FILTERED,
-                status=status,
-                detail=refusal,
-                scrubber=scrubber,
-                provider=dialect,
-                billed=True,
-            )
-        reported = _usage(body)
-        tokens = reported or (0, 0)
-        return Observation(
-            outcome=Succeeded(
-                evidence=Evidence.UPSTREAM, input_tokens=tokens[0], output_tokens=tokens[1]
-            ),
-            status=status,
-            provider=dialect,
-            model=_text(body.get("model")) or _text(body.get("modelVersion")),
-            billed=True,
-            usage_reported=reported is not None,
+        return _observe_2xx(
+            status,
+            headers,
+            content,
+            body,
+            now_us=now_us,
+            provider=provider,
+            classifier=classifier,
+            scrubber=scrubber,
         )
-    text = content[:BODY_CHARS_MAX].decode("utf-8", "replace") if body is None else ""
+    raw = (
+        content[:BODY_CHARS_MAX].decode("utf-8", "replace")
+        if body is None or classifier.reads_body
+        else ""
+    )
     return _observe_error(
         status,
         headers,
         body,
-        text,
+        raw if body is None else "",
         provider=provider,
         now_us=now_us,
         classifier=classifier,
         scrubber=scrubber,
+        raw=raw,
     )
 
 
@@ -724,20 +874,30 @@ def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _httpx_class(exc: BaseException) -> FailureClass | None:
-    if isinstance(exc, httpx.PoolTimeout):  # our own pool, not the upstream
-        return _F.GATEWAY_POOL_EXHAUSTED
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-        return _F.CONNECT_ERROR
-    if isinstance(exc, httpx.TimeoutException):
-        return _F.TIMEOUT_BEFORE_RESPONSE
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        # The connection broke before response headers ("reset before headers").
-        return _F.CONNECT_ERROR
-    if isinstance(exc, httpx.DecodingError):
-        return _F.MALFORMED_RESPONSE
-    if isinstance(exc, httpx.TransportError):
-        return _F.CONNECT_ERROR
+#: Transport failures by class name, read along the MRO (most derived first): the
+#: same names in httpx, httpx2 (openai 3.x, anthropic 2.x, google-genai, mistralai)
+#: and httpcore, so no import of either decides it (behaviour, not class identity).
+_TRANSPORT_NAMES: Final[Mapping[str, FailureClass]] = {
+    "PoolTimeout": _F.GATEWAY_POOL_EXHAUSTED,  # our own pool, not the upstream
+    "ConnectTimeout": _F.CONNECT_ERROR,
+    "ReadTimeout": _F.TIMEOUT_BEFORE_RESPONSE,
+    "WriteTimeout": _F.TIMEOUT_BEFORE_RESPONSE,
+    "TimeoutException": _F.TIMEOUT_BEFORE_RESPONSE,
+    "DecodingError": _F.MALFORMED_RESPONSE,
+    # The connection broke before response headers ("reset before headers").
+    "RemoteProtocolError": _F.CONNECT_ERROR,
+    "ProtocolError": _F.CONNECT_ERROR,
+    "NetworkError": _F.CONNECT_ERROR,  # ConnectError, ReadError, WriteError, CloseError
+    "TransportError": _F.CONNECT_ERROR,  # UnsupportedProtocol, ProxyError
+    "NoResponseError": _F.CONNECT_ERROR,  # mistralai: the transport returned nothing
+}
+
+
+def _transport_class(exc: BaseException) -> FailureClass | None:
+    for cls in type(exc).__mro__:
+        found = _TRANSPORT_NAMES.get(cls.__name__)
+        if found is not None:
+            return found
     return None
 
 
@@ -764,7 +924,24 @@ def _mro_names(exc: BaseException) -> frozenset[str]:
     return frozenset(cls.__name__ for cls in type(exc).__mro__)
 
 
-def _observe_sdk_status(
+def _carried_body(exc: BaseException, response: object) -> tuple[object, str]:
+    """(parsed body, raw text) of the answer ``exc`` carries: the response's body when it was
+    read, else the exception's own ``body`` (openai, anthropic, pydantic-ai, mistralai: a
+    text) or ``details`` (google-genai: the parsed JSON)."""
+    content = _content(response) if response is not None else b""
+    if content:
+        body = _loads(content)
+        return body, content[:BODY_CHARS_MAX].decode("utf-8", "replace")
+    body = _attr(exc, "body")
+    if body is None:
+        body = _attr(exc, "details")
+    if isinstance(body, str | bytes):
+        raw = body if isinstance(body, str) else body.decode("utf-8", "replace")
+        return _loads(raw.encode()), raw[:BODY_CHARS_MAX]
+    return body, ""
+
+
+def _observe_carried(
     exc: BaseException,
     *,
     now_us: int,
@@ -772,57 +949,62 @@ def _observe_sdk_status(
     classifier: Classifier,
     scrubber: Scrubber,
 ) -> Observation | None:
-    """``openai``/``anthropic`` ``APIStatusError`` and ``httpx.HTTPStatusError``: read the response."""
-    response = getattr(exc, "response", None)
-    if not isinstance(response, httpx.Response):
+    """An exception carrying an HTTP error answer, read by behaviour; ``None`` without one.
+
+    The status is the exception's ``status_code`` (openai, anthropic, mistralai,
+    pydantic-ai, litellm), ``code`` (google-genai, urllib) or ``status`` (aiohttp),
+    else its response's; the headers its response's, overlaid by its own ``headers``
+    (pydantic-ai, mistralai, litellm's proxy headers); the body the response's, else
+    its own. Any response-like object will do (httpx, httpx2, requests).
+    """
+    response = _attr(exc, "response")
+    if response is None:
+        response = _attr(exc, "raw_response")  # mistralai
+    status = _status_of(exc, "status_code", "code", "status") or _status_of(
+        response, "status_code", "status"
+    )
+    if status is None or status < 400:
         return None
-    content = _content(response)
-    body = _loads(content) if content else getattr(exc, "body", None)
+    headers = _headers_of(response) if response is not None else {}
+    headers.update(_headers_of(exc))
+    body, raw = _carried_body(exc, response)
     if isinstance(body, dict) and "error" not in body and "type" not in body and "message" in body:
         body = {"error": body}  # the SDKs hand over the inner error object
-    headers = _lower_headers(response.headers.items())
-    text = "" if body is not None else (content.decode("utf-8", "replace") or str(exc))
-    return _observe_error(
-        response.status_code,
-        headers,
-        body,
-        text,
-        provider=provider,
-        now_us=now_us,
-        classifier=classifier,
-        scrubber=scrubber,
-    )
-
-
-def _observe_model_http(
-    exc: BaseException,
-    model: str | None,
-    *,
-    now_us: int,
-    provider: Provider | None,
-    classifier: Classifier,
-    scrubber: Scrubber,
-) -> Observation:
-    """pydantic-ai's ``ModelHTTPError``: its status, body and lower-cased headers."""
-    status = getattr(exc, "status_code", None)
-    body = getattr(exc, "body", None)
-    headers = getattr(exc, "headers", None) or {}
+    message = _attr(exc, "message")
+    text = raw or (message if isinstance(message, str) and message else str(exc))
     observed = _observe_error(
-        status if isinstance(status, int) else None,
+        status,
         headers,
         body,
-        "" if body is not None else getattr(exc, "message", ""),
+        "" if body is not None else text,
         provider=provider,
         now_us=now_us,
         classifier=classifier,
         scrubber=scrubber,
-        model=model,
+        model=_text(_attr(exc, "model_name")) or _text(_attr(exc, "model")),
+        raw=raw,
     )
-    if getattr(exc, "in_stream", False) and isinstance(observed.outcome, Failed):
-        observed = attrs.evolve(
-            observed, outcome=attrs.evolve(observed.outcome, phase=Phase.BEFORE_FIRST_TOKEN)
-        )
-    return observed
+    return _pydantic_ai_extras(exc, observed)
+
+
+def _pydantic_ai_extras(exc: BaseException, observed: Observation) -> Observation:
+    """pydantic-ai's ``in_stream`` (a stream's error: before the first token) and its
+    ``retry_after`` seconds when no header or body gave a hint."""
+    outcome = observed.outcome
+    if not isinstance(outcome, Failed):
+        return observed
+    if _attr(exc, "in_stream") is True:
+        outcome = attrs.evolve(outcome, phase=Phase.BEFORE_FIRST_TOKEN)
+    retry_after = _attr(exc, "retry_after")
+    source = observed.hint_source
+    if outcome.hint_us is None and type(retry_after) in (int, float):
+        seconds = float(retry_after)  # type: ignore[arg-type]
+        if seconds >= 0 and seconds == seconds:  # not NaN
+            hint = _bounded(int(min(seconds * _US_PER_S, HINT_US_MAX)))
+            outcome, source = attrs.evolve(outcome, hint_us=hint), "retry_after"
+    if outcome is observed.outcome:
+        return observed
+    return attrs.evolve(observed, outcome=outcome, hint_source=source)
 
 
 def _pydantic_ai_class(names: frozenset[str]) -> FailureClass | None:
@@ -838,7 +1020,7 @@ def _no_response_class(exc: BaseException, names: frozenset[str]) -> FailureClas
     if "APITimeoutError" in names:
         return _F.TIMEOUT_BEFORE_RESPONSE
     for link in _cause_chain(exc):
-        transport = _httpx_class(link)
+        transport = _transport_class(link)
         if transport is not None:
             return transport
     if "APIConnectionError" in names:
@@ -860,38 +1042,41 @@ def observe_exception(
     classifier: Classifier = DEFAULT_CLASSIFIER,
     scrubber: Scrubber = DEFAULT_SCRUBBER,
 ) -> Observation:
-    """One exception (not a group) as an observation; anything unrecognised is ``UNKNOWN``."""
+    """One exception (not a group) as an observation; anything unrecognised is ``UNKNOWN``.
+
+    Read by behaviour, not class identity: any exception carrying an HTTP error
+    answer (see :func:`_observe_carried`) is classified from its status, headers and
+    body; transport failures by their class names (httpx, httpx2, httpcore, the
+    SDKs' ``APIConnectionError``/``APITimeoutError``); pydantic-ai's categories.
+    """
     names = _mro_names(exc)
-    model = _text(getattr(exc, "model_name", None))
-    if "ModelHTTPError" in names:
-        return _observe_model_http(
-            exc, model, now_us=now_us, provider=provider, classifier=classifier, scrubber=scrubber
+    if "APIConnectionError" not in names:  # litellm's carries a made-up status 500
+        carried = _observe_carried(
+            exc, now_us=now_us, provider=provider, classifier=classifier, scrubber=scrubber
         )
+        if carried is not None:
+            return carried
+    model = _text(_attr(exc, "model_name"))
+    detail = _exception_text(exc)
     failure = _pydantic_ai_class(names)
     if failure is not None:
+        message = _attr(exc, "message")
         return _failed(
             failure,
             status=None,
-            detail=getattr(exc, "message", None) or _exception_text(exc),
+            detail=message if isinstance(message, str) and message else detail,
             scrubber=scrubber,
             provider=provider,
             model=model,
         )
-    if "APIStatusError" in names or isinstance(exc, httpx.HTTPStatusError):
-        observed_status = _observe_sdk_status(
-            exc, now_us=now_us, provider=provider, classifier=classifier, scrubber=scrubber
-        )
-        if observed_status is not None:
-            return observed_status
     if "APIResponseValidationError" in names:
         return _failed(
             _F.MALFORMED_RESPONSE,
-            status=getattr(exc, "status_code", None),
-            detail=_exception_text(exc),
+            status=_status_of(exc, "status_code"),
+            detail=detail,
             scrubber=scrubber,
             provider=provider,
         )
-    detail = _exception_text(exc)
     if "ContentFilterFinishReasonError" in names:
         return _failed(
             _F.CONTENT_FILTERED,
@@ -902,10 +1087,13 @@ def observe_exception(
             billed=True,
         )
     failure = _no_response_class(exc, names)
-    if failure is not None:
-        return _failed(failure, status=None, detail=detail, scrubber=scrubber, provider=provider)
     return _failed(
-        _F.UNKNOWN, status=None, detail=detail, scrubber=scrubber, provider=provider, model=model
+        failure or _F.UNKNOWN,
+        status=None,
+        detail=detail,
+        scrubber=scrubber,
+        provider=provider,
+        model=None if failure is not None else model,
     )
 
 
@@ -972,8 +1160,11 @@ class StreamObserver:
         scrubber: Scrubber = DEFAULT_SCRUBBER,
         on_text: Callable[[str], None] | None = None,
         on_chunk: Callable[[dict[str, Any]], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.provider = provider
+        #: The stream response's headers, lower-cased names (header rules of in-band errors).
+        self.headers: Mapping[str, str] = headers or {}
         self._classifier = classifier
         self._scrubber = scrubber
         #: Called with every text delta, in order (an executor forwards them).
@@ -1129,7 +1320,7 @@ class StreamObserver:
         if not isinstance(payload, dict):
             return self._fail(_F.MALFORMED_RESPONSE, f"malformed SSE chunk: {data[:200]}")
         if event == "error" or payload.get("type") == "error" or payload.get("error"):
-            return self._inband_error(payload)
+            return self._inband_error(payload, data)
         if self.provider is Provider.OPENAI and "choices" not in payload and "type" in payload:
             kind = str(payload["type"])[:40]
             return self._fail(_F.MALFORMED_RESPONSE, f"an {kind!r} event in an OpenAI stream")
@@ -1140,7 +1331,7 @@ class StreamObserver:
             self.done = True
         return None
 
-    def _inband_error(self, payload: Mapping[str, Any]) -> Observation:
+    def _inband_error(self, payload: Mapping[str, Any], data: str) -> Observation:
         if self.provider is None:
             self.provider = _detect_provider({}, payload)
         message, code = _error_parts(payload)
@@ -1148,7 +1339,11 @@ class StreamObserver:
         raw_status = error.get("code") if isinstance(error, dict) else None
         status = raw_status if isinstance(raw_status, int) and 400 <= raw_status <= 599 else None
         found = self._classifier.match(
-            f"{code or ''} {message or ''}", provider=self.provider, status=status
+            f"{code or ''} {message or ''}",
+            provider=self.provider,
+            status=status,
+            body=data[:BODY_CHARS_MAX] if self._classifier.reads_body else "",
+            headers=self.headers,
         )
         if found is None:
             found = _default_for_status(status) if status is not None else _F.STREAM_INTERRUPTED

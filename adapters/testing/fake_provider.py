@@ -778,7 +778,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _head(self, status: int, headers: Sequence[tuple[str, str]]) -> None:
         if self.record is not None:
             self.record.status = status
-        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+        lines = [f"HTTP/1.1 {status} {_reason(status)}"]
         lines.append(f"Server: {self.server_version}")
         lines.append(f"Date: {self.date_time_string()}")
         lines.extend(f"{name}: {value}" for name, value in headers)
@@ -1200,6 +1200,14 @@ _ANTHROPIC_ERROR_TYPES: Final = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+
+
+def _reason(status: int) -> str:
+    """The status line's reason phrase; Anthropic's 529 is not in ``HTTPStatus``."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Overloaded" if status == 529 else "Error"
 
 
 def _anthropic_error(status: int, body: dict[str, Any]) -> dict[str, Any]:

@@ -213,3 +213,62 @@ def test_allowed_fails_is_a_failure_row_field_checked_at_load() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(MINIMAL + "[failures.connect_error]\nallowed_fails = 11\n")
     assert caught.value.key == "failures.connect_error.allowed_fails"
+
+
+RULE = "\n[[classification.rules]]\n"
+
+
+@pytest.mark.parametrize(
+    ("rules", "key", "line", "fragment"),
+    [
+        (RULE + 'failure = "model_not_supported"\nbody = "x("\n', "body", 17, "regular expression"),
+        (RULE + 'failure = "nope"\nstatus = 400\n', "failure", 16, "must be one of"),
+        (RULE + 'failure = "rate_limited"\nstatus = [429, 700]\n', "status[1]", 17, "400-599"),
+        (RULE + 'failure = "rate_limited"\nstatus = "429"\n', "status", 17, "got str"),
+        (RULE + 'failure = "caller_cancelled"\nstatus = 429\n', "failure", 16, "by the gateway"),
+        (RULE + 'failure = "rate_limited"\nheader = "x y"\n', "header", 17, "not a header"),
+        (RULE + 'failure = "rate_limited"\nheader_value = "1"\n', "header_value", 17, "needs"),
+        (RULE + 'failure = "rate_limited"\n', "", 15, "at least one of"),
+        (RULE + 'failure = "rate_limited"\nstatus = 429\ncolour = 1\n', "", 15, "colour"),
+    ],
+    ids=[
+        "regex",
+        "class",
+        "status-range",
+        "status-type",
+        "local",
+        "header",
+        "value",
+        "empty",
+        "extra",
+    ],
+)
+def test_classification_rule_errors_name_file_line_and_key(
+    rules: str, key: str, line: int, fragment: str
+) -> None:
+    """A bad regex, class, status or header in a rule is a ConfigError naming file, line, key."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            MINIMAL + RULE + 'failure = "rate_limited"\nstatus = 429\n' + rules, source="gw.toml"
+        )
+    error = caught.value
+    assert error.key == f"classification.rules[1]{'.' + key if key else ''}"
+    assert str(error).startswith(f"gw.toml:{line}: ")
+    assert fragment in str(error)
+
+
+def test_classification_rules_extend_the_default_classifier() -> None:
+    """Rules become rows tried before the built-in table (DEFAULT_CLASSIFIER.extended)."""
+    from routeledger.adapters.providers.observe import DEFAULT_CLASSIFIER, Provider
+
+    config = parse_config(
+        MINIMAL + RULE + 'failure = "quota_exhausted"\nstatus = [429]\nbody = "tier-cap"\n'
+    )
+    classifier = config.classifier()
+    assert classifier.rules[1:] == DEFAULT_CLASSIFIER.rules
+    ask = {"provider": Provider.OPENAI, "status": 429}
+    assert classifier.classify("rate limit", body='{"x": "Tier-Cap hit"}', **ask) == (
+        FailureClass.QUOTA_EXHAUSTED
+    )
+    assert classifier.classify("rate limit", body="{}", **ask) == FailureClass.RATE_LIMITED
+    assert parse_config(MINIMAL).classifier() is DEFAULT_CLASSIFIER

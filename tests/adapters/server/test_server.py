@@ -25,6 +25,8 @@ from routeledger.adapters.server import Gateway
 from routeledger.adapters.store.eventstore import open_store
 from routeledger.adapters.testing.fake_provider import Behaviour, FakeProvider
 from routeledger.adapters.testing.fake_provider import key_id as fake_key_id
+from routeledger.core.routing import FailureClass
+from routeledger.core.routing.events import AttemptFailed
 from routeledger.projections.budget import BudgetBoard
 from tests.adapters.http.gateway import serve
 from tests.adapters.http.test_executor import KEYS, config_text
@@ -486,3 +488,21 @@ def test_serve_runs_the_maintenance_loop_and_owns_its_process(world: World) -> N
     finally:
         engine.owns_process = False
         thaw()
+
+
+@pytest.mark.config_edit(
+    "[server]\n",
+    '[[classification.rules]]\nfailure = "model_not_supported"\nbody = "deployment \\\\S+ was retired"'
+    "\n\n[server]\n",
+)
+def test_serve_classifies_with_the_configured_rules(world: World) -> None:
+    """routeledger serve loads [[classification.rules]]: a 400 only the rule knows falls back."""
+    retired = "PIPELINE-7731: deployment dep-42 was retired by the operator"
+    world.scripts(**{"gpt-a": Behaviour(kind="error", status=400, message=retired), "gpt-b": "ok"})
+    raw = world.openai.chat.completions.with_raw_response.create(
+        model="chat", messages=MESSAGES, max_tokens=16
+    )
+    assert raw.headers["x-routeledger-credential"] == "spare"
+    with open_store(world.store_url, create=False) as store:
+        failed = [r.event for r in store.read_all() if isinstance(r.event, AttemptFailed)]
+    assert [(f.failure, f.status) for f in failed] == [(FailureClass.MODEL_NOT_SUPPORTED, 400)]
