@@ -30,6 +30,7 @@ __all__ = [
     "announced_problem",
     "check_start",
     "failed_problem",
+    "measured_problem",
     "refuse_attempt_id",
     "succeeded_problem",
 ]
