@@ -535,6 +535,7 @@ def _explain_member(
     index: int,
 ) -> dict[str, object]:
     """One row of ``explain``: the picker's own verdict (no request), with the scope's status."""
+    from routeledger.core.routing.events import SkipReason
     from routeledger.core.routing.selection import BLOCKED, member_verdict
     from routeledger.core.routing.state import Status, status_at
 
@@ -565,6 +566,8 @@ def _explain_member(
     why = None
     if verdict is not None:
         why = described if verdict in BLOCKED and described else verdict.value
+    if verdict is SkipReason.PREDICTED_EXHAUSTED and pair_scope is not None:
+        until = pair_scope.predicted_us  # announced limits: skipped until their reset
     return {
         "chain_position": position,
         "target": plan.path,

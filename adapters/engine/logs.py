@@ -35,6 +35,8 @@ _CHANGES: Final[dict[type[Event], tuple[str, int]]] = {
     rev.CredentialSuspended: ("credential suspended", logging.WARNING),
     rev.CooldownCleared: ("cooldown cleared", logging.INFO),
     rev.ProbeAllowed: ("probe allowed", logging.INFO),
+    rev.ExhaustionPredicted: ("exhaustion predicted", logging.INFO),
+    rev.PredictionCleared: ("prediction cleared", logging.INFO),
 }
 
 

@@ -141,3 +141,18 @@ def test_the_docs_show_the_audit_of_a_skip_with_its_cause() -> None:
     """docs/cli.md documents the timing and blocked-by parts of an audit line."""
     text = (Path(__file__).parents[3] / "docs" / "cli.md").read_text()
     assert "first token after" in text and "blocked_by_request" in text
+
+
+def test_explain_says_a_pair_predicted_exhausted_is_skipped_until_its_reset(
+    capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path
+) -> None:
+    """Between req-1's announcement and its reset, explain gives the primary's why and until."""
+    policy = tmp_path / "gw.toml"
+    policy.write_text(config_text("http://127.0.0.1:9/v1", "primary-model", "spare-model"))
+    start = FakeClock().now
+    argv = ["explain", "--at", str(start + 1_000_000), "--policy", str(policy), "chat"]
+    assert main([*argv, "--store", store, "--json"]) == EXIT_OK
+    members = {m["credential_id"]: m for m in json.loads(capsys.readouterr().out)["members"]}
+    assert members["primary"]["why_not"] == "predicted_exhausted"
+    assert members["primary"]["until_us"] == start + 2_000_000
+    assert members["spare"]["why_not"] is None
