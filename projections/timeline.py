@@ -5,11 +5,21 @@ A request's entries come from:
 * its ``request:<id>`` stream — received, each attempt routed (credential,
   upstream model, owner scope, chain position, target, probe) followed by the
   candidates skipped on the way and why, waits, successes, failures (class,
-  phase, HTTP status, detail scrubbed again on the way out, billed), and the
-  end: fallback exhausted (with its retry time) or degraded;
-* the availability decisions its failures caused on ``pair:`` / ``cred:``
-  streams (cooldown started or extended, suspended, cleared, probe allowed),
-  which carry the request id;
+  phase, HTTP status, detail scrubbed again on the way out, billed), each
+  outcome with its measured time to first token and duration and the rate
+  limits the provider announced on it, and the end: fallback exhausted (with
+  its retry time) or degraded;
+* for each candidate skipped because it was blocked, the event that blocked
+  it, whichever request caused it: the latest ``CooldownStarted`` /
+  ``PairSuspended`` / ``CredentialSuspended`` (or operator ``BlockImposed``) of
+  that scope before the skip (``blocked_by*`` details: the event, its log
+  position, its class, the request that failed), the ``ExhaustionPredicted``
+  of a pair predicted exhausted, the ``ProbeAllowed`` of a probe in flight.
+  To know them the projection keeps, per pair and credential stream, its
+  latest such event (bounded by the configured pairs; a clearing drops it);
+* the availability decisions its outcomes caused on ``pair:`` / ``cred:``
+  streams (cooldown started or extended, suspended, cleared, probe allowed,
+  exhaustion predicted or cleared), which carry the request id;
 * its budget hold. **Convention: a gateway places a request's hold with
   ``hold_id == request_id``** (one hold per request; ``docs/budget.md``), so
   ``hold:<request_id>`` events (placed, rejected, adjusted, settled, refunded,
@@ -32,6 +42,7 @@ from routeledger.core.budget import events as bev
 from routeledger.core.events import Event
 from routeledger.core.fold import Recorded
 from routeledger.core.routing import events as rev
+from routeledger.core.streams import credential_stream, pair_stream
 from routeledger.projections.base import Projection
 
 __all__ = ["Detail", "Entry", "RequestTimeline"]
@@ -49,7 +60,7 @@ class Entry:
     at_us: int
     #: ``received``, ``attempt``, ``skipped``, ``wait``, ``succeeded``, ``failed``,
     #: ``exhausted``, ``degraded``, ``cooldown``, ``suspended``, ``cleared``,
-    #: ``probe``, ``hold_placed``, ``hold_rejected``, ``hold_adjusted``,
+    #: ``probe``, ``predicted``, ``prediction_cleared``, ``hold_placed``, ``hold_rejected``, ``hold_adjusted``,
     #: ``hold_settled``, ``hold_refunded``, ``hold_expired``, ``late_usage``, ``posted``.
     kind: str
     stream_id: str
@@ -81,7 +92,7 @@ def _legs(legs: tuple[Any, ...]) -> str:
 class RequestTimeline(Projection):
     """Timelines of every request, or of one (``request_id``), folded from the log."""
 
-    __slots__ = ("only", "sample", "scrub", "timelines")
+    __slots__ = ("blockers", "only", "sample", "scrub", "timelines")
     #: Not part of the projection's identity (its canonical digest).
     DERIVED_SLOTS: ClassVar[tuple[str, ...]] = ("scrub",)
 
@@ -105,6 +116,9 @@ class RequestTimeline(Projection):
         self.sample = sample
         #: Request id -> entries in log order.
         self.timelines: dict[str, list[Entry]] = {}
+        #: ``"<role> <scope stream>"`` -> the ``blocked_by*`` details of the event that
+        #: blocks it now (roles ``block``, ``predicted``, ``probe``; see the module docstring).
+        self.blockers: dict[str, Detail] = {}
 
     def _scrubbed(self, detail: str) -> str:
         if not detail:
@@ -118,6 +132,9 @@ class RequestTimeline(Projection):
     def apply(self, recorded: Recorded) -> None:
         """Fold one recorded event: only the kept requests' events get as far as their handler."""
         evt = recorded.event
+        role = _BLOCKER_ROLES.get(type(evt))
+        if role is not None:  # every request's: a skip of this request may name it
+            self._note_blocker(recorded.position, evt, role)
         handler = self._HANDLERS.get(type(evt))
         if handler is not None:
             # Why here: building an entry's details costs more than the whole
@@ -130,6 +147,44 @@ class RequestTimeline(Projection):
             ):
                 handler(self, recorded.position, evt)
         self.position = recorded.position
+
+    def _note_blocker(self, position: int, evt: Event, role: str) -> None:
+        """Remember (or forget) the event that blocks a scope, for the skips that follow."""
+        stream = evt.stream_id
+        if role == "clear":
+            self.blockers.pop(f"block {stream}", None)
+            self.blockers.pop(f"probe {stream}", None)
+            return
+        if role == "unpredicted":
+            self.blockers.pop(f"predicted {stream}", None)
+            return
+        reason = getattr(evt, "reason", None)
+        details: Detail = (
+            ("blocked_by", type(evt).TAG.removeprefix("routeledger.")),
+            ("blocked_by_position", position),
+            ("blocked_by_request", getattr(evt, "request_id", None)),
+            ("blocked_by_reason", reason.value if reason is not None else None),
+            ("blocked_by_command", getattr(evt, "command_id", None)),
+        )
+        if role == "extend":  # the failure that started the cooldown stays its cause
+            self.blockers.setdefault(f"block {stream}", details)
+            return
+        self.blockers[f"{role} {stream}"] = details
+
+    def _blocker(self, skip: rev.Skipped) -> Detail:
+        """The ``blocked_by*`` details of a skipped candidate, if it was blocked."""
+        credential, model = skip.credential_id, skip.upstream_model
+        if credential is None:
+            return ()
+        pair = pair_stream(credential, model) if model is not None else ""
+        key = {
+            rev.SkipReason.COOLING_DOWN: f"block {pair}",
+            rev.SkipReason.SUSPENDED: f"block {pair}",
+            rev.SkipReason.CREDENTIAL_BLOCKED: f"block {credential_stream(credential)}",
+            rev.SkipReason.PREDICTED_EXHAUSTED: f"predicted {pair}",
+            rev.SkipReason.PROBE_IN_FLIGHT: f"probe {pair}",
+        }.get(skip.reason)
+        return self.blockers.get(key, ()) if key is not None else ()
 
     def _add(self, request_id: str, position: int, evt: Event, kind: str, details: Detail) -> None:
         self.timelines.setdefault(request_id, []).append(
@@ -199,6 +254,7 @@ class RequestTimeline(Projection):
                     ("upstream_model", skip.upstream_model),
                     ("reason", skip.reason.value),
                     ("recovers_at_us", skip.recovers_at_us),
+                    *self._blocker(skip),
                 ),
             )
 
@@ -229,6 +285,7 @@ class RequestTimeline(Projection):
                 ("evidence", evt.evidence.value),
                 ("input_tokens", evt.input_tokens),
                 ("output_tokens", evt.output_tokens),
+                *_measured(evt),
             ),
         )
 
@@ -249,6 +306,7 @@ class RequestTimeline(Projection):
                 ("hint_us", evt.hint_us),
                 ("billed", evt.billed),
                 ("delivered_chars", evt.delivered_chars),
+                *_measured(evt),
             ),
         )
 
@@ -287,7 +345,9 @@ class RequestTimeline(Projection):
         | rev.CooldownCleared
         | rev.ProbeAllowed
         | rev.ProbeReleased
-        | rev.FailureTolerated,
+        | rev.FailureTolerated
+        | rev.ExhaustionPredicted
+        | rev.PredictionCleared,
     ) -> None:
         kind = _BLOCK_KINDS[type(evt)]
         details: list[tuple[str, Scalar]] = [
@@ -308,6 +368,9 @@ class RequestTimeline(Projection):
         strikes = getattr(evt, "strikes", None)
         if strikes is not None:
             details.append(("strikes", strikes))
+        if isinstance(evt, rev.ExhaustionPredicted):
+            details.append(("remaining_requests", evt.remaining_requests))
+            details.append(("remaining_tokens", evt.remaining_tokens))
         self._add(evt.request_id, position, evt, kind, tuple(details))
 
     # --- the request's hold (hold_id == request_id) ---------------------------------------
@@ -399,6 +462,8 @@ class RequestTimeline(Projection):
         rev.ProbeAllowed: _on_block,
         rev.FailureTolerated: _on_block,
         rev.ProbeReleased: _on_block,
+        rev.ExhaustionPredicted: _on_block,
+        rev.PredictionCleared: _on_block,
         bev.HoldPlaced: _on_hold_placed,
         bev.HoldRejected: _on_hold_rejected,
         bev.HoldAdjusted: _on_hold_adjusted,
@@ -419,4 +484,35 @@ _BLOCK_KINDS: dict[type[Event], str] = {
     rev.ProbeAllowed: "probe",
     rev.FailureTolerated: "tolerated",
     rev.ProbeReleased: "probe_released",
+    rev.ExhaustionPredicted: "predicted",
+    rev.PredictionCleared: "prediction_cleared",
 }
+
+#: Scope events -> how they change what blocks the scope (``RequestTimeline.blockers``).
+_BLOCKER_ROLES: dict[type[Event], str] = {
+    rev.CooldownStarted: "block",
+    rev.PairSuspended: "block",
+    rev.CredentialSuspended: "block",
+    rev.BlockImposed: "block",
+    rev.CooldownExtended: "extend",
+    rev.CooldownCleared: "clear",
+    rev.BlockLifted: "clear",
+    rev.ProbeAllowed: "probe",
+    rev.ExhaustionPredicted: "predicted",
+    rev.PredictionCleared: "unpredicted",
+}
+
+
+def _measured(evt: rev.AttemptSucceeded | rev.AttemptFailed) -> Detail:
+    """An outcome's measured times, then what the provider announced on it (if anything)."""
+    measured: Detail = (("ttft_us", evt.ttft_us), ("duration_us", evt.duration_us))
+    announced = evt.announced
+    if announced is None:
+        return measured
+    return (
+        *measured,
+        ("remaining_requests", announced.remaining_requests),
+        ("remaining_tokens", announced.remaining_tokens),
+        ("requests_reset_us", announced.requests_reset_us),
+        ("tokens_reset_us", announced.tokens_reset_us),
+    )

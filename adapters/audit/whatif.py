@@ -147,7 +147,12 @@ class _Counts:
 def _outcome_of(evt: rev.AttemptSucceeded | rev.AttemptFailed) -> Succeeded | Failed:
     if isinstance(evt, rev.AttemptSucceeded):
         return Succeeded(
-            evidence=evt.evidence, input_tokens=evt.input_tokens, output_tokens=evt.output_tokens
+            evidence=evt.evidence,
+            input_tokens=evt.input_tokens,
+            output_tokens=evt.output_tokens,
+            ttft_us=evt.ttft_us,
+            duration_us=evt.duration_us,
+            announced=evt.announced,
         )
     return Failed(
         failure=evt.failure,
@@ -157,6 +162,9 @@ def _outcome_of(evt: rev.AttemptSucceeded | rev.AttemptFailed) -> Succeeded | Fa
         status=evt.status,
         detail=evt.detail,
         billed=evt.billed,
+        ttft_us=evt.ttft_us,
+        duration_us=evt.duration_us,
+        announced=evt.announced,
     )
 
 

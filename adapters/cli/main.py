@@ -285,6 +285,37 @@ def budget(store_url: str | None, as_json: bool, at: str | None) -> None:
 # --------------------------------------------------------------------------- audit
 
 
+def _ms(us: int) -> str:
+    """A duration in µs, readable: ``850 ms`` below a second, else ``2.5 s``."""
+    return f"{us / 1_000:.1f} ms" if us < 1_000_000 else f"{us / 1_000_000:g} s"
+
+
+def _timing(d: dict[str, Any]) -> str:
+    """An outcome's measured times and announced limits, as a suffix (empty when none)."""
+    parts = []
+    if d.get("ttft_us") is not None:
+        parts.append(f"first token after {_ms(d['ttft_us'])}")
+    if d.get("duration_us") is not None:
+        parts.append(f"took {_ms(d['duration_us'])}")
+    for window in ("requests", "tokens"):
+        left, reset = d.get(f"remaining_{window}"), d.get(f"{window}_reset_us")
+        if left is not None or reset is not None:
+            when = f" (reset in {_ms(reset)})" if reset is not None else ""
+            parts.append(f"announced {'?' if left is None else left} {window} left{when}")
+    return f"; {', '.join(parts)}" if parts else ""
+
+
+def _blocked_by(d: dict[str, Any]) -> str:
+    """What blocked a skipped candidate: the event, its position, class and request."""
+    if not d.get("blocked_by"):
+        return ""
+    cause = d.get("blocked_by_reason")
+    request = d.get("blocked_by_request")
+    who = f"request {request}" if request else f"operator command {d.get('blocked_by_command')}"
+    what = f"{cause}, " if cause else ""
+    return f" [{d['blocked_by']} at position {d['blocked_by_position']}: {what}by {who}]"
+
+
 def _describe(kind: str, details: dict[str, Any]) -> str:
     """One readable line for a timeline entry."""
     d = details
@@ -300,22 +331,28 @@ def _describe(kind: str, details: dict[str, Any]) -> str:
     if kind == "skipped":
         target = pair if d.get("credential_id") else f"alias {d['alias']}"
         until = f" until {format_time(d['recovers_at_us'])}" if d.get("recovers_at_us") else ""
-        return f"  skipped {target} at chain position {d['chain_position']}: {d['reason']}{until}"
+        return (
+            f"  skipped {target} at chain position {d['chain_position']}: {d['reason']}{until}"
+            f"{_blocked_by(d)}"
+        )
     if kind == "wait":
         return f"wait until {format_time(d['until_us'])} for {d['recovering']}"
     if kind == "succeeded":
-        return f"succeeded on {pair} ({d['input_tokens']}+{d['output_tokens']} tokens, {d['evidence']})"
+        return (
+            f"succeeded on {pair} ({d['input_tokens']}+{d['output_tokens']} tokens, "
+            f"{d['evidence']}){_timing(d)}"
+        )
     if kind == "failed":
         status = f" HTTP {d['status']}" if d.get("status") is not None else ""
         detail = f": {d['detail']}" if d.get("detail") else ""
         billed = " (billed)" if d.get("billed") else ""
-        return f"failed on {pair}: {d['failure']} {d['phase']}{status}{billed}{detail}"
+        return f"failed on {pair}: {d['failure']} {d['phase']}{status}{billed}{detail}{_timing(d)}"
     if kind == "exhausted":
         retry = f", retry at {format_time(d['retry_at_us'])}" if d.get("retry_at_us") else ""
         return f"fallback exhausted: {d['reason']} after {d['failures']} failures{retry}"
     if kind == "degraded":
         return f"degraded: {d['reason']}"
-    if kind in ("cooldown", "suspended", "cleared", "probe"):
+    if kind in ("cooldown", "suspended", "cleared", "probe", "predicted", "prediction_cleared"):
         scope = pair if d.get("upstream_model") else f"{d.get('credential_id')} (all models)"
         until = f" until {format_time(d['until_us'])}" if d.get("until_us") else ""
         why = (
@@ -498,6 +535,7 @@ def _explain_member(
     index: int,
 ) -> dict[str, object]:
     """One row of ``explain``: the picker's own verdict (no request), with the scope's status."""
+    from routeledger.core.routing.events import SkipReason
     from routeledger.core.routing.selection import BLOCKED, member_verdict
     from routeledger.core.routing.state import Status, status_at
 
@@ -528,6 +566,8 @@ def _explain_member(
     why = None
     if verdict is not None:
         why = described if verdict in BLOCKED and described else verdict.value
+    if verdict is SkipReason.PREDICTED_EXHAUSTED and pair_scope is not None:
+        until = pair_scope.predicted_us  # announced limits: skipped until their reset
     return {
         "chain_position": position,
         "target": plan.path,

@@ -75,7 +75,9 @@ from routeledger.core.routing import (
     decide_start,
     succeeded_problem,
 )
+from routeledger.core.routing.commands import measured_problem
 from routeledger.core.routing.events import (
+    Announced,
     AttemptRouted,
     Continuation,
     FallbackExhausted,
@@ -703,15 +705,28 @@ class Attempt:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         evidence: Evidence = Evidence.UPSTREAM,
+        ttft_us: int | None = None,
+        duration_us: int | None = None,
+        announced: Announced | None = None,
     ) -> None:
         """The upstream answered completely (a truncated answer is a failure, never this).
 
         Leave both token counts out when the provider reported no usage: the
-        request is then billed its estimate, never zero (L11).
+        request is then billed its estimate, never zero (L11). ``ttft_us`` and
+        ``duration_us`` are what the caller measured (µs from sending the
+        request to its first token, to its end); ``announced`` the rate limits
+        the response's headers announced (``observe_announced``). All three
+        are recorded on ``AttemptSucceeded`` for the audit; an announced
+        exhausted window keeps the pair out of routing until its reset.
         """
         reported = input_tokens is not None or output_tokens is not None
         outcome = Succeeded(
-            evidence=evidence, input_tokens=input_tokens or 0, output_tokens=output_tokens or 0
+            evidence=evidence,
+            input_tokens=input_tokens or 0,
+            output_tokens=output_tokens or 0,
+            ttft_us=ttft_us,
+            duration_us=duration_us,
+            announced=announced,
         )
         # Checked now, so misuse is raised here and not when the request is left.
         problem = succeeded_problem(outcome)
@@ -735,8 +750,15 @@ class Attempt:
         hint_us: int | None = None,
         billed: bool = False,
         observed_usage: Usage | None = None,
+        ttft_us: int | None = None,
+        duration_us: int | None = None,
+        announced: Announced | None = None,
     ) -> None:
-        """The attempt failed; ``detail`` is scrubbed and capped before it is recorded."""
+        """The attempt failed; ``detail`` is scrubbed and capped before it is recorded.
+
+        ``ttft_us``, ``duration_us`` and ``announced`` as for :meth:`succeeded`
+        (a ``Failed`` given whole carries its own).
+        """
         outcome = (
             failure
             if isinstance(failure, Failed)
@@ -748,12 +770,28 @@ class Attempt:
                 status=status,
                 detail=self._handle.engine.scrubber(detail)[:DETAIL_CHARS_MAX],
                 billed=billed,
+                ttft_us=ttft_us,
+                duration_us=duration_us,
+                announced=announced,
             )
         )
+        problem = measured_problem(outcome)
+        if problem is not None:
+            raise UsageError(f"attempt {self.attempt_id}: {problem}")
         self._report(outcome, observed_usage)
 
-    def observed(self, observation: Observation) -> None:
-        """Report what an adapter observed (a response, an exception, a stream)."""
+    def observed(
+        self,
+        observation: Observation,
+        *,
+        ttft_us: int | None = None,
+        duration_us: int | None = None,
+    ) -> None:
+        """Report what an adapter observed (a response, an exception, a stream).
+
+        ``ttft_us`` and ``duration_us``: what the caller measured (see
+        :meth:`succeeded`); the announced limits come with the observation.
+        """
         outcome = observation.outcome
         if isinstance(outcome, Succeeded):
             reported = observation.usage_reported
@@ -761,6 +799,9 @@ class Attempt:
                 input_tokens=outcome.input_tokens if reported else None,
                 output_tokens=outcome.output_tokens if reported else None,
                 evidence=outcome.evidence,
+                ttft_us=ttft_us,
+                duration_us=duration_us,
+                announced=observation.announced,
             )
         else:
             tokens = observation.failed_usage
@@ -771,6 +812,9 @@ class Attempt:
                     status=observation.status,
                     detail=observation.detail[:DETAIL_CHARS_MAX],
                     billed=observation.billed,
+                    ttft_us=ttft_us,
+                    duration_us=duration_us,
+                    announced=observation.announced,
                 ),
                 observed_usage=None
                 if tokens is None

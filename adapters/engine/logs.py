@@ -37,6 +37,8 @@ _CHANGES: Final[dict[type[Event], tuple[str, int]]] = {
     rev.ProbeAllowed: ("probe allowed", logging.INFO),
     rev.FailureTolerated: ("failure tolerated", logging.INFO),
     rev.ProbeReleased: ("probe released", logging.INFO),
+    rev.ExhaustionPredicted: ("exhaustion predicted", logging.INFO),
+    rev.PredictionCleared: ("prediction cleared", logging.INFO),
 }
 
 

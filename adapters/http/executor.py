@@ -70,6 +70,7 @@ from routeledger.adapters.providers.models import HttpModelLister, ModelLister
 from routeledger.adapters.providers.observe import (
     Observation,
     StreamObserver,
+    observe_announced,
     observe_exception,
     observe_response,
 )
@@ -584,8 +585,10 @@ class Executor:
             on_chunk=chunks.append,
         )
         loop = asyncio.get_running_loop()
-        total_at = loop.time() + self.engine.config.timeouts.total_us / US_PER_S
+        started = loop.time()  # the monotonic clock: TTFT and duration are measured with it
+        total_at = started + self.engine.config.timeouts.total_us / US_PER_S
         response, body, observation = await self._open(attempt, payload, observer, total_at, run)
+        first = loop.time() if observer.first_token_us is not None else None
         try:
             for chunk in self._forward(chunks, run):
                 yield chunk
@@ -598,7 +601,14 @@ class Executor:
                 await response.aclose()
         assert observation is not None
         run.absorb(observer)
-        attempt.observed(observation)
+        if response is not None and observation.announced is None:  # a 200 stream's headers
+            announced = observe_announced(response, now_us=self.engine.clock.now_us())
+            observation = attrs.evolve(observation, announced=announced)
+        attempt.observed(
+            observation,
+            ttft_us=None if first is None else _elapsed_us(started, first),
+            duration_us=_elapsed_us(started, loop.time()),
+        )
         if observation.failure is None:
             run.served = attempt
 
@@ -776,6 +786,11 @@ def _cannot_continue(attempt: Attempt, chars: int) -> None:
             f"has no continue_instruction)"
         ),
     )
+
+
+def _elapsed_us(start: float, end: float) -> int:
+    """Whole µs between two readings of the event loop's monotonic clock."""
+    return max(0, round((end - start) * US_PER_S))
 
 
 def _no_response(now_us: int, detail: str) -> Observation:

@@ -41,6 +41,15 @@ Provider hints (a duration in µs; clamping is the core's job, A3), first found:
 ``now_us`` given); Gemini's body ``error.details[].retryDelay``; and for a 429
 only, ``x-ratelimit-reset-requests``/``-tokens`` (Go durations like ``6m0s``)
 and Anthropic's ``anthropic-ratelimit-*-reset`` (RFC 3339), the latest of them.
+
+Announced limits (:func:`parse_announced`, on every response, success or not):
+what the provider says is left of its rate-limit windows for this pair and when
+each resets, as an :class:`~routeledger.core.routing.events.Announced` —
+OpenAI's ``x-ratelimit-remaining-requests``/``-tokens`` with
+``x-ratelimit-reset-requests``/``-tokens`` (Go durations), Anthropic's
+``anthropic-ratelimit-requests-remaining``/``-tokens-remaining`` with
+``anthropic-ratelimit-requests-reset``/``-tokens-reset`` (RFC 3339, relative to
+``now_us``). A header that does not parse is left out, never guessed.
 """
 
 from __future__ import annotations
@@ -60,7 +69,8 @@ import orjson
 from routeledger.adapters.providers.scrub import DEFAULT_SCRUBBER, Scrubber
 from routeledger.core.errors import UsageError
 from routeledger.core.events import DETAIL_CHARS_MAX
-from routeledger.core.routing.commands import Failed, Succeeded
+from routeledger.core.routing.commands import INT64_MAX, Failed, Succeeded
+from routeledger.core.routing.events import Announced
 from routeledger.core.routing.failures import (
     Evidence,
     FailureClass,
@@ -81,9 +91,11 @@ __all__ = [
     "StreamObserver",
     "StreamState",
     "cap_detail",
+    "observe_announced",
     "observe_exception",
     "observe_exceptions",
     "observe_response",
+    "parse_announced",
     "parse_duration_us",
     "parse_hint_us",
 ]
@@ -141,6 +153,8 @@ class Observation:
     #: A failed stream's usage report, if it sent one before failing:
     #: ``(input_tokens, output_tokens)``; billed instead of an estimate (L11).
     failed_usage: tuple[int, int] | None = None
+    #: The rate limits the response announced (:func:`parse_announced`), if any.
+    announced: Announced | None = None
 
     @property
     def failure(self) -> FailureClass | None:
@@ -518,6 +532,58 @@ def parse_hint_us(
     return best if best is not None else (None, None)
 
 
+# --------------------------------------------------------------------------- announced limits
+
+#: Header names per window, per dialect: (remaining, reset, reset is RFC 3339).
+_ANNOUNCED_HEADERS: Final = (
+    ("requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", False),
+    ("tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", False),
+    (
+        "requests",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+        True,
+    ),
+    ("tokens", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset", True),
+)
+
+
+def _remaining(text: str | None) -> int | None:
+    """A non-negative count header (``"0"``, ``"59"``), capped to int64; ``None`` if not one."""
+    if text is None or not text.strip().isdigit():
+        return None
+    return min(int(text.strip()), INT64_MAX)
+
+
+def _reset_us(text: str | None, absolute: bool, now_us: int) -> int | None:
+    """A reset header as a duration from ``now_us`` (a Go duration, or an RFC 3339 time)."""
+    if text is None:
+        return None
+    if not absolute:
+        return parse_duration_us(text)
+    moment = _rfc3339_us(text)
+    return None if moment is None else _bounded(moment - now_us)
+
+
+def parse_announced(headers: Mapping[str, str], *, now_us: int) -> Announced | None:
+    """The rate limits ``headers`` (lower-cased names) announce, or ``None`` if none parse."""
+    found: dict[str, int] = {}
+    for window, remaining_name, reset_name, absolute in _ANNOUNCED_HEADERS:
+        left = _remaining(headers.get(remaining_name))
+        if left is not None and f"remaining_{window}" not in found:
+            found[f"remaining_{window}"] = left
+        reset = _reset_us(headers.get(reset_name), absolute, now_us)
+        if reset is not None and f"{window}_reset_us" not in found:
+            found[f"{window}_reset_us"] = reset
+    return Announced(**found) if found else None
+
+
+def observe_announced(response: object, *, now_us: int) -> Announced | None:
+    """The rate limits a response's headers announce (:func:`parse_announced`); any
+    response-like object, as :func:`observe_response` reads it."""
+    return parse_announced(_headers_of(response), now_us=now_us)
+
+
 # --------------------------------------------------------------------------- bodies
 
 
@@ -816,12 +882,28 @@ def observe_response(
     classifier: Classifier = DEFAULT_CLASSIFIER,
     scrubber: Scrubber = DEFAULT_SCRUBBER,
 ) -> Observation:
-    """What a complete (non-streamed) ``response`` says; never raises for its content.
+    """What a complete (non-streamed) ``response`` says, with the limits it announced.
 
     Any response-like object will do, read by behaviour: ``httpx``/``httpx2``/
     ``requests``-style (``status_code``, ``headers``, ``content`` or ``text``) or
     ``aiohttp``-style (``status``); one without an HTTP status is a ``UsageError``.
     """
+    observation = _observe_response(
+        response, now_us=now_us, provider=provider, classifier=classifier, scrubber=scrubber
+    )
+    announced = observe_announced(response, now_us=now_us)
+    return observation if announced is None else attrs.evolve(observation, announced=announced)
+
+
+def _observe_response(
+    response: object,
+    *,
+    now_us: int,
+    provider: Provider | None,
+    classifier: Classifier,
+    scrubber: Scrubber,
+) -> Observation:
+    """What a complete (non-streamed) ``response`` says; never raises for its content."""
     status = _status_of(response, "status_code", "status")
     if status is None:
         raise UsageError(f"observe_response needs an HTTP response, got {type(response)!r}")

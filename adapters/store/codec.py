@@ -52,6 +52,7 @@ from routeledger.core.events import REGISTRY, Event, EventRegistry
 from routeledger.core.time import ENGINE_TIME_US_MAX, ENGINE_TIME_US_MIN
 
 __all__ = [
+    "DEFAULT_UPCASTERS",
     "Codec",
     "DecodeError",
     "EncodeError",
@@ -161,6 +162,29 @@ class Upcasters:
             payload = step(payload)
             schema += 1
         return payload
+
+    def merged(self, other: Upcasters) -> Upcasters:
+        """A table with this one's steps and ``other``'s (a step in both is an error)."""
+        table = Upcasters()
+        for source in (self, other):
+            for (tag, schema), step in source._steps.items():
+                table.register(tag, schema)(step)
+        return table
+
+
+#: RouteLedger's own upcasters: every codec applies them (a caller's table adds to them).
+DEFAULT_UPCASTERS: Final = Upcasters()
+
+#: Fields ``AttemptSucceeded``/``AttemptFailed`` gained in schema 2 (G6): measured
+#: timings and the provider's announced limits; schema-1 events had none of them.
+_OUTCOME_FIELDS_V2: Final = ("ttft_us", "duration_us", "announced")
+
+
+@DEFAULT_UPCASTERS.register("routeledger.AttemptSucceeded", 1)
+@DEFAULT_UPCASTERS.register("routeledger.AttemptFailed", 1)
+def _outcome_v1_to_v2(payload: Payload) -> Payload:
+    """A 0.1 outcome observation: nothing was measured or announced (``None``)."""
+    return {**payload, **dict.fromkeys(_OUTCOME_FIELDS_V2)}
 
 
 class MissingUpcaster(LookupError):
@@ -592,7 +616,9 @@ class Codec:
         upcasters: Upcasters | None = None,
     ) -> None:
         self._registry = registry
-        self._upcasters = upcasters or Upcasters()
+        self._upcasters = (
+            DEFAULT_UPCASTERS if upcasters is None else DEFAULT_UPCASTERS.merged(upcasters)
+        )
         # The fast converter encodes and serves dumps_value/loads_value; the detailed
         # one explains a payload the generated decoders rejected (and decodes the
         # odd type they leave to cattrs). It is built on first use: most processes

@@ -160,8 +160,25 @@ class Behaviour:
     tool_call: str | None = None
     #: The call's arguments (a JSON text), streamed a few characters per chunk.
     tool_arguments: str = '{"city": "Paris", "unit": "celsius"}'
+    #: Extra response headers sent with the status line of any answer that has one,
+    #: e.g. announced limits (``x-ratelimit-remaining-requests``, ``retry-after-ms``).
+    #: A mapping in the JSON forms; kept as ``(name, value)`` pairs.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        headers = self.headers
+        if isinstance(headers, Mapping):
+            headers = tuple(headers.items())
+        if not all(
+            isinstance(pair, tuple | list)
+            and len(pair) == 2
+            and all(
+                isinstance(part, str) and "\n" not in part and "\r" not in part for part in pair
+            )
+            for pair in headers
+        ):
+            raise FakeProviderError(f"headers must map names to one-line strings, not {headers!r}")
+        object.__setattr__(self, "headers", tuple((str(n), str(v)) for n, v in headers))
         if self.kind not in KINDS:
             raise FakeProviderError(
                 f"unknown fake-provider behaviour {self.kind!r}; expected one of {sorted(KINDS)}"
@@ -752,6 +769,8 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120
 
     record: _Record | None = None
+    #: The scripted behaviour's extra response headers, for the current answer only.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -782,6 +801,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines.append(f"Server: {self.server_version}")
         lines.append(f"Date: {self.date_time_string()}")
         lines.extend(f"{name}: {value}" for name, value in headers)
+        lines.extend(f"{name}: {value}" for name, value in self.extra_headers)
         self._write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
     def _send_json(self, status: int, body: Any, headers: Sequence[tuple[str, str]] = ()) -> None:
@@ -960,6 +980,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             self.record = None
+            self.extra_headers = ()
             self.state.end(record, outcome)
 
     def _answer(
@@ -985,6 +1006,7 @@ class _Handler(BaseHTTPRequestHandler):
             verdict.behaviour, _assistant_prefix(request)
         )
         record.behaviour, record.step = behaviour.kind, verdict.step
+        self.extra_headers = behaviour.headers
         kind = behaviour.kind
         if kind in _ERROR_KINDS:
             self._delay(behaviour.first_token_delay)

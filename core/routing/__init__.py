@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from .commands import Failed, RecordOutcome, RouteNext, StartRequest, Succeeded, succeeded_problem
 from .decide import OutcomeConflict, RequestConflict, decide_next, decide_outcome, decide_start
+from .events import Announced
 from .failures import (
     DEFAULT_FAILURE_TABLE,
     Evidence,
@@ -45,6 +46,7 @@ from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, Route
 
 __all__ = [
     "DEFAULT_FAILURE_TABLE",
+    "Announced",
     "CredentialSpec",
     "Evidence",
     "Failed",

@@ -16,6 +16,7 @@ import attrs
 from ..errors import CommandError
 from ..events import DETAIL_CHARS_MAX, STREAM_ID_LENGTH_MAX, stream_id_problem
 from ..streams import request_stream
+from .events import Announced
 from .failures import Evidence, FailureClass, Phase
 from .policy import BACKUPS_MAX
 
@@ -26,8 +27,10 @@ __all__ = [
     "RouteNext",
     "StartRequest",
     "Succeeded",
+    "announced_problem",
     "check_start",
     "failed_problem",
+    "measured_problem",
     "refuse_attempt_id",
     "succeeded_problem",
 ]
@@ -70,6 +73,11 @@ class Succeeded:
     evidence: Evidence = Evidence.UPSTREAM
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Measured time to the first token and to the end, µs (``None``: not measured).
+    ttft_us: int | None = None
+    duration_us: int | None = None
+    #: The provider's announced limits on the response (``None``: none announced).
+    announced: Announced | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +96,11 @@ class Failed:
     detail: str = ""
     #: Whether the provider billed this failed attempt.
     billed: bool = False
+    #: Measured time to the first token (if one came) and to the failure, µs.
+    ttft_us: int | None = None
+    duration_us: int | None = None
+    #: The provider's announced limits on the response (``None``: none announced).
+    announced: Announced | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -112,7 +125,7 @@ def _check_count(command: object, name: str, value: object, high: int = INT64_MA
 
 
 def succeeded_problem(outcome: Succeeded) -> str | None:
-    """Why ``outcome`` cannot be recorded (malformed evidence or token counts), or ``None``."""
+    """Why ``outcome`` cannot be recorded (malformed evidence, counts or timings), or ``None``."""
     if not isinstance(outcome.evidence, Evidence):
         return f"evidence must be an Evidence, got {outcome.evidence!r}"
     for name, value in (
@@ -121,7 +134,35 @@ def succeeded_problem(outcome: Succeeded) -> str | None:
     ):
         if type(value) is not int or not 0 <= value <= INT64_MAX:
             return f"{name} must be an int in 0..{INT64_MAX}, got {value!r}"
+    return measured_problem(outcome)
+
+
+def _optional_count_problem(name: str, value: object) -> str | None:
+    if value is None or (type(value) is int and 0 <= value <= INT64_MAX):
+        return None
+    return f"{name} must be None or an int in 0..{INT64_MAX}, got {value!r}"
+
+
+def announced_problem(announced: object) -> str | None:
+    """Why ``announced`` cannot be recorded (not an :class:`Announced`, a bad count), or ``None``."""
+    if announced is None:
+        return None
+    if type(announced) is not Announced:
+        return f"announced must be None or an Announced, got {announced!r}"
+    for field in ("remaining_requests", "remaining_tokens", "requests_reset_us", "tokens_reset_us"):
+        problem = _optional_count_problem(f"announced.{field}", getattr(announced, field))
+        if problem is not None:
+            return problem
     return None
+
+
+def measured_problem(outcome: Succeeded | Failed) -> str | None:
+    """Why the timings or announced limits of ``outcome`` cannot be recorded, or ``None``."""
+    for name, value in (("ttft_us", outcome.ttft_us), ("duration_us", outcome.duration_us)):
+        problem = _optional_count_problem(name, value)
+        if problem is not None:
+            return problem
+    return announced_problem(outcome.announced)
 
 
 def check_start(command: StartRequest) -> str:
@@ -164,7 +205,7 @@ def failed_problem(outcome: Failed) -> str | None:
         and len(outcome.detail) <= DETAIL_CHARS_MAX
         and type(outcome.billed) is bool
     ):
-        return None
+        return measured_problem(outcome)
     return f"malformed failure outcome {outcome!r}"
 
 

@@ -67,11 +67,13 @@ from .events import (
     Degraded,
     DegradedReason,
     ExhaustedReason,
+    ExhaustionPredicted,
     FailureSummary,
     FailureTolerated,
     FallbackExhausted,
     PairRef,
     PairSuspended,
+    PredictionCleared,
     ProbeAllowed,
     ProbeReleased,
     RequestReceived,
@@ -563,8 +565,10 @@ def decide_outcome(
             f"attempt {command.attempt_id!r} already has another outcome recorded"
         )
     if isinstance(observed, AttemptSucceeded):
-        return _healed(state, observed, record.pair_stream, now_us)
-    return (observed, *_blocks(policy, state, observed, record.pair_stream, now_us))
+        decided = _healed(state, observed, record.pair_stream, now_us)
+    else:
+        decided = (observed, *_blocks(policy, state, observed, record.pair_stream, now_us))
+    return (*decided, *_predicted(policy, state, observed, record.pair_stream, decided, now_us))
 
 
 def _observed(
@@ -585,6 +589,9 @@ def _observed(
             evidence=outcome.evidence,
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,
+            ttft_us=outcome.ttft_us,
+            duration_us=outcome.duration_us,
+            announced=outcome.announced,
         )
     return AttemptFailed(
         stream_id=stream,
@@ -601,6 +608,9 @@ def _observed(
         status=outcome.status,
         detail=outcome.detail,
         billed=outcome.billed,
+        ttft_us=outcome.ttft_us,
+        duration_us=outcome.duration_us,
+        announced=outcome.announced,
     )
 
 
@@ -794,3 +804,73 @@ def _cooldown_us(
     low, high = policy.hints.min_us, policy.hints.max_us
     clamp = Clamp.RAISED if hint_us < low else Clamp.LOWERED if hint_us > high else Clamp.KEPT
     return min(max(hint_us, low), high), clamp
+
+
+# --------------------------------------------------------------------------- announced limits
+
+
+def _predicted(
+    policy: Policy,
+    state: RoutingState,
+    observed: AttemptSucceeded | AttemptFailed,
+    pair_stream: str,
+    decided: tuple[RoutingEvent, ...],
+    now_us: int,
+) -> tuple[RoutingEvent, ...]:
+    """What the provider's announced limits predict for the pair (``docs/routing.md``).
+
+    A window announced with nothing remaining and a reset makes the pair not
+    selectable until the latest such reset, bounded by the policy's hint
+    maximum (A3): ``ExhaustionPredicted``, which only moves the bound later.
+    An announcement with something left in every window it names ends a
+    standing prediction: ``PredictionCleared``. Evidence that is not a real
+    upstream answer of the pair predicts nothing.
+    """
+    announced = observed.announced
+    if announced is None or (
+        isinstance(observed, AttemptSucceeded) and observed.evidence is not Evidence.UPSTREAM
+    ):
+        return ()
+    scope = state.pairs.get(pair_stream)
+    standing = scope.predicted_us if scope is not None else 0
+    version = scope.version if scope is not None else 0
+    for earlier in decided:  # a cooldown or a clearing decided just before, on the same stream
+        if earlier.stream_id == pair_stream:
+            version = earlier.version
+    windows = (
+        (announced.remaining_requests, announced.requests_reset_us),
+        (announced.remaining_tokens, announced.tokens_reset_us),
+    )
+    resets = [reset for left, reset in windows if left == 0 and reset is not None]
+    if resets:
+        until_us = now_us + min(max(resets), policy.hints.max_us)
+        if until_us <= max(standing, now_us):
+            return ()
+        return (
+            ExhaustionPredicted(
+                stream_id=pair_stream,
+                version=version + 1,
+                at_us=now_us,
+                credential_id=observed.credential_id,
+                upstream_model=observed.upstream_model,
+                request_id=observed.request_id,
+                attempt_id=observed.attempt_id,
+                until_us=until_us,
+                remaining_requests=announced.remaining_requests,
+                remaining_tokens=announced.remaining_tokens,
+            ),
+        )
+    some_left = any(left is not None for left, _ in windows)
+    if not (some_left and all(left != 0 for left, _ in windows) and standing > now_us):
+        return ()
+    return (
+        PredictionCleared(
+            stream_id=pair_stream,
+            version=version + 1,
+            at_us=now_us,
+            credential_id=observed.credential_id,
+            upstream_model=observed.upstream_model,
+            request_id=observed.request_id,
+            attempt_id=observed.attempt_id,
+        ),
+    )

@@ -16,9 +16,10 @@ Streams:
   ``AttemptFailed``;
 * ``pair:<credential_id>:<upstream_model>`` — availability of one pair:
   ``CooldownStarted``, ``CooldownExtended``, ``PairSuspended``,
-  ``CooldownCleared``, ``ProbeAllowed``, ``ProbeReleased``, ``FailureTolerated`` with
-  ``upstream_model`` set, and the
-  operator's ``BlockLifted`` and ``BlockImposed`` (``Origin.ADMIN``);
+  ``CooldownCleared``, ``ProbeAllowed``, ``ProbeReleased``, ``FailureTolerated``
+  with ``upstream_model`` set, the operator's ``BlockLifted`` and
+  ``BlockImposed`` (``Origin.ADMIN``), and the predictions drawn from the
+  provider's announced limits, ``ExhaustionPredicted`` and ``PredictionCleared``;
 * ``cred:<credential_id>`` — credential-wide availability: the same events
   with ``upstream_model=None``, plus ``CredentialSuspended``. This stream is
   shared with the credential lifecycle, so routing tracks its head version
@@ -35,6 +36,7 @@ from ..events import Event, Origin, event
 from .failures import Evidence, FailureClass, Phase
 
 __all__ = [
+    "Announced",
     "AttemptFailed",
     "AttemptRouted",
     "AttemptSucceeded",
@@ -50,11 +52,13 @@ __all__ = [
     "Degraded",
     "DegradedReason",
     "ExhaustedReason",
+    "ExhaustionPredicted",
     "FailureSummary",
     "FailureTolerated",
     "FallbackExhausted",
     "PairRef",
     "PairSuspended",
+    "PredictionCleared",
     "ProbeAllowed",
     "ProbeReleased",
     "RequestReceived",
@@ -117,6 +121,8 @@ class SkipReason(enum.Enum):
     SECRET_MISSING = "secret_missing"
     #: Lifecycle: the model name is not in the credential's resolved set (I0).
     MODEL_NOT_RESOLVED = "model_not_resolved"
+    #: The provider announced no requests (or tokens) left on the pair until a reset.
+    PREDICTED_EXHAUSTED = "predicted_exhausted"
 
 
 class Continuation(enum.Enum):
@@ -199,6 +205,20 @@ class FailureSummary:
     phase: Phase
 
 
+@attrs.frozen(kw_only=True)
+class Announced:
+    """What a provider announced about a pair's rate limits on one response (``None``: not sent).
+
+    Resets are durations from the observation's ``at_us`` (the adapter turns
+    an absolute reset time into one with its clock), like ``hint_us``.
+    """
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    requests_reset_us: int | None = None
+    tokens_reset_us: int | None = None
+
+
 @event("routeledger.RequestReceived", 1, Origin.OBSERVED)
 @attrs.frozen(kw_only=True)
 class RequestReceived(RoutingEvent):
@@ -276,7 +296,7 @@ class Degraded(RoutingEvent):
     skipped_more: int
 
 
-@event("routeledger.AttemptSucceeded", 1, Origin.OBSERVED)
+@event("routeledger.AttemptSucceeded", 2, Origin.OBSERVED)
 @attrs.frozen(kw_only=True)
 class AttemptSucceeded(RoutingEvent):
     """An attempt completed; ``evidence`` says what it proves upstream (I1.2)."""
@@ -288,9 +308,15 @@ class AttemptSucceeded(RoutingEvent):
     evidence: Evidence
     input_tokens: int
     output_tokens: int
+    #: Measured from sending the request to its first token, µs (``None``: not measured).
+    ttft_us: int | None = None
+    #: Measured from sending the request to its last byte, µs (``None``: not measured).
+    duration_us: int | None = None
+    #: The provider's announced limits on this response (schema 2; ``None``: none).
+    announced: Announced | None = None
 
 
-@event("routeledger.AttemptFailed", 1, Origin.OBSERVED)
+@event("routeledger.AttemptFailed", 2, Origin.OBSERVED)
 @attrs.frozen(kw_only=True)
 class AttemptFailed(RoutingEvent):
     """An attempt failed, as an adapter classified it."""
@@ -311,6 +337,12 @@ class AttemptFailed(RoutingEvent):
     detail: str = ""
     #: Whether the provider billed the failed attempt (e.g. a stream cut after tokens).
     billed: bool = False
+    #: Measured from sending the request to its first token, µs (``None``: none came).
+    ttft_us: int | None = None
+    #: Measured from sending the request to the failure, µs (``None``: not measured).
+    duration_us: int | None = None
+    #: The provider's announced limits on this response (schema 2; ``None``: none).
+    announced: Announced | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -431,3 +463,24 @@ class BlockImposed(ScopeEvent):
 
     command_id: str
     until_us: int
+
+
+@event("routeledger.ExhaustionPredicted", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class ExhaustionPredicted(BlockEvent):
+    """The provider announced the pair has nothing left: not selectable before ``until_us``.
+
+    Decided from the ``announced`` limits of the attempt's outcome: no
+    requests (or no tokens) remaining until the announced reset, bounded by
+    the policy's hint maximum (A3). Not a failure: no backoff, no probe.
+    """
+
+    until_us: int
+    remaining_requests: int | None
+    remaining_tokens: int | None
+
+
+@event("routeledger.PredictionCleared", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class PredictionCleared(BlockEvent):
+    """A later answer of the pair announced requests and tokens left: the prediction ends."""

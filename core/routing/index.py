@@ -2,8 +2,9 @@
 
 A derived, optional part of the routing state. A state built with
 ``initial(policy)`` keeps, for every pool of at least :data:`TREE_MIN_MEMBERS`
-members, a min-segment-tree over its members' *ready time* — the later of the
-pair's and the credential's ``ready_us`` (0 when both are healthy). The fold
+members, a min-segment-tree over its members' *ready time* — the latest of the
+pair's ``ready_us`` and ``predicted_us`` and the credential's ``ready_us`` (0
+when all are clear). The fold
 updates the affected leaves after every availability event (O(log n) per
 pool membership of the changed pair or credential).
 
@@ -115,7 +116,8 @@ def refresh_leaves(state: RoutingState, stream: str) -> None:
     for tree, member, pair_key, cred_key in state.tree_leaves.get(stream, ()):
         pair = state.pairs.get(pair_key)
         cred = state.creds.get(cred_key)
-        tree.set(member, max(pair.ready_us if pair else 0, cred.ready_us if cred else 0))
+        ready = max(pair.ready_us, pair.predicted_us) if pair else 0
+        tree.set(member, max(ready, cred.ready_us if cred else 0))
 
 
 # --- the indexed pick -----------------------------------------------------------------

@@ -21,7 +21,8 @@ wins:
 3. **this request's failures** — the request already failed on this pair and
    has no retry left for it;
 4. **availability** — the credential or the pair is cooling down, suspended,
-   or half-open with its one probe in flight (the later block wins).
+   half-open with its one probe in flight, or predicted exhausted by the
+   provider's announced limits until their reset (the later bound wins).
 
 Reasons 1–2 are permanent for the request (``ready`` is 0); 3 and 4 come with
 the time availability allows the member again.
@@ -66,12 +67,15 @@ BLOCKED: Final = frozenset(
         SkipReason.SUSPENDED,
         SkipReason.CREDENTIAL_BLOCKED,
         SkipReason.PROBE_IN_FLIGHT,
+        SkipReason.PREDICTED_EXHAUSTED,
     }
 )
 
 
 def why_blocked(cred: ScopeState | None, pair: ScopeState | None, ready: int) -> SkipReason:
     """The rule-4 reason of a member not selectable before ``ready`` (the later block wins)."""
+    if pair is not None and pair.predicted_us == ready and pair.ready_us < ready:
+        return SkipReason.PREDICTED_EXHAUSTED
     if pair is None or pair.ready_us != ready:
         return SkipReason.CREDENTIAL_BLOCKED
     if pair.until_us != ready:
@@ -119,8 +123,10 @@ def member_verdict(
     ready = 0
     if cred is not None and cred.ready_us > now_us:
         ready = cred.ready_us
-    if pair is not None and pair.ready_us > now_us and pair.ready_us > ready:
-        ready = pair.ready_us
+    if pair is not None:
+        pair_ready = pair.ready_us if pair.ready_us >= pair.predicted_us else pair.predicted_us
+        if pair_ready > now_us and pair_ready > ready:
+            ready = pair_ready
     if request is not None:
         count = request.fails_by_pair.get(pair_stream)
         if (

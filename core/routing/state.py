@@ -23,6 +23,12 @@ Rules (the spec ids are in ``../shared/spec/invariants.md``):
    I1.2). An operator's ``BlockImposed`` suspends it like a failure would,
    without a failure class (``reason`` stays ``None``).
 4. ``until_us`` only grows: the decider computes ``max(until, now + d)`` (A2).
+5. A pair also carries ``predicted_us``: the provider announced it has no
+   requests (or tokens) left until then (``ExhaustionPredicted``; cleared by
+   ``PredictionCleared``). It is not a block: the status is unchanged, there
+   is no backoff and no probe, but the pair is not selectable strictly before
+   it (:func:`pair_ready_us`). One number per configured pair (bounded by the
+   policy, like the rest of the scope).
 
 Theory of operation. The state is a private mutable accumulator owned by the
 fold: :func:`evolve` updates it in place and returns it, and only *assigns*
@@ -55,9 +61,11 @@ from .events import (
     CooldownStarted,
     CredentialSuspended,
     Degraded,
+    ExhaustionPredicted,
     FailureTolerated,
     FallbackExhausted,
     PairSuspended,
+    PredictionCleared,
     ProbeAllowed,
     ProbeReleased,
     RequestReceived,
@@ -80,6 +88,7 @@ __all__ = [
     "evolve",
     "fold",
     "initial",
+    "pair_ready_us",
     "reindex",
     "retire",
     "status_at",
@@ -112,6 +121,7 @@ class ScopeState:
         "blocked_at_us",
         "level",
         "needs_probe",
+        "predicted_us",
         "probe_attempt_id",
         "probe_until_us",
         "ready_us",
@@ -149,6 +159,15 @@ class ScopeState:
         self.strikes = 0
         #: When the latest tolerated failure was decided.
         self.strike_at_us = 0
+        #: Predicted exhausted (announced limits) strictly before this time (rule 5).
+        self.predicted_us = 0
+
+
+def pair_ready_us(scope: ScopeState) -> int:
+    """When a pair is selectable again: the later of its block's end and its predicted reset."""
+    ready = scope.ready_us
+    predicted = scope.predicted_us
+    return predicted if predicted > ready else ready
 
 
 class AttemptRecord:
@@ -370,6 +389,18 @@ def _on_probe_released(state: RoutingState, event: ProbeReleased) -> RoutingStat
     return state
 
 
+def _on_predicted(state: RoutingState, event: ExhaustionPredicted) -> RoutingState:
+    _scope(state, event).predicted_us = event.until_us
+    refresh_leaves(state, event.stream_id)
+    return state
+
+
+def _on_prediction_cleared(state: RoutingState, event: PredictionCleared) -> RoutingState:
+    _scope(state, event).predicted_us = 0
+    refresh_leaves(state, event.stream_id)
+    return state
+
+
 def _on_received(state: RoutingState, event: RequestReceived) -> RoutingState:
     state.requests[event.request_id] = RequestState(event)
     return state
@@ -484,6 +515,8 @@ _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] =
     FailureTolerated: _on_tolerated,
     BlockLifted: _on_cleared,
     BlockImposed: _on_imposed,
+    ExhaustionPredicted: _on_predicted,
+    PredictionCleared: _on_prediction_cleared,
 }
 
 
@@ -513,7 +546,7 @@ def fold(events: Iterable[Event], state: RoutingState | None = None) -> RoutingS
 
 
 def _check_scope(key: str, scope: ScopeState) -> None:
-    if scope.until_us < 0 or scope.probe_until_us < 0:
+    if scope.until_us < 0 or scope.probe_until_us < 0 or scope.predicted_us < 0:
         raise InvariantViolation(f"{key}: negative deadline")
     if scope.ready_us != max(scope.until_us, scope.probe_until_us):
         raise InvariantViolation(f"{key}: ready_us is not the end of its block or probe")
@@ -539,7 +572,7 @@ def check_invariants(state: RoutingState) -> None:
         for tree, member, pair_key, cred_key in leaves:
             pair = state.pairs.get(pair_key)
             cred = state.creds.get(cred_key)
-            expected = max(pair.ready_us if pair else 0, cred.ready_us if cred else 0)
+            expected = max(pair_ready_us(pair) if pair else 0, cred.ready_us if cred else 0)
             if tree.data[tree.size + member] != expected:
                 raise InvariantViolation(f"D3: index leaf {member} fed by {stream} is stale")
     for request_id, request in state.requests.items():

@@ -347,3 +347,20 @@ def test_registering_two_classes_under_one_tag_is_an_error() -> None:
         @attrs.frozen(kw_only=True)
         class Impostor(Event):
             pass
+
+
+def test_a_schema_1_outcome_decodes_with_nothing_measured_or_announced() -> None:
+    """A 0.1 ``AttemptFailed/1`` row upcasts to schema 2 with ``None`` timings and announcements."""
+    from routeledger.core.routing.events import AttemptFailed
+
+    payload = (
+        b'{"at_us": 5, "request_id": "r", "attempt_id": "a", "credential_id": "c",'
+        b' "upstream_model": "m", "failure": "rate_limited", "phase": "before_response",'
+        b' "delivered_chars": 0, "hint_us": null, "status": 429, "detail": "", "billed": false}'
+    )
+    decoded = Codec().decode(
+        "routeledger.AttemptFailed/1", payload, stream_id="request:r", version=2
+    )
+    assert isinstance(decoded, AttemptFailed) and decoded.status == 429
+    assert (decoded.ttft_us, decoded.duration_us, decoded.announced) == (None, None, None)
+    assert Codec().encode(decoded)[0] == "routeledger.AttemptFailed/2"

@@ -24,6 +24,7 @@ from routeledger.adapters.store.eventstore import open_store
 from routeledger.adapters.store.snapshots import SNAPSHOT_STREAM, SNAPSHOT_TOPIC
 from routeledger.core.budget import ledger
 from routeledger.core.fold import Folded, fold_log
+from routeledger.core.routing import events as routing_events
 from routeledger.core.routing import state as routing
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
@@ -35,13 +36,25 @@ EXPECTED = json.loads((FIXTURES / "store_v0.1.json").read_text())
 #: the retention horizon's fields (G5) record the last event's time and the hold's command ids,
 #: and no retirement happened in 0.1's log (``Folded.retention`` is empty); tolerated failures
 #: (G6, ``ScopeState.strikes``) did not exist, so every scope of 0.1's log has none; the probe's
-#: attempt (G6, ``ScopeState.probe_attempt_id``) is read from the ProbeAllowed 0.1 recorded.
+#: attempt (G6, ``ScopeState.probe_attempt_id``) is read from the ProbeAllowed 0.1 recorded; a
+#: pair's predicted exhaustion (G6) needs announced limits, which 0.1's outcomes never carried
+#: (0 everywhere); the outcome events' timings and announcements (schema 2, G6) are ``None``
+#: once upcast.
 ADDED_SINCE_V01: dict[type, tuple[str, ...]] = {
     ledger.AccountState: ("configured_limit",),
     ledger.HoldState: ("command_ids", "last_at_us"),
     routing.RequestState: ("last_at_us",),
-    routing.ScopeState: ("probe_attempt_id", "strike_at_us", "strikes"),
+    routing.ScopeState: ("predicted_us", "probe_attempt_id", "strike_at_us", "strikes"),
+    routing_events.AttemptSucceeded: ("ttft_us", "duration_us", "announced"),
+    routing_events.AttemptFailed: ("ttft_us", "duration_us", "announced"),
     Folded: ("retention",),
+}
+
+
+#: Event schemas bumped since 0.1: its events decode, upcast, under the newer topic.
+UPCAST_SINCE_V01 = {
+    "routeledger.AttemptSucceeded/1": "routeledger.AttemptSucceeded/2",
+    "routeledger.AttemptFailed/1": "routeledger.AttemptFailed/2",
 }
 
 
@@ -82,7 +95,7 @@ def test_the_log_decodes_to_the_same_events_and_state(store_url: str) -> None:
     with open_store(store_url) as store:
         records = list(store.read_all(0))
     tags = Counter(f"{type(r.event).TAG}/{type(r.event).SCHEMA}" for r in records)
-    assert dict(tags) == EXPECTED["tags"]
+    assert dict(tags) == {UPCAST_SINCE_V01.get(t, t): n for t, n in EXPECTED["tags"].items()}
     assert len(records) == EXPECTED["events"] and records[-1].position == EXPECTED["last_position"]
     folded = fold_log(records)
     contexts = {

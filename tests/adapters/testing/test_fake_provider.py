@@ -796,3 +796,33 @@ def test_hundreds_of_clients_connecting_at_once_are_all_answered() -> None:
             statuses = list(pool.map(one, range(clients)))
         assert statuses == [200] * clients
         assert len(fake.attempts()) == clients
+
+
+# --- extra response headers ---------------------------------------------------------
+
+
+def test_a_behaviours_headers_go_out_with_its_answer_and_only_its_answer() -> None:
+    """Scripted headers reach the client on a streamed 200 and on an error, not on the next step."""
+    limits = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}
+    script = [
+        {"kind": "ok", "headers": limits},
+        {"kind": "rate_limited", "headers": {"retry-after-ms": "250"}},
+        "ok",
+    ]
+    with FakeProvider({"m": script}) as fake:
+        streamed, _ = stream_lines(fake, "m")
+        limited = post(fake, "m")
+        plain = post(fake, "m")
+    assert streamed.status_code == 200
+    assert streamed.headers["x-ratelimit-remaining-requests"] == "0"
+    assert streamed.headers["x-ratelimit-reset-requests"] == "2s"
+    assert limited.status_code == 429 and limited.headers["retry-after-ms"] == "250"
+    assert "x-ratelimit-remaining-requests" not in limited.headers
+    assert "retry-after-ms" not in plain.headers
+
+
+@pytest.mark.parametrize("headers", [{"x-a": 1}, {"x-a": "one\r\nx-b: two"}, ["x-a"]])
+def test_headers_that_are_not_one_line_strings_are_refused(headers: object) -> None:
+    """A header that is not a one-line string (or not a name/value pair) is a FakeProviderError."""
+    with pytest.raises(FakeProviderError, match="headers"):
+        parse_script({"kind": "ok", "headers": headers})

@@ -30,6 +30,7 @@ from routeledger.core.routing.events import (
     Continuation,
     CooldownStarted,
     CredentialSuspended,
+    ExhaustionPredicted,
     ProbeAllowed,
     RoutingEvent,
     SkipReason,
@@ -114,6 +115,21 @@ def pool_situations(draw: st.DrawFn) -> tuple[object, list[RoutingEvent], dict[s
                     **common,
                 )
             )
+    for i in sorted(draw(st.sets(st.integers(0, SIZE - 1), max_size=SIZE // 2))):
+        stream = f"pair:c{i}:m{i % 3}"  # announced limits: predicted exhausted until a reset
+        events.append(
+            ExhaustionPredicted(
+                stream_id=stream,
+                version=stamp(stream),
+                at_us=T0 - S,
+                credential_id=f"c{i}",
+                upstream_model=f"m{i % 3}",
+                until_us=T0 + draw(st.sampled_from([-S, 1, 2 * S, 9 * S])),
+                remaining_requests=0,
+                remaining_tokens=None,
+                **common,
+            )
+        )
     for i in sorted(draw(st.sets(st.integers(0, SIZE - 1), max_size=3))):
         stream = f"cred:c{i}"
         events.append(

@@ -31,6 +31,7 @@ from routeledger.core.routing import (
 from routeledger.core.routing import decide as decide_module
 from routeledger.core.routing import index as index_module
 from routeledger.core.routing.events import (
+    Announced,
     AttemptFailed,
     AttemptRouted,
     AttemptSucceeded,
@@ -40,8 +41,10 @@ from routeledger.core.routing.events import (
     CredentialSuspended,
     Degraded,
     ExhaustedReason,
+    ExhaustionPredicted,
     FallbackExhausted,
     PairSuspended,
+    PredictionCleared,
     ProbeAllowed,
     RoutingEvent,
 )
@@ -84,6 +87,29 @@ def naive_status(log: list[RoutingEvent], stream: str, now: int) -> Status:
         return Status.AVAILABLE
     return Status.PROBING if probe_until > now else Status.HALF_OPEN
 
+
+def naive_predicted(log: list[RoutingEvent], stream: str) -> int:
+    """Recompute a pair's predicted exhaustion from the raw log: its latest prediction, if not cleared."""
+    until = 0
+    for e in log:
+        if e.stream_id == stream and isinstance(e, ExhaustionPredicted):
+            until = e.until_us
+        elif e.stream_id == stream and isinstance(e, PredictionCleared):
+            until = 0
+    return until
+
+
+#: Announcements an outcome may carry: nothing left (with or without a reset), or room left.
+ANNOUNCED = st.one_of(
+    st.none(),
+    st.builds(
+        Announced,
+        remaining_requests=st.sampled_from([None, 0, 3]),
+        remaining_tokens=st.sampled_from([None, 0, 500]),
+        requests_reset_us=st.sampled_from([None, 1, S, 30 * S, 7200 * S]),
+        tokens_reset_us=st.sampled_from([None, S // 2]),
+    ),
+)
 
 MEMBERS = ("k1/a", "k1/b", "k2/a")
 PAIRS = ("pair:k1:a", "pair:k1:b", "pair:k2:a", "pair:k3:c", "pair:k4:d")
@@ -213,6 +239,7 @@ class RoutingMachine(RuleBasedStateMachine):
                         Status.AVAILABLE,
                         Status.HALF_OPEN,
                     )
+                assert naive_predicted(log_before, pair) <= now  # never a pair predicted exhausted
                 assert e.chain_position >= request.position  # I3: targets are never revisited
             if isinstance(e, FallbackExhausted) and e.reason is ExhaustedReason.NO_CANDIDATE:
                 # A7: exhausted only if no untried member from the current position is available.
@@ -232,7 +259,7 @@ class RoutingMachine(RuleBasedStateMachine):
         for plan in chain.targets[start:]:
             for entry in plan.entries:
                 pair, cred = entry.pair_stream, entry.cred_stream
-                if pair not in failed:
+                if pair not in failed and naive_predicted(log, pair) <= now:
                     usable = (naive_status(log, pair, now), naive_status(log, cred, now))
                     assert usable != (Status.AVAILABLE, Status.AVAILABLE), (request_id, pair)
 
@@ -242,17 +269,29 @@ class RoutingMachine(RuleBasedStateMachine):
         outcome=st.one_of(st.sampled_from(list(FailureClass)), st.sampled_from(list(Evidence))),
         phase=st.sampled_from(Phase),
         hint=st.one_of(st.none(), st.integers(0, 10 * 3600 * S)),
+        announced=ANNOUNCED,
     )
     def record_outcome(
-        self, data: st.DataObject, outcome: FailureClass | Evidence, phase: Phase, hint: int | None
+        self,
+        data: st.DataObject,
+        outcome: FailureClass | Evidence,
+        phase: Phase,
+        hint: int | None,
+        announced: Announced | None,
     ) -> None:
         request_id = data.draw(st.sampled_from(self._in_flight()))
         if isinstance(outcome, Evidence):
-            self.world.outcome(Succeeded(evidence=outcome), request_id)
+            self.world.outcome(Succeeded(evidence=outcome, announced=announced), request_id)
         else:
             chars = 7 if phase is Phase.MID_STREAM else 0
             self.world.outcome(
-                Failed(failure=outcome, phase=phase, delivered_chars=chars, hint_us=hint),
+                Failed(
+                    failure=outcome,
+                    phase=phase,
+                    delivered_chars=chars,
+                    hint_us=hint,
+                    announced=announced,
+                ),
                 request_id,
             )
 
@@ -275,6 +314,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 evidence=observed.evidence,
                 input_tokens=observed.input_tokens,
                 output_tokens=observed.output_tokens,
+                announced=observed.announced,
             )
         else:
             assert isinstance(observed, AttemptFailed)
@@ -283,6 +323,7 @@ class RoutingMachine(RuleBasedStateMachine):
                 phase=observed.phase,
                 delivered_chars=observed.delivered_chars,
                 hint_us=observed.hint_us,
+                announced=observed.announced,
             )
         command = RecordOutcome(request_id=rid, attempt_id=aid, outcome=outcome)
         assert (
@@ -346,6 +387,17 @@ class RoutingMachine(RuleBasedStateMachine):
         for stream in (*PAIRS, *CREDS):
             scope = self.world.state.pairs.get(stream) or self.world.state.creds.get(stream)
             assert status_at(scope, now) is naive_status(self.world.log, stream, now), stream
+
+    @invariant()
+    def predictions_match_the_naive_model_and_are_bounded(self) -> None:
+        """A pair's predicted exhaustion is its latest uncleared prediction, within the hint bound."""
+        for stream in PAIRS:
+            scope = self.world.state.pairs.get(stream)
+            predicted = scope.predicted_us if scope is not None else 0
+            assert predicted == naive_predicted(self.world.log, stream), stream
+        for e in self.world.log:
+            if isinstance(e, ExhaustionPredicted):
+                assert e.at_us < e.until_us <= e.at_us + self.world.policy.hints.max_us
 
     @invariant()
     def a7_each_request_ends_at_most_once(self) -> None:
