@@ -8,6 +8,7 @@ kind            key                                     folded by
 ``request:``    a request id                            routing
 ``pair:``       ``<credential id>:<upstream model>``    routing (availability)
 ``cred:``       a credential id                         routing and credentials
+``load:``       a credential id                         routing (configured limits)
 ``install:``    an installation id                      credentials
 ``account:``    a budget account id                     budget
 ``hold:``       a budget hold id                        budget
@@ -31,6 +32,7 @@ __all__ = [
     "HOLD",
     "ID_LENGTH_MAX",
     "INSTALLATION",
+    "LOAD",
     "MODEL_NAME_LENGTH_MAX",
     "OPERATOR",
     "PAIR",
@@ -41,6 +43,7 @@ __all__ = [
     "hold_stream",
     "installation_stream",
     "is_pair_stream",
+    "load_stream",
     "operator_stream",
     "pair_stream",
     "request_stream",
@@ -49,6 +52,7 @@ __all__ = [
 REQUEST: Final = "request:"
 PAIR: Final = "pair:"
 CREDENTIAL: Final = "cred:"
+LOAD: Final = "load:"
 INSTALLATION: Final = "install:"
 ACCOUNT: Final = "account:"
 HOLD: Final = "hold:"
@@ -85,6 +89,11 @@ def pair_stream(credential_id: str, upstream_model: str) -> str:
 def credential_stream(credential_id: str) -> str:
     """The stream of one credential (lifecycle and credential-wide availability)."""
     return CREDENTIAL + credential_id
+
+
+def load_stream(credential_id: str) -> str:
+    """The stream of one credential's configured limits (slots in flight, rpm/tpm windows)."""
+    return LOAD + credential_id
 
 
 def installation_stream(installation_id: str) -> str:

@@ -541,7 +541,9 @@ def _explain_member(
 
     entry = plan.entries[index]
     routing = folded.routing
-    verdict, _ = member_verdict(policy, entry, None, routing.creds, routing.pairs, now, views)
+    verdict, ready = member_verdict(
+        policy, entry, None, routing.creds, routing.pairs, now, views, routing.loads
+    )
     cred_scope = routing.creds.get(entry.cred_stream)
     pair_scope = routing.pairs.get(entry.pair_stream)
     cred_status, pair_status = status_at(cred_scope, now), status_at(pair_scope, now)
@@ -568,6 +570,8 @@ def _explain_member(
         why = described if verdict in BLOCKED and described else verdict.value
     if verdict is SkipReason.PREDICTED_EXHAUSTED and pair_scope is not None:
         until = pair_scope.predicted_us  # announced limits: skipped until their reset
+    elif verdict in (SkipReason.AT_CAPACITY, SkipReason.RATE_LIMIT_REACHED):
+        until = ready or None  # configured limits: when the member admits again
     return {
         "chain_position": position,
         "target": plan.path,

@@ -354,6 +354,7 @@ class _CredentialFile:
     validates_model_names: bool = False
     #: ``openai`` or ``anthropic``; empty: ``anthropic`` for that provider, else ``openai``.
     dialect: str = ""
+    max_in_flight: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -381,6 +382,8 @@ class _MemberFile:
     credential: str
     model: str
     weight: int = 1
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -510,7 +513,8 @@ def _target(target: _TargetFile) -> Target:
     return Target(
         strategy=target.strategy,
         members=tuple(
-            Member(credential=m.credential, model=m.model, weight=m.weight) for m in target.members
+            Member(credential=m.credential, model=m.model, weight=m.weight, rpm=m.rpm, tpm=m.tpm)
+            for m in target.members
         ),
     )
 
@@ -534,6 +538,7 @@ def _policy(shape: _File) -> Policy:
                 provider=value.provider,
                 account_wide_quota=value.account_wide_quota,
                 owner=value.owner,
+                max_in_flight=value.max_in_flight,
             )
             for key, value in shape.credentials.items()
         ),

@@ -42,7 +42,7 @@ import attrs
 
 from ..errors import CommandError, UsageError
 from ..events import STREAM_ID_LENGTH_MAX
-from ..streams import credential_stream
+from ..streams import credential_stream, load_stream
 from ..usability import CredentialUsability
 from .commands import (
     RecordOutcome,
@@ -79,6 +79,8 @@ from .events import (
     RequestReceived,
     RoutingEvent,
     SkipReason,
+    SlotReturned,
+    SlotTaken,
     WaitDecided,
 )
 from .failures import (
@@ -200,7 +202,8 @@ def decide_next(
     if exhausted is None:
         pick = _pick(policy, state, request, plans, start, only_pair, now_us, credentials, scan)
         if pick is not None:
-            return _route_or_wait(policy, chain, request, command, pick, scan, now_us, deadline)
+            at = (now_us, deadline)
+            return _route_or_wait(policy, state, chain, request, command, pick, scan, at)
         if request.wait_until_us > now_us:  # the decided wait stands: nothing became selectable
             return RouteIdle(ended=False, wait_until_us=request.wait_until_us)
         exhausted = _after_scan(policy, request, scan, only_pair, now_us, deadline)
@@ -213,18 +216,27 @@ def decide_next(
 
 def _route_or_wait(
     policy: Policy,
+    state: RoutingState,
     chain: ChainPlan,
     request: RequestState,
     command: RouteNext,
     pick: tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None],
     scan: Scan,
-    now_us: int,
-    deadline: int | None,
+    at: tuple[int, int | None],
 ) -> RouteStep:
-    """Route the pick, unless the route prefers to wait for an earlier target's recovery."""
+    """Route the pick, unless the route prefers to wait for an earlier target's recovery.
+
+    ``at`` is (now, the request's deadline or ``None``).
+    """
+    now_us, deadline = at
     prefer = _preferred_recovery(policy, chain, request, scan, pick[0], now_us, deadline)
     if prefer is None:
-        return _routed(policy, request, command, pick, now_us, scan)
+        step = _routed(policy, request, command, pick, now_us, scan)
+        if step.routed.credential_id not in policy.capacities:
+            return step
+        load = state.loads.get(step.routed.credential_id)
+        version = 0 if load is None else load.version
+        return step._replace(slots=_slot_taken(policy, request, step.routed, now_us, version))
     if request.wait_until_us > now_us:  # the decided wait stands
         return RouteIdle(ended=False, wait_until_us=request.wait_until_us)
     return RouteWait(prefer)
@@ -414,6 +426,7 @@ def _pick(
     received = request.received
     pairs = state.pairs
     creds = state.creds
+    loads = state.loads
     attempt_no = len(request.attempts) + 1
     trees = state.trees if state.indexed_for is policy and not (survey or only_pair) else _NO_TREES
     for position in range(start, len(plans)):
@@ -433,7 +446,9 @@ def _pick(
             member = entries[index]
             if only_pair is not None and member.pair_stream != only_pair:
                 continue
-            why, ready = member_verdict(policy, member, request, creds, pairs, now_us, credentials)
+            why, ready = member_verdict(
+                policy, member, request, creds, pairs, now_us, credentials, loads
+            )
             if why is None:
                 if survey:
                     scan.could_serve_at(now_us)
@@ -508,6 +523,25 @@ def _routed(
     return RouteAttempt(routed, probes)
 
 
+def _slot_taken(
+    policy: Policy, request: RequestState, routed: AttemptRouted, now_us: int, load_version: int
+) -> tuple[SlotTaken, ...]:
+    """``SlotTaken`` for an attempt routed to a credential with configured limits (:mod:`.capacity`)."""
+    return (
+        SlotTaken(
+            stream_id=load_stream(routed.credential_id),
+            version=load_version + 1,
+            at_us=now_us,
+            credential_id=routed.credential_id,
+            upstream_model=routed.upstream_model,
+            request_id=routed.request_id,
+            attempt_id=routed.attempt_id,
+            until_us=now_us + policy.limits.slot_lease_us,
+            tokens=request.received.input_tokens,
+        ),
+    )
+
+
 def _probe(
     policy: Policy,
     scope: ScopeState,
@@ -568,7 +602,32 @@ def decide_outcome(
         decided = _healed(state, observed, record.pair_stream, now_us)
     else:
         decided = (observed, *_blocks(policy, state, observed, record.pair_stream, now_us))
-    return (*decided, *_predicted(policy, state, observed, record.pair_stream, decided, now_us))
+    predicted = _predicted(policy, state, observed, record.pair_stream, decided, now_us)
+    return (*decided, *predicted, *_slot_returned(state, observed, now_us))
+
+
+def _slot_returned(
+    state: RoutingState, observed: AttemptSucceeded | AttemptFailed, now_us: int
+) -> tuple[SlotReturned, ...]:
+    """``SlotReturned`` when the attempt holds a slot of its credential's configured limits."""
+    load = state.loads.get(observed.credential_id)
+    if load is None or observed.attempt_id not in load.slots:
+        return ()
+    tokens = 0
+    if isinstance(observed, AttemptSucceeded):
+        tokens = observed.input_tokens + observed.output_tokens
+    return (
+        SlotReturned(
+            stream_id=load_stream(observed.credential_id),
+            version=load.version + 1,
+            at_us=now_us,
+            credential_id=observed.credential_id,
+            upstream_model=observed.upstream_model,
+            request_id=observed.request_id,
+            attempt_id=observed.attempt_id,
+            tokens=tokens,
+        ),
+    )
 
 
 def _observed(

@@ -20,6 +20,9 @@ Streams:
   with ``upstream_model`` set, the operator's ``BlockLifted`` and
   ``BlockImposed`` (``Origin.ADMIN``), and the predictions drawn from the
   provider's announced limits, ``ExhaustionPredicted`` and ``PredictionCleared``;
+* ``load:<credential_id>`` — a credential's configured limits
+  (``max_in_flight``, a pair's ``rpm``/``tpm``): ``SlotTaken`` when an attempt
+  is routed to it, ``SlotReturned`` at the attempt's outcome;
 * ``cred:<credential_id>`` — credential-wide availability: the same events
   with ``upstream_model=None``, plus ``CredentialSuspended``. This stream is
   shared with the credential lifecycle, so routing tracks its head version
@@ -66,6 +69,8 @@ __all__ = [
     "ScopeEvent",
     "SkipReason",
     "Skipped",
+    "SlotReturned",
+    "SlotTaken",
     "WaitDecided",
 ]
 
@@ -123,6 +128,10 @@ class SkipReason(enum.Enum):
     MODEL_NOT_RESOLVED = "model_not_resolved"
     #: The provider announced no requests (or tokens) left on the pair until a reset.
     PREDICTED_EXHAUSTED = "predicted_exhausted"
+    #: The credential has ``max_in_flight`` attempts in flight already (G6).
+    AT_CAPACITY = "at_capacity"
+    #: The pair's configured ``rpm`` or ``tpm`` is used up for the minute (G6).
+    RATE_LIMIT_REACHED = "rate_limit_reached"
 
 
 class Continuation(enum.Enum):
@@ -442,6 +451,38 @@ class ProbeReleased(BlockEvent):
     scope stays half-open and the next real request probes it at once, instead
     of waiting for the probe timeout (G6).
     """
+
+
+@event("routeledger.SlotTaken", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class SlotTaken(RoutingEvent):
+    """An attempt routed to a credential with configured limits takes one of its slots.
+
+    On ``load:<credential_id>``, so processes sharing a store admit against one
+    count (a stale decision conflicts and is re-decided). The slot counts in
+    flight until ``until_us`` at most; ``tokens`` (the request's input estimate)
+    counts against the pair's ``tpm`` for the minute.
+    """
+
+    credential_id: str
+    upstream_model: str
+    request_id: str
+    attempt_id: str
+    until_us: int
+    tokens: int
+
+
+@event("routeledger.SlotReturned", 1, Origin.DECIDED)
+@attrs.frozen(kw_only=True)
+class SlotReturned(RoutingEvent):
+    """The attempt's outcome returns its slot; ``tokens`` (the usage observed, 0 for a
+    failure) replaces the estimate in the pair's minute."""
+
+    credential_id: str
+    upstream_model: str
+    request_id: str
+    attempt_id: str
+    tokens: int
 
 
 @event("routeledger.BlockLifted", 1, Origin.ADMIN)

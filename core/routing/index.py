@@ -144,7 +144,7 @@ def pick_indexed(
     position, tree, salt, examined = at
     entries = plan.entries
     size = len(entries)
-    creds, pairs = state.creds, state.pairs
+    creds, pairs, loads = state.creds, state.pairs, state.loads
     begin = start_index(plan, state, request.received, salt)
     resume = begin + examined
     ranges = ((resume, size), (0, begin)) if resume < size else ((resume - size, begin),)
@@ -152,7 +152,7 @@ def pick_indexed(
         member = first_ready(tree, low, now_us) if low < high else -1
         while 0 <= member < high:
             verdict, _ = member_verdict(
-                policy, entries[member], request, creds, pairs, now_us, credentials
+                policy, entries[member], request, creds, pairs, now_us, credentials, loads
             )
             if verdict is None:
                 passed = (member - begin) % size
@@ -160,13 +160,13 @@ def pick_indexed(
                 for step in range(examined, recorded):
                     entry = entries[(begin + step) % size]
                     why, ready = member_verdict(
-                        policy, entry, request, creds, pairs, now_us, credentials
+                        policy, entry, request, creds, pairs, now_us, credentials, loads
                     )
                     if why is None:  # pragma: no cover (unreachable: the tree passed over it)
                         raise InvariantViolation(
                             f"{plan.path}[{(begin + step) % size}] was selectable"
                         )
-                    until = ready if why in BLOCKED else None
+                    until = ready if why in BLOCKED and ready else None
                     scan.skip(plan.alias, position, entry.credential, entry.model, why, until)
                 scan.skipped_more += passed - recorded
                 picked = entries[member]

@@ -43,12 +43,17 @@ __all__ = [
     "DEADLINE_US_MAX",
     "FACTOR_MAX",
     "FALLBACKS_MAX",
+    "IN_FLIGHT_MAX",
     "POOL_MEMBERS_MAX",
     "PROBE_TIMEOUT_US_MAX",
     "RETRY_SAME_MAX",
     "ROUTES_MAX",
+    "RPM_MAX",
+    "SLOT_LEASE_US_MAX",
+    "TPM_MAX",
     "WAIT_TOTAL_US_MAX",
     "WEIGHT_MAX",
+    "Capacity",
     "ChainPlan",
     "CredentialSpec",
     "HintClamp",
@@ -99,6 +104,17 @@ DEADLINE_US_MAX: Final = 1 * US_PER_H
 PROBE_TIMEOUT_US_MAX: Final = 10 * US_PER_MIN
 #: Largest member weight. Why: integers keep weighted picks exact; 1e6 is ample resolution.
 WEIGHT_MAX: Final = 1_000_000
+#: Largest ``max_in_flight`` of a credential. Why: every slot is a state entry
+#: examined when the credential is considered; no provider key takes more.
+IN_FLIGHT_MAX: Final = 10_000
+#: Largest ``rpm`` (requests per minute) of a pair. Why: 10^7/min is past any
+#: provider tier; the window counts per second, so the cost does not grow with it.
+RPM_MAX: Final = 10_000_000
+#: Largest ``tpm`` (tokens per minute) of a pair. Why: 10^10 is past any provider tier.
+TPM_MAX: Final = 10_000_000_000
+#: Longest an attempt's slot counts against its credential, in µs. Why: a
+#: process that died mid-attempt never returns its slot; an hour bounds the loss.
+SLOT_LEASE_US_MAX: Final = 1 * US_PER_H
 
 _BARE_KEY: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -133,6 +149,8 @@ class CredentialSpec:
     account_wide_quota: bool = False
     #: Owner scope for bring-your-own credentials (I3); ``None`` = shared by everyone.
     owner: str | None = None
+    #: Attempts in flight on this key at once, across every process on the store; ``None``: no cap.
+    max_in_flight: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -153,6 +171,19 @@ class Member:
     credential: str
     model: str
     weight: int = 1
+    #: Requests per minute the pair admits (LiteLLM's ``rpm``); ``None``: no limit.
+    rpm: int | None = None
+    #: Tokens per minute the pair admits (input estimate at routing, actual usage after).
+    tpm: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Capacity:
+    """A credential's configured limits: slots in flight, and rpm/tpm per pair stream."""
+
+    max_in_flight: int | None
+    #: ``pair:<c>:<m>`` -> (rpm, tpm), for the pairs of this credential that have either.
+    rates: Mapping[str, tuple[int | None, int | None]]
 
 
 @attrs.frozen(kw_only=True)
@@ -193,6 +224,9 @@ class RequestLimits:
     #: Relative deadline from the request's arrival; ``None`` = no deadline.
     deadline_us: int | None = None
     probe_timeout_us: int = 30 * US_PER_S
+    #: How long an attempt's slot counts against its credential's configured
+    #: limits at most (a process that died mid-attempt frees it then).
+    slot_lease_us: int = 5 * US_PER_MIN
 
 
 class PoolMember(NamedTuple):
@@ -258,6 +292,8 @@ class Policy:
     _table: Mapping[FailureClass, FailureRule] = attrs.field(init=False, eq=False, repr=False)
     _plans: Mapping[str, tuple[PoolPlan, ...]] = attrs.field(init=False, eq=False, repr=False)
     _chains: Mapping[str, ChainPlan] = attrs.field(init=False, eq=False, repr=False)
+    #: Credential id -> its configured limits, for the credentials that have any.
+    capacities: Mapping[str, Capacity] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         creds = _validate_credentials(self.credentials)
@@ -274,6 +310,7 @@ class Policy:
         object.__setattr__(self, "_plans", plans)
         chains = {route.alias: _chain(plans, route, ()) for route in self.routes}
         object.__setattr__(self, "_chains", chains)
+        object.__setattr__(self, "capacities", _capacities(self.credentials, self.routes))
 
     def credential(self, credential_id: str) -> CredentialSpec:
         """The credential with this id (it exists: members are validated)."""
@@ -562,3 +599,39 @@ def _validate_limits(limits: RequestLimits) -> None:
     if limits.deadline_us is not None:
         _check_int("limits.deadline_us", limits.deadline_us, 1, DEADLINE_US_MAX)
     _check_int("limits.probe_timeout_us", limits.probe_timeout_us, 1, PROBE_TIMEOUT_US_MAX)
+    _check_int("limits.slot_lease_us", limits.slot_lease_us, 1, SLOT_LEASE_US_MAX)
+
+
+def _capacities(
+    credentials: tuple[CredentialSpec, ...], routes: tuple[Route, ...]
+) -> Mapping[str, Capacity]:
+    """Each credential's configured limits (validated: a pair's rpm/tpm agree wherever named)."""
+    rates: dict[str, dict[str, tuple[int | None, int | None]]] = {}
+    named_at: dict[str, str] = {}
+    for route in routes:
+        for t_index, target in enumerate(route.chain):
+            for m_index, member in enumerate(target.members):
+                path = f"routes.{toml_key(route.alias)}.chain[{t_index}].members[{m_index}]"
+                if member.rpm is not None:
+                    _check_int(f"{path}.rpm", member.rpm, 1, RPM_MAX)
+                if member.tpm is not None:
+                    _check_int(f"{path}.tpm", member.tpm, 1, TPM_MAX)
+                limits = (member.rpm, member.tpm)
+                if limits == (None, None):
+                    continue  # a member naming no limit shares the pair's
+                pair = pair_stream(member.credential, member.model)
+                known = rates.setdefault(member.credential, {})
+                if known.setdefault(pair, limits) != limits:
+                    raise PolicyError(
+                        path, f"rpm/tpm differ from {named_at[pair]}'s (one pair, one limit)"
+                    )
+                named_at.setdefault(pair, path)
+    capacities: dict[str, Capacity] = {}
+    for spec in credentials:
+        if spec.max_in_flight is not None:
+            path = f"credentials.{toml_key(spec.id)}.max_in_flight"
+            _check_int(path, spec.max_in_flight, 1, IN_FLIGHT_MAX)
+        pair_rates = rates.get(spec.id, {})
+        if spec.max_in_flight is not None or pair_rates:
+            capacities[spec.id] = Capacity(max_in_flight=spec.max_in_flight, rates=pair_rates)
+    return capacities  # a plain dict: policies are pickled with the states that index them

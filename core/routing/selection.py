@@ -24,8 +24,8 @@ wins:
    half-open with its one probe in flight, or predicted exhausted by the
    provider's announced limits until their reset (the later bound wins).
 
-Reasons 1–2 are permanent for the request (``ready`` is 0); 3 and 4 come with
-the time availability allows the member again.
+Reasons 1–2 are permanent for the request (``ready`` is 0); 3 to 5 come with
+the time the member may be selectable again.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from itertools import chain as chain_iter
 from typing import TYPE_CHECKING, Final
 
 from ..usability import CredentialUsability, model_problem
+from .capacity import LoadState, capacity_verdict
 from .events import Skipped, SkipReason
 from .policy import Policy, PoolMember, PoolPlan, Strategy
 
@@ -83,6 +84,17 @@ def why_blocked(cred: ScopeState | None, pair: ScopeState | None, ready: int) ->
     return SkipReason.SUSPENDED if pair.suspended else SkipReason.COOLING_DOWN
 
 
+def _lifecycle_problem(
+    credentials: Mapping[str, CredentialUsability], credential: str, model: str
+) -> SkipReason | None:
+    """Rule 1: why the lifecycle does not let ``credential`` serve ``model`` (``None``: it does)."""
+    view = credentials.get(credential)
+    if view is None:
+        return SkipReason.NOT_PROVISIONED
+    problem = model_problem(view, model)
+    return None if problem is None else SkipReason(problem.value)
+
+
 def member_verdict(
     policy: Policy,
     member: PoolMember,
@@ -91,23 +103,22 @@ def member_verdict(
     pairs: Mapping[str, ScopeState],
     now_us: int,
     credentials: Mapping[str, CredentialUsability] | None,
+    loads: Mapping[str, LoadState] | None = None,
 ) -> tuple[SkipReason | None, int]:
     """Why ``member`` is not selectable at ``now_us`` (``None``: it is) and when it is ready.
 
     ``request`` is the request asking, or ``None`` for a reader with no request
     (``explain``): rules 2 and 3 are then not applied. ``credentials`` is ``None`` when the lifecycle
     is not tracked (rule 1 is then not applied). ``ready`` is 0 for a permanent
-    reason and for a member available now.
+    reason and for a member available now. ``loads`` (the state's configured-limit
+    counts) applies rule 5; ``None`` leaves it out.
     """
     # One unpack each, not attribute reads: this runs per examined member (hot path).
     credential, model, pair_stream, cred_stream, owner, streaming, window, _ = member
     if credentials is not None:
-        view = credentials.get(credential)
-        if view is None:
-            return SkipReason.NOT_PROVISIONED, 0
-        problem = model_problem(view, model)
-        if problem is not None:
-            return SkipReason(problem.value), 0
+        unusable = _lifecycle_problem(credentials, credential, model)
+        if unusable is not None:
+            return unusable, 0
     if request is not None:
         received = request.received
         if owner is not None:  # members resolve in the model owner's scope (I3)
@@ -137,6 +148,11 @@ def member_verdict(
     if ready:
         blocking_cred = cred if cred is not None and cred.ready_us > now_us else None
         return why_blocked(blocking_cred, pair, ready), ready
+    if loads is not None and credential in policy.capacities:
+        tokens = request.received.input_tokens if request is not None else 0
+        return capacity_verdict(
+            policy.capacities[credential], loads.get(credential), pair_stream, tokens, now_us
+        )
     return None, 0
 
 

@@ -50,6 +50,7 @@ from typing import Any, Final
 from ..errors import InvariantViolation
 from ..events import Event
 from ..streams import CREDENTIAL, is_pair_stream, pair_stream
+from .capacity import LoadState, on_slot_returned, on_slot_taken
 from .events import (
     AttemptFailed,
     AttemptRouted,
@@ -70,6 +71,8 @@ from .events import (
     ProbeReleased,
     RequestReceived,
     RoutingEvent,
+    SlotReturned,
+    SlotTaken,
     WaitDecided,
 )
 from .failures import FailureClass
@@ -234,13 +237,24 @@ class RequestState:
 class RoutingState:
     """The whole routing state (see the module docstring)."""
 
-    __slots__ = ("creds", "cursors", "indexed_for", "pairs", "requests", "tree_leaves", "trees")
+    __slots__ = (
+        "creds",
+        "cursors",
+        "indexed_for",
+        "loads",
+        "pairs",
+        "requests",
+        "tree_leaves",
+        "trees",
+    )
     #: Slots holding the derived pool index (rebuilt by :func:`reindex`), not state.
     DERIVED_SLOTS: Final = ("indexed_for", "tree_leaves", "trees")
 
     def __init__(self) -> None:
         self.pairs: dict[str, ScopeState] = {}
         self.creds: dict[str, ScopeState] = {}
+        #: Credential id -> its configured limits' counts (:mod:`.capacity`).
+        self.loads: dict[str, LoadState] = {}
         self.requests: dict[str, RequestState] = {}
         #: Round-robin cursor per target path (``routes.<alias>.chain[i]``): the member index to start from.
         self.cursors: dict[str, int] = {}
@@ -275,6 +289,7 @@ def reindex(state: RoutingState, policy: Policy) -> RoutingState:
     fresh.creds = state.creds
     fresh.requests = state.requests
     fresh.cursors = state.cursors
+    fresh.loads = state.loads
     for stream in fresh.tree_leaves:
         refresh_leaves(fresh, stream)
     return fresh
@@ -496,6 +511,23 @@ def _on_terminal(state: RoutingState, event: FallbackExhausted | Degraded) -> Ro
     return state
 
 
+def _load(state: RoutingState, credential_id: str) -> LoadState:
+    load = state.loads.get(credential_id)
+    if load is None:
+        load = state.loads[credential_id] = LoadState()
+    return load
+
+
+def _on_slot_taken(state: RoutingState, event: SlotTaken) -> RoutingState:
+    on_slot_taken(_load(state, event.credential_id), event)
+    return state
+
+
+def _on_slot_returned(state: RoutingState, event: SlotReturned) -> RoutingState:
+    on_slot_returned(_load(state, event.credential_id), event)
+    return state
+
+
 #: Event type -> how it changes the state (the transition table).
 _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] = {
     RequestReceived: _on_received,
@@ -517,6 +549,8 @@ _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] =
     BlockImposed: _on_imposed,
     ExhaustionPredicted: _on_predicted,
     PredictionCleared: _on_prediction_cleared,
+    SlotTaken: _on_slot_taken,
+    SlotReturned: _on_slot_returned,
 }
 
 

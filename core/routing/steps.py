@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from typing import NamedTuple, TypeAlias
 
-from .events import AttemptRouted, Degraded, FallbackExhausted, ProbeAllowed, WaitDecided
+from .events import (
+    AttemptRouted,
+    Degraded,
+    FallbackExhausted,
+    ProbeAllowed,
+    SlotTaken,
+    WaitDecided,
+)
 
 __all__ = [
     "RouteAttempt",
@@ -39,11 +46,13 @@ class RouteAttempt(NamedTuple):
     routed: AttemptRouted
     #: One per half-open scope (pair, credential) this attempt probes (A4).
     probes: tuple[ProbeAllowed, ...] = ()
+    #: The slot it takes of its credential's configured limits, if any (G6).
+    slots: tuple[SlotTaken, ...] = ()
 
     @property
-    def events(self) -> tuple[AttemptRouted | ProbeAllowed, ...]:
-        """The events to append: the routing decision, then its probes."""
-        return (self.routed, *self.probes)
+    def events(self) -> tuple[AttemptRouted | ProbeAllowed | SlotTaken, ...]:
+        """The events to append: the routing decision, then its probes and its slot."""
+        return (self.routed, *self.probes, *self.slots)
 
 
 class RouteWait(NamedTuple):

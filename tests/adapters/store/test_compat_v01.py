@@ -39,12 +39,13 @@ EXPECTED = json.loads((FIXTURES / "store_v0.1.json").read_text())
 #: attempt (G6, ``ScopeState.probe_attempt_id``) is read from the ProbeAllowed 0.1 recorded; a
 #: pair's predicted exhaustion (G6) needs announced limits, which 0.1's outcomes never carried
 #: (0 everywhere); the outcome events' timings and announcements (schema 2, G6) are ``None``
-#: once upcast.
+#: once upcast; configured limits (G6, ``RoutingState.loads``) did not exist (empty).
 ADDED_SINCE_V01: dict[type, tuple[str, ...]] = {
     ledger.AccountState: ("configured_limit",),
     ledger.HoldState: ("command_ids", "last_at_us"),
     routing.RequestState: ("last_at_us",),
     routing.ScopeState: ("predicted_us", "probe_attempt_id", "strike_at_us", "strikes"),
+    routing.RoutingState: ("loads",),
     routing_events.AttemptSucceeded: ("ttft_us", "duration_us", "announced"),
     routing_events.AttemptFailed: ("ttft_us", "duration_us", "announced"),
     Folded: ("retention",),
@@ -73,7 +74,8 @@ def hashed_as_of_v01(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if attrs.has(cls):
             monkeypatch.setitem(canonical._SPECS, cls, _spec_without(cls, names))
             continue
-        monkeypatch.setattr(cls, "DERIVED_SLOTS", names, raising=False)
+        derived = (*getattr(cls, "DERIVED_SLOTS", ()), *names)
+        monkeypatch.setattr(cls, "DERIVED_SLOTS", derived, raising=False)
         monkeypatch.delitem(canonical._SPECS, cls, raising=False)
     yield
     for cls in ADDED_SINCE_V01:

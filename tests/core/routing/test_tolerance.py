@@ -191,3 +191,17 @@ def test_never_more_than_allowed_fails_tolerated_in_a_row(gaps: list[int], allow
         else:
             assert [type(e) for e in decided] == [CooldownStarted]
             run, last_at = 0, None
+
+
+def test_a_blocked_scope_counting_strikes_is_an_invariant_violation() -> None:
+    """Strikes only count on a healthy scope: a block resets them, and a state with both is refused."""
+    from routeledger.core.errors import InvariantViolation
+    from routeledger.core.routing import check_invariants
+    from routeledger.core.routing.state import ScopeState
+
+    world = World(policy({"chat": [target("k/m")]}))
+    scope = ScopeState()
+    scope.needs_probe, scope.reason, scope.strikes = True, FailureClass.RATE_LIMITED, 1
+    world.state.pairs["pair:k:m"] = scope
+    with pytest.raises(InvariantViolation, match="tolerated failures"):
+        check_invariants(world.state)
