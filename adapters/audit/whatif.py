@@ -78,6 +78,7 @@ from routeledger.core.budget import events as bev
 from routeledger.core.budget.admin import decide_roll_period
 from routeledger.core.budget.group import HoldCommand, HoldGroup
 from routeledger.core.budget.sinks import LocalLedgerSink, SinkMode
+from routeledger.core.budget.values import HoldStatus
 from routeledger.core.credentials.decide import RecordFailure
 from routeledger.core.credentials.lifecycle import usability
 from routeledger.core.errors import UsageError
@@ -359,12 +360,27 @@ class _Sim:
         elif isinstance(what, bev.PeriodRolledOver):
             self._roll(what.account_id, now)
         elif isinstance(what, bev.HoldExpired):
-            self.apply(budget.decide_expire_due(self.state.budget, now_us=now).events)
+            self._expire(what.hold_id, now)
         elif isinstance(what, HoldCommand):
             try:
                 self.apply(HoldGroup(self.state.budget, (what,)).peek(what, now_us=now).events)
             except UsageError:
                 return  # about a hold the replay never placed: nothing to book
+
+    def _expire(self, hold_id: str, now_us: int) -> None:
+        """Expire the hold the record expired here, if it is open and overdue here too.
+
+        The maintenance loop expires every overdue hold, a refund or a release
+        meeting an overdue hold expires that one: the log does not say which, so
+        each recorded expiry is replayed hold by hold (the replay's own holds are
+        resolved by their requests). The core's rule decides it: a refund of an
+        overdue hold is its expiry (L6).
+        """
+        hold = self.state.budget.holds.get(hold_id)
+        if hold is None or hold.status is not HoldStatus.OPEN or now_us < hold.expires_at_us:
+            return
+        refund = budget.RefundHold(command_id=f"whatif:expire:{hold_id}", hold_id=hold_id)
+        self.apply(budget.decide_refund_hold(self.state.budget, refund, now_us=now_us).events)
 
     def _operate(self, acted: OperatorActed, now_us: int) -> None:
         order = order_of(acted)

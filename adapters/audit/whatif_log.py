@@ -82,7 +82,7 @@ class Beside:
     ``what`` is an event to fold as recorded, or a command to decide again:
     an operator's :class:`OperatorActed`, ``AccountOpened``/``LimitConfigured``
     (reconcile that account), ``PeriodRolledOver`` (roll that account if due),
-    ``HoldExpired`` (expire every due hold), a hold command (``PlaceHold``,
+    ``HoldExpired`` (expire that hold if overdue), a hold command (``PlaceHold``,
     ``SettleHold``, ``RefundHold``, ``AdjustHold``).
     """
 
@@ -237,7 +237,6 @@ class _Reader:
         self.costs: dict[str, int] = {}
         #: Effects of the last operator command still to skip (decided again).
         self.effects = 0
-        self.expiry: dict[str, Beside] = {}
 
     def read(self, record: Recorded) -> None:
         evt = record.event
@@ -327,16 +326,14 @@ class _Reader:
         elif isinstance(evt, bev.HoldSettled | bev.LateUsageBooked):
             self.costs[hold_id] = self.costs.get(hold_id, 0) + evt.usage.cost_micros
             settle = budget.SettleHold(command_id=evt.command_id, hold_id=hold_id, usage=evt.usage)
+            # A settlement meeting an overdue hold recorded its expiry first: replayed
+            # before it, hold by hold, the settlement then books late, as recorded.
             self.resolutions.setdefault(hold_id, []).append((position, at, settle))
-            expired = self.expiry.pop(hold_id, None)
-            if isinstance(evt, bev.LateUsageBooked) and expired is not None and expired.at_us == at:
-                self.log.beside.remove(expired)  # the settlement expired it: decided again with it
         elif isinstance(evt, bev.HoldRefunded):
             refund = budget.RefundHold(command_id=evt.command_id, hold_id=hold_id)
             self.resolutions.setdefault(hold_id, []).append((position, at, refund))
         elif isinstance(evt, bev.HoldExpired):
-            self.expiry[hold_id] = Beside(position, at, evt)
-            self.log.beside.append(self.expiry[hold_id])
+            self.log.beside.append(Beside(position, at, evt))
         elif isinstance(evt, bev.HoldAdjusted):
             adjust = budget.AdjustHold(
                 command_id=evt.command_id, hold_id=hold_id, estimate=evt.estimate
