@@ -19,6 +19,7 @@ from routeledger.adapters.engine.config import parse_config
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.lifecycle import RequestHandle
 from routeledger.adapters.testing.clock import FakeClock, counter_ids
+from routeledger.core.fold import Recorded
 from routeledger.core.routing.failures import FailureClass
 
 #: Two targets (a/m1, then b/m2 or c/m2 round robin); a daily team budget a few
@@ -110,8 +111,8 @@ def _operate(engine: Engine, rng: random.Random, dead: list[str], step: int) -> 
             engine.release_hold(hold.hold_id, **who)
 
 
-def record(url: str, *, seed: int, steps: int = 160) -> Engine:
-    """Record the workload of ``seed`` on the store at ``url``; the (closed) engine."""
+def record(url: str, *, seed: int, steps: int = 160) -> list[Recorded]:
+    """Record the workload of ``seed`` on the store at ``url``; what it recorded."""
     rng = random.Random(seed)
     clock = FakeClock()
     engine = Engine.open(url, parse_config(CONFIG), clock=clock, ids=counter_ids(f"s{seed}"))
@@ -138,6 +139,6 @@ def record(url: str, *, seed: int, steps: int = 160) -> Engine:
                 pass
         clock.advance(DAY_S)
         engine.maintain()  # the dead processes' holds expire
+        return list(engine.store.read_all(0))
     finally:
         engine.close()
-    return engine
