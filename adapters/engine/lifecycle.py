@@ -57,7 +57,7 @@ from routeledger.core.budget.group import HoldCommand, HoldGroup
 from routeledger.core.budget.sinks import (
     LocalLedgerSink,
     PlatformReport,
-    SettlementSink,
+    RecordingPlatformSink,
     SinkMode,
     open_sink,
 )
@@ -523,7 +523,9 @@ class RequestLifecycle:
         return exhaustion_report(self.request_id, (*failures, self.exhausted))
 
 
-def settle_through(life: RequestLifecycle, mode: SinkMode, estimate: Usage) -> SettlementSink:
+def settle_through(
+    life: RequestLifecycle, mode: SinkMode, estimate: Usage
+) -> LocalLedgerSink | RecordingPlatformSink:
     """The sink of ``mode`` for ``life``'s hold, told how the request ended (L11).
 
     The one place that chooses the hook: the engine's shell and the what-if
