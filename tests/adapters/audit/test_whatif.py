@@ -152,3 +152,44 @@ def test_unchanged_policy_reproduces_any_decider_workload(seed: int) -> None:
         build(store, requests=20, seed=seed)
         report = what_if(store.read_all(0), POLICY)
     assert report.changed_count == 0 and report.recorded == report.what_if
+
+
+def test_every_operator_order_is_read_back_from_its_record() -> None:
+    """Each operator order is decided again from its record: the digest names the order exactly."""
+    from routeledger.adapters.audit.whatif_log import order_of
+    from routeledger.core.operator import (
+        ChangeLimit,
+        CorrectSpend,
+        ImposeBlock,
+        LiftBlocks,
+        OperatorActed,
+        Order,
+        ReleaseHold,
+    )
+    from routeledger.core.operator.decide import _target  # what a record's digest is made of
+
+    orders: list[Order] = [
+        LiftBlocks(),
+        LiftBlocks(credential_id="a"),
+        LiftBlocks(credential_id="a", upstream_model="ft:m1:x"),
+        ImposeBlock(credential_id="a", upstream_model=None, duration_us=5_000_000),
+        ImposeBlock(credential_id="a", upstream_model="ft:m1:x", duration_us=7),
+        ChangeLimit(command_id="-", account_id="team|x", limit=12),
+        CorrectSpend(command_id="-", account_id="team", delta=-3, reason="refund"),
+        ReleaseHold(hold_id="req-1"),
+    ]
+    for order in orders:
+        action, target, digest = _target(order)
+        acted = OperatorActed(
+            stream_id="operator:op-1",
+            version=1,
+            at_us=1,
+            command_id="op-1",
+            command_digest=digest,
+            action=action,
+            target=target,
+            actor="ops",
+            reason="refund",
+            effects=0,
+        )
+        assert order_of(acted) == order, order

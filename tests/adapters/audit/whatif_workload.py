@@ -11,6 +11,7 @@ expiries). Everything is recorded by :class:`Engine` on the given store.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from typing import Final
@@ -18,6 +19,7 @@ from typing import Final
 from routeledger.adapters.engine.config import parse_config
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.lifecycle import RequestHandle
+from routeledger.adapters.engine.operator import OperatorRefused
 from routeledger.adapters.testing.clock import FakeClock, counter_ids
 from routeledger.core.fold import Recorded
 from routeledger.core.routing.failures import FailureClass
@@ -108,7 +110,9 @@ def _operate(engine: Engine, rng: random.Random, dead: list[str], step: int) -> 
     elif dead:
         hold = engine.state.budget.holds.get(dead.pop())
         if hold is not None and hold.status.value == "open":
-            engine.release_hold(hold.hold_id, **who)
+            # An overdue hold is expired instead, and the release refused.
+            with contextlib.suppress(OperatorRefused):
+                engine.release_hold(hold.hold_id, **who)
 
 
 def record(url: str, *, seed: int, steps: int = 160) -> list[Recorded]:
