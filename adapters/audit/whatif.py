@@ -1,38 +1,67 @@
-"""What-if replay: re-decide the recorded requests under another routing policy.
+"""What-if replay: re-decide the recorded requests under another configuration.
 
 The log separates what adapters *observed* (``RequestReceived``,
-``AttemptSucceeded``, ``AttemptFailed``) from what the core *decided*. A
-what-if run keeps the observations as the model of the world and lets the
-routing deciders decide again, under the new policy:
+``AttemptSucceeded``, ``AttemptFailed``), what operators and the configuration
+*ordered* and what the core *decided*. A what-if run keeps the observations and
+the orders, and lets the deciders decide everything again under the new
+configuration (its routing policy and its budget accounts), in one in-memory
+state, in log order (``adapters/audit/whatif_log.py`` sorts the log):
 
-* every recorded request (``RequestReceived`` at or after ``since_us``) is
-  started again at its recorded arrival time, with its recorded parameters;
-* each attempt the new policy routes to a pair (c, m) at engine time ``t``
-  gets **the next outcome recorded for that pair at or after t** (success or
-  failure, with its class, phase, status, hint and tokens), arriving after
-  the latency that recorded attempt had (its outcome time minus its routing
-  time). When the log holds no outcome for that pair at or after ``t`` the
-  attempt is ``unobserved``: the request stops there and is counted apart —
-  the log cannot say what would have happened;
-* waits advance engine time to the decided ``until_us``; the credential
-  lifecycle (if the log tracks one) is the recorded one, folded up to ``t``.
+* **Requests** are started again at their recorded log position and time, with
+  their recorded parameters and their recorded hold (accounts, estimate, TTL),
+  through the engine's own :class:`RequestLifecycle` and :func:`decide_item`:
+  the entry places the hold (or the budget refuses it: ``budget_rejected``),
+  each step is decided, each outcome recorded, the hold settled or refunded at
+  exit through the engine's settlement sink (L11).
+* **While a request's decisions are the recorded ones** it *follows its
+  record*: each decision is taken at the log position and time the engine took
+  it, each attempt gets its own recorded outcome at its recorded position, the
+  hold is resolved with the recorded settlement, and a request its caller left
+  (or whose process died) stops where the record stops. Under the unchanged
+  configuration every request follows its record, so every decision sees the
+  state the engine saw: the replay reproduces the log (0 differences).
+* **Once a request's decision differs**, its attempts are answered by the
+  world: an attempt routed to a pair (c, m) at engine time ``t`` gets **the next
+  outcome recorded for that pair at or after t**, arriving after the latency
+  that recorded attempt had; with none, the attempt is ``unobserved`` (counted;
+  the request stops and its hold is refunded). Waits advance its time; its
+  steps are placed among the recorded events by time. Its caller leaves when
+  the recorded one did (its last recorded event) if the record never ended it.
+* **Beside the requests**, at their log positions: operator commands are
+  decided again from their recorded orders (lift, suspend, set a limit,
+  correct spend, release a hold); the configuration is reconciled where the log
+  shows an engine opening (``AccountOpened``/``LimitConfigured``): an account
+  the new configuration names takes its limit, like ``Engine.open`` (so the new
+  file's limits hold for the whole log); the maintenance loop's period rollovers
+  and hold expiries run again at their recorded times; late usage bookings are
+  decided again; the credential lifecycle is folded as recorded.
 
-Requests are re-decided one after the other in arrival order, each to its
-end (concurrency between requests is not modelled; availability decisions
-made for one request are seen by the next). Spend is counted in tokens of
-successful attempts and in cost: an outcome reused from a recorded request
-carries the cost that request's hold was settled with (``hold_id ==
-request_id``), recorded spend is the settled cost of the requests in scope.
+Not modelled (the log does not say, or nothing records it yet): a credential
+this process could not use (a key not set: ``Engine.unusable_here``); key
+failures do not change the recorded credential lifecycle; hold estimates are
+the recorded ones (the caller's ``max_output_tokens`` is not recorded);
+platform-mode settlement of a diverged request is booked like a local one;
+retention is not replayed. Configured ``rpm``/``tpm`` limits and latency
+estimates do not exist yet: when they do, they are state the deciders read, so
+their events are decided again in the requests' commits and their recorded
+observations join the world (``whatif_log.py`` sorts a new event kind).
+
+Spend is the cost booked on each request's hold (settled, or booked late).
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Mapping
+import heapq
+import itertools
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 import attrs
 
+from routeledger.adapters.audit.whatif_log import Beside, ReadLog, RecordedRequest, read_log
+from routeledger.adapters.engine import maintenance
+from routeledger.adapters.engine.config import EngineConfig
+from routeledger.adapters.engine.engine import reconcile_accounts
 from routeledger.adapters.engine.lifecycle import (
     Commit,
     Decided,
@@ -41,21 +70,29 @@ from routeledger.adapters.engine.lifecycle import (
     RequestLifecycle,
     Sleep,
     decide_item,
+    settle_through,
 )
-from routeledger.adapters.engine.results import Degradation, Exhausted
+from routeledger.adapters.engine.results import BudgetRejected, Degradation, Exhausted, Served
+from routeledger.core.budget import decide as budget
 from routeledger.core.budget import events as bev
-from routeledger.core.budget import ledger
-from routeledger.core.budget.group import HoldGroup
-from routeledger.core.credentials import events as cev
-from routeledger.core.credentials import lifecycle
+from routeledger.core.budget.admin import decide_roll_period
+from routeledger.core.budget.group import HoldCommand, HoldGroup
+from routeledger.core.budget.sinks import LocalLedgerSink, SinkMode
+from routeledger.core.budget.values import HoldStatus
+from routeledger.core.credentials.decide import RecordFailure
+from routeledger.core.credentials.lifecycle import usability
+from routeledger.core.errors import UsageError
 from routeledger.core.events import Event
 from routeledger.core.fold import Folded, Recorded
+from routeledger.core.operator import OperatorActed, OperatorCommand, decide_operator
 from routeledger.core.routing import events as rev
 from routeledger.core.routing import state as routing
-from routeledger.core.routing.commands import Failed, StartRequest, Succeeded
+from routeledger.core.routing.commands import Failed, RouteNext, StartRequest, Succeeded
+from routeledger.core.routing.failures import FailureClass, Phase
 from routeledger.core.routing.policy import Policy
-from routeledger.core.routing.steps import RouteWait
 from routeledger.core.usability import CredentialUsability
+
+from .whatif_log import order_of
 
 __all__ = [
     "CHANGES_LISTED_MAX",
@@ -72,6 +109,11 @@ STEPS_PER_REQUEST_MAX: Final = 256
 #: Changed requests listed in the report. Why: a summary for people; counts are exact.
 CHANGES_LISTED_MAX: Final = 20
 
+#: Where a step is taken: (log position, 0 at a recorded event / -1 just before
+#: it, sequence). Recorded and re-decided steps interleave in this order.
+Key = tuple[int, int, int]
+_DECISIONS: Final = (rev.AttemptRouted, rev.WaitDecided, rev.FallbackExhausted, rev.Degraded)
+
 
 @attrs.frozen(kw_only=True)
 class Tally:
@@ -81,6 +123,9 @@ class Tally:
     served: int = 0
     exhausted: int = 0
     degraded: int = 0
+    #: Refused at entry by the budget (the hold was not admitted).
+    budget_rejected: int = 0
+    #: Left by the caller (or its process) before any end was decided.
     unfinished: int = 0
     attempts: int = 0
     waits: int = 0
@@ -97,7 +142,7 @@ class Tally:
 
 @attrs.frozen(kw_only=True)
 class Changed:
-    """A request whose outcome differs under the new policy."""
+    """A request whose outcome differs under the new configuration."""
 
     request_id: str
     recorded: str
@@ -125,266 +170,483 @@ class WhatIfReport:
         }
 
 
-@attrs.frozen
-class _Observation:
-    at_us: int
-    latency_us: int
-    outcome: Succeeded | Failed
-    request_id: str
-
-
 class _Counts:
-    __slots__ = ("attempts", "outcome", "tokens", "waited_us", "waits")
+    __slots__ = ("attempts", "cost", "outcome", "tokens", "waited_us", "waits")
 
     def __init__(self) -> None:
         self.attempts = 0
         self.waits = 0
         self.waited_us = 0
         self.tokens = 0
+        self.cost = 0
         self.outcome = "unfinished"
 
-
-def _outcome_of(evt: rev.AttemptSucceeded | rev.AttemptFailed) -> Succeeded | Failed:
-    if isinstance(evt, rev.AttemptSucceeded):
-        return Succeeded(
-            evidence=evt.evidence,
-            input_tokens=evt.input_tokens,
-            output_tokens=evt.output_tokens,
-            ttft_us=evt.ttft_us,
-            duration_us=evt.duration_us,
-            announced=evt.announced,
-        )
-    return Failed(
-        failure=evt.failure,
-        phase=evt.phase,
-        delivered_chars=evt.delivered_chars,
-        hint_us=evt.hint_us,
-        status=evt.status,
-        detail=evt.detail,
-        billed=evt.billed,
-        ttft_us=evt.ttft_us,
-        duration_us=evt.duration_us,
-        announced=evt.announced,
-    )
+    def decided(self, evt: Event) -> None:
+        """Count one decision or outcome of this request."""
+        if isinstance(evt, rev.AttemptRouted):
+            self.attempts += 1
+        elif isinstance(evt, rev.WaitDecided):
+            self.waits += 1
+            self.waited_us = evt.waited_total_us
+        elif isinstance(evt, rev.AttemptSucceeded):
+            self.outcome = "served"
+            self.tokens += evt.input_tokens + evt.output_tokens
+        elif isinstance(evt, rev.FallbackExhausted):
+            self.outcome = "exhausted"
+        elif isinstance(evt, rev.Degraded):
+            self.outcome = "degraded"
+        elif isinstance(evt, bev.HoldRejected):
+            self.outcome = "budget_rejected"
+        elif isinstance(evt, bev.HoldSettled | bev.LateUsageBooked):
+            self.cost += evt.usage.cost_micros
 
 
-def _tally(counts: Mapping[str, _Counts], costs: Mapping[str, int], unobserved: int) -> Tally:
-    outcomes = [c.outcome for c in counts.values()]
+def _recorded_counts(request: RecordedRequest) -> _Counts:
+    counts = _Counts()
+    for _, _, evt in request.decisions:
+        counts.decided(evt)
+    for _, _, outcome in request.outcomes.values():
+        if isinstance(outcome, Succeeded):
+            counts.outcome = "served"
+            counts.tokens += outcome.input_tokens + outcome.output_tokens
+    if request.rejected:
+        counts.outcome = "budget_rejected"
+    counts.cost = request.cost_micros
+    return counts
+
+
+def _tally(counts: Iterable[_Counts], unobserved: int) -> Tally:
+    listed = list(counts)
+    outcomes = [c.outcome for c in listed]
     return Tally(
-        requests=len(counts),
+        requests=len(listed),
         served=outcomes.count("served"),
         exhausted=outcomes.count("exhausted"),
         degraded=outcomes.count("degraded"),
-        unfinished=len(outcomes)
-        - outcomes.count("served")
-        - outcomes.count("exhausted")
-        - outcomes.count("degraded"),
-        attempts=sum(c.attempts for c in counts.values()),
-        waits=sum(c.waits for c in counts.values()),
-        waited_us=sum(c.waited_us for c in counts.values()),
-        tokens=sum(c.tokens for c in counts.values()),
-        cost_micros=sum(costs.values()),
+        budget_rejected=outcomes.count("budget_rejected"),
+        unfinished=outcomes.count("unfinished") + outcomes.count("unobserved"),
+        attempts=sum(c.attempts for c in listed),
+        waits=sum(c.waits for c in listed),
+        waited_us=sum(c.waited_us for c in listed),
+        tokens=sum(c.tokens for c in listed),
+        cost_micros=sum(c.cost for c in listed),
         unobserved=unobserved,
     )
 
 
-class _World:
-    """The recorded outcomes per pair, in time order (the model of the world)."""
-
-    def __init__(self, by_pair: dict[tuple[str, str], list[_Observation]]) -> None:
-        self._by_pair = by_pair
-        self._times = {pair: [o.at_us for o in obs] for pair, obs in by_pair.items()}
-
-    def next(self, pair: tuple[str, str], at_us: int) -> _Observation | None:
-        times = self._times.get(pair)
-        if times is None:
-            return None
-        index = bisect.bisect_left(times, at_us)
-        return self._by_pair[pair][index] if index < len(times) else None
-
-
 def what_if(
-    records: Iterable[Recorded], policy: Policy, *, since_us: int | None = None
+    records: Iterable[Recorded], config: EngineConfig | Policy, *, since_us: int | None = None
 ) -> WhatIfReport:
-    """Re-decide the recorded requests under ``policy`` (see the module docstring)."""
-    received: list[rev.RequestReceived] = []
-    recorded: dict[str, _Counts] = {}
-    routed_at: dict[tuple[str, str], int] = {}
-    by_pair: dict[tuple[str, str], list[_Observation]] = {}
-    settled_cost: dict[str, int] = {}
-    credential_events: list[Event] = []
-    for record in records:
-        evt = record.event
-        if isinstance(evt, rev.RequestReceived):
-            if since_us is None or evt.at_us >= since_us:
-                received.append(evt)
-                recorded[evt.request_id] = _Counts()
-            continue
-        if isinstance(evt, cev.CredentialEvent):
-            credential_events.append(evt)
-            continue
-        if isinstance(evt, bev.HoldSettled | bev.LateUsageBooked):
-            settled_cost[evt.hold_id] = settled_cost.get(evt.hold_id, 0) + evt.usage.cost_micros
-            continue
-        request_id = getattr(evt, "request_id", None)
-        if isinstance(evt, rev.AttemptRouted):
-            routed_at[(evt.request_id, evt.attempt_id)] = evt.at_us
-        elif isinstance(evt, rev.AttemptSucceeded | rev.AttemptFailed):
-            started = routed_at.get((evt.request_id, evt.attempt_id), evt.at_us)
-            by_pair.setdefault((evt.credential_id, evt.upstream_model), []).append(
-                _Observation(
-                    evt.at_us, max(0, evt.at_us - started), _outcome_of(evt), evt.request_id
-                )
-            )
-        counts = recorded.get(request_id) if isinstance(request_id, str) else None
-        if counts is not None and isinstance(evt, rev.RoutingEvent):
-            _count_recorded(counts, evt)
-    for observations in by_pair.values():
-        observations.sort(key=lambda o: o.at_us)  # stable: log order within one instant
-    world = _World(by_pair)
-    simulated, costs, unobserved = _simulate(
-        policy, received, world, credential_events, settled_cost
-    )
-    recorded_costs = {rid: settled_cost.get(rid, 0) for rid in recorded}
+    """Re-decide the recorded log under ``config`` (see the module docstring).
+
+    ``since_us``: report only the requests received at or after it (the whole
+    log is still re-decided, so their state is the new configuration's).
+    ``config``: a routing policy alone keeps the recorded budget limits.
+    """
+    if isinstance(config, Policy):
+        config = EngineConfig(policy=config)
+    log = read_log(records)
+    sim = _Sim(config, log)
+    simulated = sim.run()
+    in_scope = [
+        request
+        for request in sorted(log.requests.values(), key=lambda r: r.position)
+        if since_us is None or request.received.at_us >= since_us
+    ]
+    recorded = {r.received.request_id: _recorded_counts(r) for r in in_scope}
     changed: list[Changed] = []
-    for request in received:
-        before, after = recorded[request.request_id], simulated[request.request_id]
+    for request in in_scope:
+        request_id = request.received.request_id
+        before, after = recorded[request_id], simulated[request_id]
         if before.outcome != after.outcome:
             changed.append(
                 Changed(
-                    request_id=request.request_id,
+                    request_id=request_id,
                     recorded=before.outcome,
                     what_if=after.outcome,
                     recorded_attempts=before.attempts,
                     what_if_attempts=after.attempts,
                 )
             )
+    after_counts = [simulated[r.received.request_id] for r in in_scope]
     return WhatIfReport(
-        recorded=_tally(recorded, recorded_costs, 0),
-        what_if=_tally(simulated, costs, unobserved),
+        recorded=_tally(recorded.values(), 0),
+        what_if=_tally(after_counts, sum(c.outcome == "unobserved" for c in after_counts)),
         changed_count=len(changed),
         changed=tuple(changed[:CHANGES_LISTED_MAX]),
     )
 
 
-def _count_recorded(counts: _Counts, evt: rev.RoutingEvent) -> None:
-    """Count one recorded routing event of a request in scope."""
-    if isinstance(evt, rev.AttemptRouted):
-        counts.attempts += 1
-    elif isinstance(evt, rev.WaitDecided):
-        counts.waits += 1
-        counts.waited_us = evt.waited_total_us
-    elif isinstance(evt, rev.AttemptSucceeded):
-        counts.outcome = "served"
-        counts.tokens += evt.input_tokens + evt.output_tokens
-    elif isinstance(evt, rev.FallbackExhausted):
-        counts.outcome = "exhausted"
-    elif isinstance(evt, rev.Degraded):
-        counts.outcome = "degraded"
+def _hold_command(item: Item) -> HoldCommand | None:
+    """The budget command ``item`` carries: an entry's hold, a leave's resolution."""
+    command = getattr(item, "hold", None) or getattr(item, "resolution", None)
+    return command if isinstance(command, HoldCommand) else None
 
 
-def _simulate(
-    policy: Policy,
-    received: list[rev.RequestReceived],
-    world: _World,
-    credential_events: list[Event],
-    settled_cost: Mapping[str, int],
-) -> tuple[dict[str, _Counts], dict[str, int], int]:
-    """Re-decide each request in arrival order; its counts, its costs, the unobserved attempts."""
-    shell = _Shell(policy, credential_events)
-    counts: dict[str, _Counts] = {}
-    costs: dict[str, int] = {}
-    unobserved = 0
-    for request in sorted(received, key=lambda r: r.at_us):
-        tally = counts[request.request_id] = _Counts()
-        seen = shell.run(request, world, tally)
-        if tally.outcome == "unobserved":
-            unobserved += 1
-        elif seen is not None:
-            costs[request.request_id] = settled_cost.get(seen.request_id, 0)
-    return counts, costs, unobserved
+class _Sim:
+    """The in-memory shell: one folded state, the recorded log's order, the deciders."""
 
+    def __init__(self, config: EngineConfig, log: ReadLog) -> None:
+        self.config = config
+        self.policy = config.policy
+        self.log = log
+        self.state = Folded(routing=routing.initial(config.policy))
+        self._configured = {command.account_id: command for command in config.accounts}
+        self._sequence = itertools.count()
 
-class _Shell:
-    """The request lifecycle's shell for a what-if run: commits in memory, the world answers.
+    def key(self, position: int) -> Key:
+        """The key of a step taken at a recorded event's position."""
+        return (position, 0, next(self._sequence))
 
-    The same :class:`RequestLifecycle` and :func:`decide_item` as the engine
-    decide every step; this shell folds their routing events into its own
-    state instead of a store, answers each attempt from the recorded world, and
-    sleeps by advancing engine time. Budgets are not modelled (no holds).
-    """
+    def key_at(self, at_us: int) -> Key:
+        """The key of a re-decided step at engine time ``at_us``: after what was recorded by then."""
+        return (self.log.position_after(at_us), -1, next(self._sequence))
 
-    def __init__(self, policy: Policy, credential_events: list[Event]) -> None:
-        self.policy = policy
-        self.state = routing.initial(policy)
-        self.holds = HoldGroup(ledger.initial(), [])
-        self.folded = Folded()  # no credentials: a key failure decides nothing here
-        self._credential_events = credential_events
-        self._creds = lifecycle.initial()
-        self._folded_creds = 0
+    def prices(self, model: str, input_tokens: int, output_tokens: int) -> int:
+        """What ``model`` charges under the new configuration (0 without a price)."""
+        price = self.config.prices.get(model)
+        return 0 if price is None else price.estimate_micros(input_tokens, output_tokens)
 
-    def usability(self, now_us: int) -> Mapping[str, CredentialUsability] | None:
-        """The recorded credential lifecycle, folded up to ``now_us`` (``None``: not tracked)."""
-        events = self._credential_events
-        while self._folded_creds < len(events) and events[self._folded_creds].at_us <= now_us:
-            self._creds = lifecycle.evolve(self._creds, events[self._folded_creds])
-            self._folded_creds += 1
-        return lifecycle.usability(self._creds, now_us) if events else None
+    def usable(self, now_us: int) -> Mapping[str, CredentialUsability] | None:
+        """The credential lifecycle (as recorded) at ``now_us``; ``None``: not tracked."""
+        return usability(self.state.credentials, now_us) if self.log.credentials else None
 
-    def commit(self, item: Item, now_us: int, tally: _Counts) -> Decided:
-        """Decide ``item`` as the engine would and fold its routing events."""
-        decided, routed, _ = decide_item(
-            self.policy, self.state, self.holds, self.folded, item, now_us, self.usability(now_us)
+    def apply(self, events: Sequence[Event]) -> None:
+        """Fold decided events into the replay's state."""
+        for evt in events:
+            self.state.apply(evt)
+
+    def commit(self, item: Item, now_us: int, *, quiet: str | None = None) -> Decided:
+        """Decide ``item`` as the engine's group committer would, and fold what it decided.
+
+        ``quiet``: a request id whose routing decisions are dropped (an entry the
+        record took no step after: only the request and its hold are kept).
+        """
+        if isinstance(getattr(item, "command", None), RecordFailure):
+            return Decided(())  # the credential lifecycle is the recorded one
+        command = _hold_command(item)
+        holds = HoldGroup(self.state.budget, (command,) if command is not None else ())
+        decided, _, _ = decide_item(
+            self.policy, self.state.routing, holds, self.state, item, now_us, self.usable(now_us)
         )
-        for evt in routed:
-            self.state = routing.evolve(self.state, evt)
-        if isinstance(decided.step, RouteWait):
-            tally.waits += 1
-            tally.waited_us = decided.step.decided.waited_total_us
+        if quiet is None:
+            self.apply(decided.events)
+        else:
+            self.apply([e for e in decided.events if not _routed_for(e, quiet)])
         return decided
 
-    def run(
-        self, request: rev.RequestReceived, world: _World, tally: _Counts
-    ) -> _Observation | None:
-        """Drive one request to its end; the observation that served it, if any."""
-        life = RequestLifecycle(
-            _start_of(request),
-            hold=None,
-            prices=lambda _model, _tokens_in, _tokens_out: 0,
-            attempt_id=lambda rid, number: f"{rid}~whatif{number}",
+    def roll_before_entry(self, hold: budget.PlaceHold | None, now_us: int) -> None:
+        """Roll the hold's accounts' ended periods over, as the engine does at entry."""
+        if hold is not None:
+            for account_id in maintenance.due_periods(self.state, hold.account_ids, now_us):
+                self._roll(account_id, now_us)
+
+    def _roll(self, account_id: str, now_us: int) -> None:
+        if maintenance.due_periods(self.state, (account_id,), now_us):
+            decided = decide_roll_period(
+                self.state.budget, account_id, now_us=now_us, zones=maintenance.zone
+            )
+            self.apply(decided.events)
+
+    def beside(self, beside: Beside) -> None:
+        """Fold or decide again what the log holds beside the requests (module docstring)."""
+        what, now = beside.what, beside.at_us
+        if beside.fold and isinstance(what, Event):
+            self.apply((what,))
+        elif isinstance(what, OperatorActed):
+            self._operate(what, now)
+        elif isinstance(what, bev.AccountOpened | bev.LimitConfigured):
+            self._reconcile(what, now)
+        elif isinstance(what, bev.PeriodRolledOver):
+            self._roll(what.account_id, now)
+        elif isinstance(what, bev.HoldExpired):
+            self._expire(what.hold_id, now)
+        elif isinstance(what, HoldCommand):
+            try:
+                self.apply(HoldGroup(self.state.budget, (what,)).peek(what, now_us=now).events)
+            except UsageError:
+                return  # about a hold the replay never placed: nothing to book
+
+    def _expire(self, hold_id: str, now_us: int) -> None:
+        """Expire the hold the record expired here, if it is open and overdue here too.
+
+        The maintenance loop expires every overdue hold, a refund or a release
+        meeting an overdue hold expires that one: the log does not say which, so
+        each recorded expiry is replayed hold by hold (the replay's own holds are
+        resolved by their requests). The core's rule decides it: a refund of an
+        overdue hold is its expiry (L6).
+        """
+        hold = self.state.budget.holds.get(hold_id)
+        if hold is None or hold.status is not HoldStatus.OPEN or now_us < hold.expires_at_us:
+            return
+        refund = budget.RefundHold(command_id=f"whatif:expire:{hold_id}", hold_id=hold_id)
+        self.apply(budget.decide_refund_hold(self.state.budget, refund, now_us=now_us).events)
+
+    def _operate(self, acted: OperatorActed, now_us: int) -> None:
+        order = order_of(acted)
+        if order is None:
+            return
+        command = OperatorCommand(
+            command_id=acted.command_id, actor=acted.actor, reason=acted.reason, order=order
         )
-        now = request.at_us
+        try:
+            self.apply(decide_operator(self.state, None, command, now_us=now_us).events)
+        except UsageError:
+            return  # refused here (its target never existed in the replay)
+
+    def _reconcile(self, evt: bev.AccountOpened | bev.LimitConfigured, now_us: int) -> None:
+        """An engine opened here: the new configuration's account is reconciled like Engine.open."""
+        command = self._configured.get(evt.account_id)
+        if command is None:  # not configured any more: kept as the log has it
+            self.apply((evt,))
+            return
+        one = attrs.evolve(self.config, accounts=(command,))
+        self.apply(reconcile_accounts(self.state, one, now_us))
+
+    def run(self) -> dict[str, _Counts]:
+        """Take every recorded and re-decided step in order; each request's counts."""
+        counts: dict[str, _Counts] = {}
+        queue: list[tuple[Key, Beside | Iterator[Key]]] = []
+        for beside in self.log.beside:
+            queue.append((self.key(beside.position), beside))
+        for request in self.log.requests.values():
+            tally = counts[request.received.request_id] = _Counts()
+            steps = _Replay(self, request, tally).steps()
+            queue.append((next(steps), steps))
+        heapq.heapify(queue)
+        while queue:
+            _, step = heapq.heappop(queue)
+            if isinstance(step, Beside):
+                self.beside(step)
+                continue
+            following = next(step, None)
+            if following is not None:
+                heapq.heappush(queue, (following, step))
+        return counts
+
+
+class _Replay:
+    """One recorded request, re-decided: a generator of the keys it waits for."""
+
+    def __init__(self, sim: _Sim, request: RecordedRequest, tally: _Counts) -> None:
+        self.sim = sim
+        self.rec = request
+        self.tally = tally
+        self.request_id = request.received.request_id
+        self.life = RequestLifecycle(
+            _start_of(request.received),
+            hold=request.hold,
+            prices=sim.prices,
+            attempt_id=request.attempt_id,
+        )
+        #: Every decision so far was the recorded one.
+        self.following = True
+        #: Decisions taken so far (the next recorded one to compare with).
+        self.taken = 0
+        self.now = request.received.at_us
+        #: The caller left (the replay ran past its last recorded event).
+        self.gone = False
+
+    def commit(self, item: Item) -> Decided:
+        """Commit ``item`` at the replay's time; count and compare what it decided."""
+        decided = self.sim.commit(item, self.now)
+        for evt in decided.events:
+            if getattr(evt, "request_id", None) == self.request_id or (
+                getattr(evt, "hold_id", None) == self.request_id and isinstance(evt, bev.HoldEvent)
+            ):
+                self.tally.decided(evt)
+                if isinstance(evt, _DECISIONS):
+                    self._compare(evt)
+        return decided
+
+    def _compare(self, evt: rev.RoutingEvent) -> None:
+        decisions = self.rec.decisions
+        if self.following and (
+            self.taken >= len(decisions) or _signature(decisions[self.taken][2]) != _signature(evt)
+        ):
+            self.following = False
+        self.taken += 1
+
+    def steps(self) -> Iterator[Key]:
+        """Drive the request to its end, yielding the key of each step before taking it."""
+        yield self.sim.key(self.rec.position)
+        self.sim.roll_before_entry(self.rec.hold, self.now)
+        if not self._enter():
+            yield from self._abandon()
+            return
+        action = self.life.next_action()
         for _ in range(STEPS_PER_REQUEST_MAX):
-            action = life.next_action()
-            while isinstance(action, Commit):
-                item = action.item
-                action = life.committed(item, self.commit(item, now, tally)) or life.next_action()
-            if isinstance(action, Sleep):
-                now = max(now, action.until_us)
-                life.wait_over()
+            if isinstance(action, Commit):
+                if isinstance(getattr(action.item, "command", None), RouteNext):
+                    key = self._next_key()
+                    if key is None:
+                        yield from self._abandon()
+                        return
+                    yield key
+                decided = self.commit(action.item)
+                action = self.life.committed(action.item, decided) or self.life.next_action()
+            elif isinstance(action, Sleep):
+                if not self.following:
+                    self.now = max(self.now, action.until_us)
+                self.life.wait_over()
+                action = self.life.next_action()
             elif isinstance(action, Perform):
-                tally.attempts += 1
-                routed = action.routed
-                seen = world.next((routed.credential_id, routed.upstream_model), now)
-                if seen is None:
-                    tally.outcome = "unobserved"
-                    return None
-                now += seen.latency_us
-                life.report(seen.outcome)
-                if isinstance(seen.outcome, Succeeded):
-                    for item in life.leave(None, ()):
-                        self.commit(item, now, tally)
-                    tally.outcome = "served"
-                    tally.tokens += seen.outcome.input_tokens + seen.outcome.output_tokens
-                    return seen
+                answered = yield from self._attempt(action)
+                if not answered:
+                    return
+                action = self.life.next_action()
             else:
-                tally.outcome = _OUTCOMES.get(type(life.result), "unfinished")
+                yield from self._finish()
+                return
+
+    def _enter(self) -> bool:
+        """The entry; ``False``: the record took no step after it, nor does the replay."""
+        action = self.life.next_action()
+        if not isinstance(action, Commit):  # pragma: no cover - NEW always commits
+            raise UsageError(f"request {self.request_id}: entry is {action!r}")
+        if not self.rec.decisions and not self.rec.terminal:
+            self.sim.commit(action.item, self.now, quiet=self.request_id)
+            return False
+        decided = self.commit(action.item)
+        if (decided.rejection is not None) != self.rec.rejected:
+            self.following = False
+        self.life.committed(action.item, decided)
+        return True
+
+    def _next_key(self) -> Key | None:
+        """Where the next decision is taken; ``None``: the caller had left by then."""
+        decisions = self.rec.decisions
+        if self.gone:
+            return None
+        if self.following:
+            if self.taken >= len(decisions):
                 return None
-        return None  # pragma: no cover - STEPS_PER_REQUEST_MAX bounds a runaway loop
+            position, self.now, _ = decisions[self.taken]
+            return self.sim.key(position)
+        if not self.rec.terminal and self.now > self.rec.last_at_us:
+            return None
+        return self.sim.key_at(self.now)
+
+    def _attempt(self, action: Perform) -> Generator[Key, None, bool]:
+        """Give the routed attempt its outcome (recorded, or from the world); False: stopped."""
+        routed = action.routed
+        answer = self._answer(routed)
+        if answer is None:
+            yield from self._abandon()
+            return False
+        key, outcome = answer
+        yield key
+        usage = None
+        if isinstance(outcome, Succeeded) and (outcome.input_tokens or outcome.output_tokens):
+            usage = self.life.usage_of(
+                routed.upstream_model, outcome.input_tokens, outcome.output_tokens
+            )
+        self.life.report(outcome, usage=usage)
+        return True
+
+    def _answer(self, routed: rev.AttemptRouted) -> tuple[Key, Succeeded | Failed] | None:
+        """The outcome of ``routed`` and where it arrives; ``None``: none (see the caller)."""
+        rec = self.rec
+        if self.following:
+            own = rec.outcomes.get(routed.attempt_no)
+            if own is None:
+                return None  # in flight in the record: its caller or process left
+            position, self.now, outcome = own
+            return self.sim.key(position), outcome
+        seen = self.sim.log.world.next((routed.credential_id, routed.upstream_model), self.now)
+        if seen is None:
+            self.tally.outcome = "unobserved"
+            return None
+        arrival, outcome = self.now + seen.latency_us, seen.outcome
+        if not rec.terminal and arrival > rec.last_at_us:  # the caller had left by then
+            if rec.resolution is None:
+                return None
+            arrival = max(self.now, rec.last_at_us)
+            self.gone = True
+            outcome = Failed(
+                failure=FailureClass.CALLER_CANCELLED,
+                phase=Phase.BEFORE_RESPONSE,
+                delivered_chars=routed.delivered_chars,
+                detail="left without an outcome",
+            )
+        self.now = arrival
+        return self.sim.key_at(arrival), outcome
+
+    def _abandon(self) -> Iterator[Key]:
+        """Stop where the record's caller did: leave as it left, or stay (its process died)."""
+        if self.tally.outcome == "unobserved":
+            self._leave(self._computed())  # the log cannot say: nothing is billed
+            return
+        recorded = self.rec.resolution
+        if recorded is None:
+            return  # the record never resolved it: its hold waits for the maintenance loop
+        if self.following:
+            position, self.now, command = recorded
+            yield self.sim.key(position)
+            self._leave(command)
+        else:
+            self._leave(self._computed())
+
+    def _finish(self) -> Iterator[Key]:
+        """The request ended: count how, then settle its hold."""
+        result = self.life.result
+        self.tally.outcome = _OUTCOMES.get(type(result), self.tally.outcome)
+        if isinstance(result, BudgetRejected):
+            return
+        recorded = self.rec.resolution
+        if self.following and recorded is not None:
+            position, at_us, command = recorded
+            yield self.sim.key(position)
+            self.now = max(self.now, at_us)
+            self._leave(command)
+        elif self.following:
+            self._leave(None)
+        else:
+            self._leave(self._computed())
+
+    def _computed(self) -> budget.SettleHold | budget.RefundHold | None:
+        """The settlement the engine's sink chooses for how the replay ended (L11)."""
+        life = self.life
+        if life.hold is None:
+            return None
+        sink = settle_through(life, SinkMode.STANDALONE, life.hold.estimate)
+        commands = sink.commands if isinstance(sink, LocalLedgerSink) else []
+        return commands[0] if commands else None
+
+    def _leave(self, resolution: budget.SettleHold | budget.RefundHold | None) -> None:
+        for item in self.life.leave(resolution, ()):
+            self.commit(item)
 
 
 #: What a finished lifecycle's result counts as.
-_OUTCOMES: Final[Mapping[type, str]] = {Exhausted: "exhausted", Degradation: "degraded"}
+_OUTCOMES: Final[Mapping[type, str]] = {
+    Served: "served",
+    Exhausted: "exhausted",
+    Degradation: "degraded",
+    BudgetRejected: "budget_rejected",
+}
+
+
+def _routed_for(evt: Event, request_id: str) -> bool:
+    """Whether ``evt`` is a routing decision about ``request_id`` (not its arrival)."""
+    return (
+        isinstance(evt, rev.RoutingEvent)
+        and not isinstance(evt, rev.RequestReceived)
+        and getattr(evt, "request_id", None) == request_id
+    )
+
+
+def _signature(evt: rev.RoutingEvent) -> tuple[object, ...]:
+    """What a decision decided (what the replay compares with the record)."""
+    if isinstance(evt, rev.AttemptRouted):
+        return ("routed", evt.attempt_no, evt.credential_id, evt.upstream_model, evt.probe)
+    if isinstance(evt, rev.WaitDecided):
+        return ("wait", evt.until_us)
+    if isinstance(evt, rev.FallbackExhausted):
+        return ("exhausted", evt.reason)
+    if isinstance(evt, rev.Degraded):
+        return ("degraded", evt.reason)
+    return (type(evt).__name__,)
 
 
 def _start_of(request: rev.RequestReceived) -> StartRequest:

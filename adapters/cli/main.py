@@ -40,6 +40,7 @@ from routeledger.core.errors import DataError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
+    from routeledger.adapters.engine.config import EngineConfig
     from routeledger.core.fold import Folded
     from routeledger.core.routing.policy import Policy, PoolPlan
     from routeledger.core.usability import CredentialUsability
@@ -134,6 +135,16 @@ def _read_store(url: str | None) -> Iterator[EventStore]:
         yield store
     finally:
         store.close()
+
+
+def _load_config(path: Path) -> EngineConfig:
+    """The whole configuration in ``path``; errors name the file, line and key."""
+    from routeledger.adapters.engine.config import load_config
+
+    try:
+        return load_config(path)
+    except UsageError as error:
+        raise UsageError(f"policy file {error}") from error
 
 
 def _load_policy(path: Path) -> Policy:
@@ -726,7 +737,7 @@ def replay(store_url: str | None, as_json: bool, verify: bool, progress: bool | 
     "policy_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The new routing policy (TOML).",
+    help="The new configuration (TOML): its routing policy and budget accounts.",
 )
 @click.option(
     "--since",
@@ -738,18 +749,21 @@ def replay(store_url: str | None, as_json: bool, verify: bool, progress: bool | 
 def what_if_command(
     store_url: str | None, as_json: bool, policy_path: Path, since: str | None
 ) -> None:
-    """Re-decide the recorded requests under a new policy, side by side with what was decided.
+    """Re-decide the recorded requests under a new configuration, side by side with the log.
 
-    The log's observations are the model of the world: an attempt on a pair
-    gets the next outcome recorded for that pair at or after that time, or is
-    'unobserved' (counted) when the log has none.
+    Budgets, operator commands, period rollovers and hold expiries are decided
+    again in log order; a request keeps its recorded outcomes while its
+    decisions are the recorded ones (the unchanged file reproduces the log).
+    Where a decision differs, an attempt on a pair gets the next outcome
+    recorded for that pair at or after that time, or is 'unobserved' (counted)
+    when the log has none.
     """
     from routeledger.adapters.audit.whatif import what_if
 
     since_us = parse_time(since) if since is not None else None
-    policy = _load_policy(policy_path)
+    config = _load_config(policy_path)
     with _read_store(store_url) as store:
-        report = what_if(store.read_all(0, page=10_000), policy, since_us=since_us)
+        report = what_if(store.read_all(0, page=10_000), config, since_us=since_us)
     if as_json:
         _emit_json(report.as_json())
         return
@@ -769,6 +783,7 @@ def what_if_command(
         "served",
         "exhausted",
         "degraded",
+        "budget_rejected",
         "unfinished",
         "attempts",
         "waits",
@@ -786,6 +801,7 @@ def what_if_command(
         f"attempts {after['attempts'] - before['attempts']:+,}",
         f"waits {after['waits'] - before['waits']:+,}",
         f"exhaustions {after['exhausted'] - before['exhausted']:+,}",
+        f"budget rejections {after['budget_rejected'] - before['budget_rejected']:+,}",
         f"spend {after['cost_micros'] - before['cost_micros']:+,} micros",
     ]
     if after["unobserved"]:

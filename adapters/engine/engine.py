@@ -97,7 +97,7 @@ from routeledger.core.streams import hold_stream, request_stream
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "reconcile_accounts"]
 
 #: Steps one request may take (attempts, waits and decisions together). Why:
 #: attempts are bounded by the policy (<= 64) and waits by its wait budget;
@@ -315,7 +315,9 @@ class Engine:
         kept as the log has them, with a WARNING line each. Every change is an
         INFO line.
         """
-        decided = self.runtime.append(lambda state, now: _reconcile(state, self.config, now))
+        decided = self.runtime.append(
+            lambda state, now: reconcile_accounts(state, self.config, now)
+        )
         for evt in decided:
             if isinstance(evt, budget_events.LimitConfigured):
                 LOGGER.info(
@@ -648,8 +650,8 @@ def _events_of(decision: budget.Decision) -> Sequence[Event]:
     return decision.events
 
 
-def _reconcile(state: Folded, config: EngineConfig, now: int) -> list[Event]:
-    """The events that bring the log's accounts to the configured ones (pure)."""
+def reconcile_accounts(state: Folded, config: EngineConfig, now: int) -> list[Event]:
+    """The events that bring the log's accounts to the configured ones (pure; what-if too)."""
     events: list[Event] = []
     for command in config.accounts:
         acc = state.budget.accounts.get(command.account_id)

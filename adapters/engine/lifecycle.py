@@ -54,7 +54,13 @@ from routeledger.adapters.providers.problems import ExhaustionReport
 from routeledger.adapters.providers.report import exhaustion_report
 from routeledger.core.budget import decide as budget
 from routeledger.core.budget.group import HoldCommand, HoldGroup
-from routeledger.core.budget.sinks import LocalLedgerSink, PlatformReport, SinkMode, open_sink
+from routeledger.core.budget.sinks import (
+    LocalLedgerSink,
+    PlatformReport,
+    RecordingPlatformSink,
+    SinkMode,
+    open_sink,
+)
 from routeledger.core.budget.values import Rejection, Usage
 from routeledger.core.credentials.decide import CredentialFailure, RecordFailure, decide_failure
 from routeledger.core.credentials.lifecycle import usability
@@ -115,6 +121,7 @@ __all__ = [
     "Sleep",
     "decide_item",
     "decide_items",
+    "settle_through",
 ]
 
 #: Steps one request may take (attempts, waits and decisions together). Why:
@@ -516,6 +523,31 @@ class RequestLifecycle:
         if self.exhausted is None:
             return None
         return exhaustion_report(self.request_id, (*failures, self.exhausted))
+
+
+def settle_through(
+    life: RequestLifecycle, mode: SinkMode, estimate: Usage
+) -> LocalLedgerSink | RecordingPlatformSink:
+    """The sink of ``mode`` for ``life``'s hold, told how the request ended (L11).
+
+    The one place that chooses the hook: the engine's shell and the what-if
+    replay (``adapters/audit/whatif.py``) settle alike.
+    """
+    # The sink is chosen once; the hooks below are the same in every mode.
+    sink = open_sink(
+        mode, hold_id=life.request_id, command_id=f"{life.request_id}/resolve", estimate=estimate
+    )
+    if isinstance(life.result, Served):
+        if life.usage is not None and not life.usage.is_zero():
+            sink.on_success(life.usage)
+        else:
+            sink.on_no_usage()
+    elif life.partial:
+        # Not served: an unobserved cut bills the whole estimate, never less (L11).
+        sink.on_incomplete(None if life.unobserved_cut else life.observed)
+    else:
+        sink.on_error_before_output()
+    return sink
 
 
 def _with_attempt(usage: Usage, attempt: Usage) -> Usage:
@@ -1069,23 +1101,7 @@ class RequestHandle:
         if self._settled or not entered or not (self.accounts or platform):
             return [], []
         self._settled = True
-        # The sink is chosen once; the hooks below are the same in every mode.
-        sink = open_sink(
-            self.settlement,
-            hold_id=self.request_id,
-            command_id=f"{self.request_id}/resolve",
-            estimate=self.estimate,
-        )
-        if isinstance(life.result, Served):
-            if life.usage is not None and not life.usage.is_zero():
-                sink.on_success(life.usage)
-            else:
-                sink.on_no_usage()
-        elif life.partial:
-            # Not served: an unobserved cut bills the whole estimate, never less (L11).
-            sink.on_incomplete(None if life.unobserved_cut else life.observed)
-        else:
-            sink.on_error_before_output()
+        sink = settle_through(life, self.settlement, self.estimate)
         if isinstance(sink, LocalLedgerSink):
             return sink.commands, []
         return [], sink.reports

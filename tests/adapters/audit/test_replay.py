@@ -205,20 +205,15 @@ def test_lockstep_gives_up_after_its_limit(
 
 
 def test_what_if_under_the_recorded_policy_reproduces_the_log(store: EventStore) -> None:
-    """D3: re-deciding the recorded observations under the same policy gives the same outcomes."""
+    """D3: re-deciding the recorded log under the same policy gives every request the same outcome and the same totals."""
     report = what_if(store.read_all(0), POLICY)
-    for field in ("served", "attempts", "waits", "tokens", "cost_micros"):
-        assert getattr(report.recorded, field) == getattr(report.what_if, field), field
-    assert report.what_if.unobserved == 0
-    changed = {c.request_id for c in report.changed}
-    assert (
-        all(c.recorded == "unfinished" for c in report.changed)
-        and len(changed) == report.changed_count
-    )
+    assert report.recorded == report.what_if and report.what_if.unobserved == 0
+    assert report.changed_count == 0 and report.changed == ()
+    assert report.recorded.unfinished == 2  # the two requests left open end the same way
 
 
 def test_what_if_counts_unobserved_pairs_and_degraded_routes(store: EventStore) -> None:
-    """An attempt on a pair the log never observed is 'unobserved'; a request whose route vanished degrades."""
+    """An attempt on a pair the log never observed is 'unobserved'; a request whose route vanished degrades (unless its caller never asked for a step)."""
     other = Policy(
         credentials=(CredentialSpec(id="new-key", provider="x"),),
         models=(ModelSpec(id="new-model"),),
@@ -238,7 +233,9 @@ def test_what_if_counts_unobserved_pairs_and_degraded_routes(store: EventStore) 
         routes=(attrs.evolve(other.routes[0], alias="elsewhere"),),
     )
     degraded = what_if(store.read_all(0), gone)
-    assert degraded.what_if.degraded == degraded.what_if.requests
+    # The last two requests never asked for a step (their caller left at entry): nor do they here.
+    assert degraded.what_if.degraded == degraded.what_if.requests - 2
+    assert degraded.what_if.unfinished == degraded.recorded.unfinished == 2
     assert (
         len(degraded.changed) <= 20
         and degraded.as_json()["changed_count"] == degraded.changed_count

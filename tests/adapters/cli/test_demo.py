@@ -111,12 +111,24 @@ def _run_next_commands(capsys: pytest.CaptureFixture[str], lines: list[str]) -> 
         out = capsys.readouterr().out
         if command[1] == "explain":  # right after the 429, the primary is cooling
             assert re.search(r"primary .* cooling .* pair cooling \(rate_limited\)", out)
+        if command[1] == "what-if":  # the unchanged file reproduces the run, its 402 too
+            assert "summary: 0 of 5 requests end differently" in out, out
+
+
+def _what_if_reproduces_the_store(
+    capsys: pytest.CaptureFixture[str], url: str, config: Path
+) -> None:
+    """What-if over the whole store under the demo's own file: nothing ends differently."""
+    assert main(["what-if", "--policy", str(config), "--store", url, "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["changed_count"] == 0 and report["recorded"] == report["what_if"]
+    assert report["recorded"]["budget_rejected"] == 2 and report["recorded"]["served"] == 8
 
 
 def test_the_demo_serves_streams_calls_a_tool_falls_back_and_is_refused_on_budget(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """make demo, twice on one store: the five outcomes printed and in the log, no hold left."""
+    """make demo, twice on one store: the five outcomes printed and in the log, no hold left, and what-if under its file changes nothing."""
     monkeypatch.chdir(tmp_path)  # the printed commands name paths relative to here
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     for _ in range(2):  # a new store, then the store the first run left
@@ -126,6 +138,7 @@ def test_the_demo_serves_streams_calls_a_tool_falls_back_and_is_refused_on_budge
         assert [(o.step, o.request_id) for o in outcomes] == [(s, steps[s][0]) for s in STEPS]
         _check_logged(capsys, url, steps)
         _run_next_commands(capsys, lines)
+    _what_if_reproduces_the_store(capsys, url, tmp_path / CONFIG_NAME)
     config = load_config(tmp_path / CONFIG_NAME)
     port = config.endpoints["primary"].base_url.split(":")[2].split("/")[0]
     assert f"  routeledger fake-provider --port {port} &" in lines
