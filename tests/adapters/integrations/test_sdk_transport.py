@@ -414,3 +414,17 @@ def test_a_stream_the_client_stops_reading_ends_its_run(sync_oa: World) -> None:
     assert sync_oa.failures() == [FailureClass.CALLER_CANCELLED]
     assert "HoldRefunded" in [type(event).__name__ for event in sync_oa.events()]
     assert len(sync_oa.fake.attempts()) == 1  # nothing tried after the client left
+
+
+def test_openai_stream_failing_after_output_raises_the_sdks_error_while_iterating(
+    oa: World,
+) -> None:
+    """A cut after text reached the client (no prefill, no instruction) ends with the in-band error."""
+    oa.script("cut:3")
+    with pytest.raises(openai.APIError) as caught:
+        oa.call(both(oa, _oa_stream_sync(oa.fake), _oa_stream_async(oa.fake)))
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "fallback_exhausted"
+    assert [f["failure"] for f in body["failures"]] == ["stream_interrupted", "caller_cancelled"]
+    assert oa.failures() == [FailureClass.STREAM_INTERRUPTED, FailureClass.CALLER_CANCELLED]
+    assert len(oa.fake.attempts()) == 1  # the text the client has is never sent again
