@@ -14,13 +14,18 @@ The sub-packages, by role:
   exceptions, secret scrubbing, problem details, exhaustion reports;
 * ``http`` — :class:`Executor`, chat completions over httpx (the ``providers``
   extra);
+* ``integrations`` — :class:`RouteLedgerTransport` and
+  :class:`AsyncRouteLedgerTransport` (the openai and anthropic SDKs through an
+  executor), :class:`RouteLedgerModel` (a pydantic-ai model; the
+  ``pydantic-ai`` extra);
 * ``audit`` — verified replay and what-if;
 * ``cli`` — the ``routeledger`` command line and the demo;
 * ``testing`` — test doubles and tools: the fake provider, the fleet
   simulation, :class:`FakeClock`, deterministic ids.
 
 Names are loaded on first use, so importing this package costs nothing and the
-executor's optional dependency (httpx) is needed only when ``Executor`` is used.
+optional dependencies (httpx, the SDKs, pydantic-ai) are needed only when a name
+that uses them is.
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ if TYPE_CHECKING:
         Executor,
         request_error_response,
     )
+    from routeledger.adapters.integrations import (
+        AsyncRouteLedgerTransport,
+        RouteLedgerModel,
+        RouteLedgerTransport,
+    )
     from routeledger.adapters.providers import DEFAULT_SCRUBBER, EnvironmentSecretReader
     from routeledger.adapters.store import Conflict, EventStore, StoreError, open_store
     from routeledger.adapters.testing import FakeClock, counter_ids
@@ -81,6 +91,9 @@ _HOMES: dict[str, str] = {
         ("ChatEvent", "ChatRequestError", "Completion", "Executor", "request_error_response"),
         "http",
     ),
+    **dict.fromkeys(
+        ("AsyncRouteLedgerTransport", "RouteLedgerModel", "RouteLedgerTransport"), "integrations"
+    ),
     **dict.fromkeys(("DEFAULT_SCRUBBER", "EnvironmentSecretReader"), "providers"),
     **dict.fromkeys(("Conflict", "EventStore", "StoreError", "open_store"), "store"),
     **dict.fromkeys(("FakeClock", "counter_ids"), "testing"),
@@ -88,6 +101,7 @@ _HOMES: dict[str, str] = {
 
 __all__ = [
     "DEFAULT_SCRUBBER",
+    "AsyncRouteLedgerTransport",
     "Attempt",
     "BudgetRejected",
     "ChatEvent",
@@ -106,6 +120,8 @@ __all__ = [
     "FakeClock",
     "RequestHandle",
     "Result",
+    "RouteLedgerModel",
+    "RouteLedgerTransport",
     "Served",
     "StoreError",
     "SystemClock",
