@@ -548,6 +548,9 @@ def _policy(shape: _File) -> Policy:
                 streaming=value.streaming,
                 prefill=value.prefill,
                 context_window_tokens=value.context_window_tokens,
+                input_micros_per_mtok=value.input_micros_per_mtok,
+                output_micros_per_mtok=value.output_micros_per_mtok,
+                max_output_tokens=value.max_output_tokens,
             )
             for key, value in shape.models.items()
         ),

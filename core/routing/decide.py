@@ -94,7 +94,7 @@ from .failures import (
 )
 from .index import TREE_SCAN_FIRST, ReadyTree, pick_indexed
 from .policy import ChainPlan, Policy, PoolPlan
-from .selection import Scan, member_order, member_verdict
+from .selection import RANKED, RANKED_SORT_MAX, Scan, member_order, member_verdict
 from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
@@ -433,6 +433,8 @@ def _pick(
         plan = plans[position]
         entries = plan.entries
         tree = trees.get(plan.path)
+        if tree is not None and plan.strategy in RANKED and len(entries) <= RANKED_SORT_MAX:
+            tree = None  # examined best first, not in a rotation the tree can jump along
         salt = attempt_no + (position << 8)
         examined = 0
         for index in member_order(plan, state, received, salt):

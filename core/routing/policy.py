@@ -45,6 +45,7 @@ __all__ = [
     "FALLBACKS_MAX",
     "IN_FLIGHT_MAX",
     "POOL_MEMBERS_MAX",
+    "PRICE_MAX",
     "PROBE_TIMEOUT_US_MAX",
     "RETRY_SAME_MAX",
     "ROUTES_MAX",
@@ -104,6 +105,9 @@ DEADLINE_US_MAX: Final = 1 * US_PER_H
 PROBE_TIMEOUT_US_MAX: Final = 10 * US_PER_MIN
 #: Largest member weight. Why: integers keep weighted picks exact; 1e6 is ample resolution.
 WEIGHT_MAX: Final = 1_000_000
+#: Largest price, in micro-units per million tokens. Why: 10^12 micros ($1M) per
+#: million tokens is past any model; it keeps costs exact integers.
+PRICE_MAX: Final = 10**12
 #: Largest ``max_in_flight`` of a credential. Why: every slot is a state entry
 #: examined when the credential is considered; no provider key takes more.
 IN_FLIGHT_MAX: Final = 10_000
@@ -137,6 +141,12 @@ class Strategy(enum.Enum):
     ROUND_ROBIN = "round_robin"
     #: Start at a member drawn by weight from the request's seed, then in order.
     WEIGHTED = "weighted"
+    #: The member with the lowest moving estimate of time to first token first (:mod:`.selection`).
+    LEAST_LATENCY = "least_latency"
+    #: The member whose model costs least for the request's estimate first.
+    LOWEST_COST = "lowest_cost"
+    #: The member with the fewest attempts in flight first.
+    LEAST_IN_FLIGHT = "least_in_flight"
 
 
 @attrs.frozen(kw_only=True)
@@ -162,6 +172,11 @@ class ModelSpec:
     #: Can continue a partial answer sent as an assistant prefix (mid-stream continuation).
     prefill: bool = False
     context_window_tokens: int = 8_192
+    #: Prices, for the ``lowest_cost`` strategy: micro-units per million tokens.
+    input_micros_per_mtok: int = 0
+    output_micros_per_mtok: int = 0
+    #: Output tokens a request may produce at most (the worst case ``lowest_cost`` prices).
+    max_output_tokens: int = 4_096
 
 
 @attrs.frozen(kw_only=True)
@@ -264,6 +279,9 @@ class PoolPlan:
     entries: tuple[PoolMember, ...]
     #: Running sums of weights (for weighted picks by bisection).
     cumulative_weights: tuple[int, ...]
+    #: Per member, its model's (input price, worst-case output cost) in micro-units per
+    #: million tokens: a request of ``n`` input tokens costs ``n * a + b`` (``lowest_cost``).
+    prices: tuple[tuple[int, int], ...] = ()
 
 
 def toml_key(key: str) -> str:
@@ -412,6 +430,13 @@ def _plan(
                     for m in target.members
                 ),
                 cumulative_weights=tuple(cumulative),
+                prices=tuple(
+                    (
+                        models[m.model].input_micros_per_mtok,
+                        models[m.model].output_micros_per_mtok * models[m.model].max_output_tokens,
+                    )
+                    for m in target.members
+                ),
             )
         )
     return tuple(plans)
@@ -472,6 +497,9 @@ def _validate_models(specs: tuple[ModelSpec, ...]) -> dict[str, ModelSpec]:
         _check_int(f"{path}.context_window_tokens", spec.context_window_tokens, 1, 1 << 40)
         _check_bool(f"{path}.streaming", spec.streaming)
         _check_bool(f"{path}.prefill", spec.prefill)
+        _check_int(f"{path}.input_micros_per_mtok", spec.input_micros_per_mtok, 0, PRICE_MAX)
+        _check_int(f"{path}.output_micros_per_mtok", spec.output_micros_per_mtok, 0, PRICE_MAX)
+        _check_int(f"{path}.max_output_tokens", spec.max_output_tokens, 1, 1 << 40)
         by_id[spec.id] = spec
     return by_id
 

@@ -75,11 +75,12 @@ from .events import (
     SlotTaken,
     WaitDecided,
 )
-from .failures import FailureClass
+from .failures import Evidence, FailureClass
 from .index import ReadyTree, index_pools, refresh_leaves
 from .policy import ATTEMPTS_MAX, COOLDOWN_US_MAX, Policy
 
 __all__ = [
+    "LATENCY_WEIGHT",
     "LEVEL_MAX",
     "AttemptRecord",
     "RequestState",
@@ -91,11 +92,18 @@ __all__ = [
     "evolve",
     "fold",
     "initial",
+    "note_in_flight",
+    "note_latency",
     "pair_ready_us",
     "reindex",
     "retire",
     "status_at",
 ]
+
+#: Weight of a new sample in a pair's moving latency estimate is 1/LATENCY_WEIGHT.
+#: Why 8: the estimate follows a real change within ~10 answers, and one slow
+#: answer moves it by an eighth only.
+LATENCY_WEIGHT: Final = 8
 
 #: Highest backoff level. Why: ``factor**level`` with factor <= 10 stays an
 #: exact small int, and every cooldown reaches its ``max_us`` well before.
@@ -240,7 +248,9 @@ class RoutingState:
     __slots__ = (
         "creds",
         "cursors",
+        "in_flight",
         "indexed_for",
+        "latency",
         "loads",
         "pairs",
         "requests",
@@ -255,6 +265,11 @@ class RoutingState:
         self.creds: dict[str, ScopeState] = {}
         #: Credential id -> its configured limits' counts (:mod:`.capacity`).
         self.loads: dict[str, LoadState] = {}
+        #: Pair stream -> attempts routed to it and not yet answered (``least_in_flight``);
+        #: a pair with none has no entry.
+        self.in_flight: dict[str, int] = {}
+        #: Pair stream -> moving estimate of its time to first token, µs (``least_latency``).
+        self.latency: dict[str, int] = {}
         self.requests: dict[str, RequestState] = {}
         #: Round-robin cursor per target path (``routes.<alias>.chain[i]``): the member index to start from.
         self.cursors: dict[str, int] = {}
@@ -290,6 +305,8 @@ def reindex(state: RoutingState, policy: Policy) -> RoutingState:
     fresh.requests = state.requests
     fresh.cursors = state.cursors
     fresh.loads = state.loads
+    fresh.in_flight = state.in_flight
+    fresh.latency = state.latency
     for stream in fresh.tree_leaves:
         refresh_leaves(fresh, stream)
     return fresh
@@ -458,15 +475,18 @@ def retire(
         ):
             doomed.append(request_id)
     for request_id in doomed:
-        del state.requests[request_id]
+        request = state.requests.pop(request_id)
+        if request.in_flight is not None:  # abandoned mid-attempt: it counts no more
+            note_in_flight(state, request.attempts[request.in_flight].pair_stream, -1)
 
 
 def _on_routed(state: RoutingState, event: AttemptRouted) -> RoutingState:
     request = _request(state, event)
-    request.attempts[event.attempt_id] = AttemptRecord(event)
+    record = request.attempts[event.attempt_id] = AttemptRecord(event)
     request.in_flight = event.attempt_id
     request.position = event.chain_position
     advance_cursor(state, event)
+    note_in_flight(state, record.pair_stream, 1)
     return state
 
 
@@ -474,13 +494,39 @@ def advance_cursor(state: RoutingState, event: AttemptRouted) -> None:
     state.cursors[event.target_path] = event.member_index + 1
 
 
+def note_in_flight(state: RoutingState, pair: str, change: int) -> None:
+    """Count one more (``+1``) or one fewer (``-1``) attempt in flight on ``pair``."""
+    count = state.in_flight.get(pair, 0) + change
+    if count > 0:
+        state.in_flight[pair] = count
+    else:
+        state.in_flight.pop(pair, None)
+
+
+def note_latency(state: RoutingState, event: AttemptSucceeded, pair: str) -> None:
+    """Fold a real upstream answer's time to first token into the pair's moving estimate.
+
+    An integer exponential moving average with weight 1/:data:`LATENCY_WEIGHT`;
+    the first sample sets it. Only ``Evidence.UPSTREAM`` answers count (a cache
+    hit says nothing about the upstream's speed).
+    """
+    sample = event.ttft_us if event.ttft_us is not None else event.duration_us
+    if sample is None or event.evidence is not Evidence.UPSTREAM:
+        return
+    old = state.latency.get(pair)
+    state.latency[pair] = sample if old is None else old + (sample - old) // LATENCY_WEIGHT
+
+
 # --------------------------------------------------------------------------- groups
 
 
 def _on_succeeded(state: RoutingState, event: AttemptSucceeded) -> RoutingState:
     request = _request(state, event)
-    request.attempts[event.attempt_id].outcome = event
+    record = request.attempts[event.attempt_id]
+    record.outcome = event
     request.in_flight = None
+    note_in_flight(state, record.pair_stream, -1)
+    note_latency(state, event, record.pair_stream)
     request.terminal = True
     return state
 
@@ -490,6 +536,7 @@ def _on_failed(state: RoutingState, event: AttemptFailed) -> RoutingState:
     record = request.attempts[event.attempt_id]
     record.outcome = event
     request.in_flight = None
+    note_in_flight(state, record.pair_stream, -1)
     request.fails_by_pair[record.pair_stream] = request.fails_by_pair.get(record.pair_stream, 0) + 1
     request.last_class_by_pair[record.pair_stream] = event.failure
     request.failures.append(event)

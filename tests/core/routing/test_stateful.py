@@ -46,6 +46,7 @@ from routeledger.core.routing.events import (
     PairSuspended,
     PredictionCleared,
     ProbeAllowed,
+    ProbeReleased,
     RoutingEvent,
 )
 from routeledger.core.routing.failures import Evidence
@@ -81,6 +82,8 @@ def naive_status(log: list[RoutingEvent], stream: str, now: int) -> Status:
             blocked, probe_until = True, 0
         elif isinstance(e, ProbeAllowed):
             probe_until = e.until_us
+        elif isinstance(e, ProbeReleased):  # its attempt proved nothing: the slot is free
+            probe_until = 0
     if until > now:
         return Status.SUSPENDED if suspended_until >= until else Status.COOLING
     if not blocked:
