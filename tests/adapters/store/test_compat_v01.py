@@ -39,13 +39,14 @@ EXPECTED = json.loads((FIXTURES / "store_v0.1.json").read_text())
 #: attempt (G6, ``ScopeState.probe_attempt_id``) is read from the ProbeAllowed 0.1 recorded; a
 #: pair's predicted exhaustion (G6) needs announced limits, which 0.1's outcomes never carried
 #: (0 everywhere); the outcome events' timings and announcements (schema 2, G6) are ``None``
-#: once upcast; configured limits (G6, ``RoutingState.loads``) did not exist (empty).
+#: once upcast; configured limits (G6, ``RoutingState.loads``) did not exist (empty); the
+#: ranked strategies' counts (G6, ``in_flight``, ``latency``) are folded from 0.1's events.
 ADDED_SINCE_V01: dict[type, tuple[str, ...]] = {
     ledger.AccountState: ("configured_limit",),
     ledger.HoldState: ("command_ids", "last_at_us"),
     routing.RequestState: ("last_at_us",),
     routing.ScopeState: ("predicted_us", "probe_attempt_id", "strike_at_us", "strikes"),
-    routing.RoutingState: ("loads",),
+    routing.RoutingState: ("in_flight", "latency", "loads"),
     routing_events.AttemptSucceeded: ("ttft_us", "duration_us", "announced"),
     routing_events.AttemptFailed: ("ttft_us", "duration_us", "announced"),
     Folded: ("retention",),
