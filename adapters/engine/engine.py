@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from routeledger.adapters.engine import maintenance, operator
 from routeledger.adapters.engine.clock import Clock, SystemClock, uuid_ids
@@ -51,6 +52,14 @@ from routeledger.adapters.engine.config import (
     load_config,
 )
 from routeledger.adapters.engine.grouping import GroupCommitter
+from routeledger.adapters.engine.hooks import (
+    EVENTS_BUFFERED_DEFAULT,
+    EventStream,
+    Hooks,
+    Unsubscribe,
+    check_buffered_max,
+    check_types,
+)
 from routeledger.adapters.engine.lifecycle import (
     Decided,
     Item,
@@ -98,6 +107,8 @@ from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
 __all__ = ["Engine"]
+
+E = TypeVar("E", bound=Event)
 
 #: Steps one request may take (attempts, waits and decisions together). Why:
 #: attempts are bounded by the policy (<= 64) and waits by its wait budget;
@@ -166,6 +177,11 @@ class Engine:
             self.runtime.state.routing = routing_state.initial(config.policy)
         if self.runtime.on_appended is None:
             self.runtime.on_appended = log_availability
+        #: What the runtime calls after each append while nobody subscribed.
+        self._on_appended = self.runtime.on_appended
+        #: ``on`` and ``events`` subscribers (``adapters/engine/hooks.py``).
+        self.hooks = Hooks(self._hooks_changed)
+        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._closed = False
         self._maintenance: maintenance.MaintenanceThread | None = None
         #: Requests entered on an event loop and not yet left (see ``_alone``).
@@ -276,6 +292,58 @@ class Engine:
                 start,
                 tail,
             )
+
+    # -- hooks: in-process reactions to what was recorded (adapters/engine/hooks.py) --
+
+    def on(self, event_type: type[E], fn: Callable[[E], None]) -> Unsubscribe:
+        """Call ``fn(evt)`` for each event of ``event_type`` (or a subclass) this engine records.
+
+        Called after the event is durably appended and folded, on the thread that
+        committed it, before the request that caused it goes on: keep ``fn`` quick
+        and never call the engine's recording methods from it. An exception it
+        raises is logged and does not affect the request. Events other processes
+        append to the same store are not delivered (``store.follow()`` tails
+        those). Returns the handle that unsubscribes (docs/integrations.md).
+        """
+        (kind,) = check_types((event_type,), "Engine.on")
+        if not callable(fn):
+            raise UsageError(f"Engine.on: {fn!r} is not callable")
+        return self.hooks.add((kind,), fn)
+
+    def events(
+        self, *event_types: type[Event], buffered_max: int = EVENTS_BUFFERED_DEFAULT
+    ) -> EventStream:
+        """An async iterator over the events this engine records (all, or of ``event_types``).
+
+        Call it on the event loop that iterates it. The engine never waits for
+        the consumer: past ``buffered_max`` unread events new ones are dropped and
+        the stream yields a :class:`~.hooks.Gap` saying how many, where they were.
+        Close it with ``async with`` or :meth:`EventStream.close`; it ends when
+        the engine closes.
+        """
+        types = check_types(event_types, "Engine.events") or (Event,)
+        limit = check_buffered_max(buffered_max)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise UsageError(
+                "Engine.events() must be called on the event loop that iterates it"
+            ) from None
+        if self._closed:
+            raise UsageError("the engine is closed")
+        stream = EventStream(self.hooks, types, limit, loop)
+        self._streams.add(stream)
+        return stream
+
+    def _hooks_changed(self, any_left: bool) -> None:
+        """Deliver to subscribers after each append only while there is one (no cost otherwise)."""
+        self.runtime.on_appended = self._appended if any_left else self._on_appended
+
+    def _appended(self, events: Sequence[Event]) -> None:
+        base = self._on_appended
+        if base is not None:
+            base(events)
+        self.hooks.dispatch(events)
 
     def _alone(self) -> bool:
         """Whether at most one request is in flight on an event loop (its commits stay on it)."""
@@ -635,6 +703,8 @@ class Engine:
             self._closed = True
             if self._maintenance is not None:
                 self._maintenance.stop()
+            for stream in list(self._streams):
+                stream.close()
             self.store.close()
 
     def __enter__(self) -> Engine:
