@@ -41,7 +41,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from routeledger.adapters.engine import maintenance, operator
 from routeledger.adapters.engine.clock import Clock, SystemClock, uuid_ids
@@ -106,6 +106,9 @@ from routeledger.core.streams import hold_stream, request_stream
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
+if TYPE_CHECKING:  # pragma: no cover - imported only when telemetry is on
+    from routeledger.adapters.engine.telemetry import Telemetry
+
 __all__ = ["Engine"]
 
 E = TypeVar("E", bound=Event)
@@ -150,6 +153,7 @@ class Engine:
         runtime: Runtime | None = None,
         platform: Callable[[PlatformReport], None] | None = None,
         classifier: Classifier = DEFAULT_CLASSIFIER,
+        tracer_provider: Any | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -206,6 +210,9 @@ class Engine:
         #: under ``_prices_config`` (a new ``config`` empties the cache).
         self._chain_prices: dict[tuple[str, tuple[str, ...]], tuple[ModelPrice, ...]] = {}
         self._prices_config = config
+        #: OpenTelemetry spans (``adapters/engine/telemetry.py``): ``None`` unless
+        #: ``[telemetry] otel = true`` or a ``tracer_provider`` was given.
+        self.telemetry: Telemetry | None = _telemetry(self, tracer_provider)
 
     @classmethod
     def open(
@@ -221,6 +228,7 @@ class Engine:
         maintenance: bool | None = None,
         create: bool = True,
         classifier: Classifier = DEFAULT_CLASSIFIER,
+        tracer_provider: Any | None = None,
     ) -> Engine:
         """Open the store, fold the log, and open the configured budget accounts if missing.
 
@@ -233,6 +241,10 @@ class Engine:
         :class:`StoreNotFound` naming it, not a new, empty log). Either way a store
         that cannot take an append (a read-only file, a read-only database session)
         is a :class:`StoreUnavailable` here, not at the first request.
+
+        ``tracer_provider``: OpenTelemetry spans per request and attempt on this
+        provider (``adapters/engine/telemetry.py``); without one, ``[telemetry]
+        otel = true`` uses the global provider, and otherwise no span is made.
         """
         loaded = config if isinstance(config, EngineConfig) else load_config(config)
         store = open_store(store_url, create=create)
@@ -249,6 +261,7 @@ class Engine:
                 track_credentials=track_credentials,
                 platform=platform,
                 classifier=classifier,
+                tracer_provider=tracer_provider,
             )
             engine.restore()
             engine.open_accounts()
@@ -712,6 +725,20 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _telemetry(engine: Engine, tracer_provider: Any | None) -> Telemetry | None:
+    """The engine's span maker when configured, else ``None`` (nothing imported)."""
+    if tracer_provider is None and not engine.config.telemetry.otel:
+        return None
+    try:
+        from routeledger.adapters.engine.telemetry import Telemetry
+    except ImportError as error:
+        raise UsageError(
+            f"OpenTelemetry spans ([telemetry] otel = true, or a tracer_provider) need "
+            f"opentelemetry-api: pip install 'routeledger[otel]' ({error})"
+        ) from None
+    return Telemetry(lambda: engine.config, tracer_provider)
 
 
 def _events_of(decision: budget.Decision) -> Sequence[Event]:
