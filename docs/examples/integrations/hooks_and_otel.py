@@ -90,7 +90,9 @@ def main() -> None:
 
         def page(evt: CooldownStarted) -> None:  # quick, never blocks: it runs in the commit
             paged.append(evt)
-            print(f"paging: {evt.credential_id}/{evt.upstream_model} cools down ({evt.reason.value})")
+            print(
+                f"paging: {evt.credential_id}/{evt.upstream_model} cools down ({evt.reason.value})"
+            )
 
         unsubscribe = engine.on(CooldownStarted, page)
         try:
