@@ -179,11 +179,9 @@ class Engine:
         self.runtime = runtime or Runtime(store, self.clock.now_us)
         if runtime is None or runtime.state.events == 0:
             self.runtime.state.routing = routing_state.initial(config.policy)
-        if self.runtime.on_appended is None:
-            self.runtime.on_appended = log_availability
-        #: What the runtime calls after each append while nobody subscribed.
-        self._on_appended = self.runtime.on_appended
-        #: ``on`` and ``events`` subscribers (``adapters/engine/hooks.py``).
+        #: What the runtime calls after each append while nobody subscribed; with
+        #: ``on``/``events`` subscribers (``hooks``), ``_appended`` calls them too.
+        self._on_appended = self.runtime.on_appended = self.runtime.on_appended or log_availability
         self.hooks = Hooks(self._hooks_changed)
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._closed = False
