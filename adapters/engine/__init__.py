@@ -1,10 +1,11 @@
-"""The embedding engine: the request API, its runtime, configuration, clock and results."""
+"""The embedding engine: the request API, its runtime, configuration, clock, results and hooks."""
 
 from __future__ import annotations
 
 from routeledger.adapters.engine.clock import Clock, SystemClock
 from routeledger.adapters.engine.config import ConfigError, EngineConfig, load_config, parse_config
 from routeledger.adapters.engine.engine import Engine
+from routeledger.adapters.engine.hooks import EventStream, Gap, Unsubscribe
 from routeledger.adapters.engine.lifecycle import Attempt, RequestHandle
 from routeledger.adapters.engine.results import (
     BudgetRejected,
@@ -22,11 +23,14 @@ __all__ = [
     "Degradation",
     "Engine",
     "EngineConfig",
+    "EventStream",
     "Exhausted",
+    "Gap",
     "RequestHandle",
     "Result",
     "Served",
     "SystemClock",
+    "Unsubscribe",
     "load_config",
     "parse_config",
 ]

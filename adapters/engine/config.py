@@ -122,6 +122,7 @@ __all__ = [
     "EngineSettings",
     "ModelPrice",
     "ServerSettings",
+    "TelemetrySettings",
     "Timeouts",
     "load_config",
     "load_policy",
@@ -284,6 +285,16 @@ class ServerSettings:
 
 
 @attrs.frozen(kw_only=True)
+class TelemetrySettings:
+    """The ``[telemetry]`` table: what the engine reports besides its log."""
+
+    #: OpenTelemetry spans per request and per attempt (``adapters/engine/telemetry.py``),
+    #: on the global tracer provider unless ``Engine(tracer_provider=...)`` names
+    #: one; needs the ``otel`` extra. Off: no span is made, nothing is imported.
+    otel: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class EngineSettings:
     """Engine-wide settings."""
 
@@ -331,6 +342,7 @@ class EngineConfig:
     #: ``[[classification.rules]]``: rows tried before the built-in message table,
     #: by every classifier of an engine on this configuration (``Engine.classifier``).
     classification: tuple[MessageRule, ...] = ()
+    telemetry: TelemetrySettings = attrs.field(factory=TelemetrySettings)
 
     def classifier(self, base: Classifier = DEFAULT_CLASSIFIER) -> Classifier:
         """``base`` extended with this configuration's rows (``base`` itself without any)."""
@@ -461,6 +473,7 @@ class _File:
     clients: dict[str, _ClientFile] = attrs.field(factory=dict)
     server: ServerSettings = attrs.field(factory=ServerSettings)
     classification: _ClassificationFile = attrs.field(factory=_ClassificationFile)
+    telemetry: TelemetrySettings = attrs.field(factory=TelemetrySettings)
 
 
 class _Refused(ValueError):
@@ -770,6 +783,7 @@ def _to_config(shape: _File) -> EngineConfig:
         http=shape.http,
         clients={name: _client(name, value, shape) for name, value in shape.clients.items()},
         server=shape.server,
+        telemetry=shape.telemetry,
         classification=tuple(
             _classification_rule(index, rule)
             for index, rule in enumerate(shape.classification.rules)

@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from routeledger.adapters.engine import maintenance, operator
 from routeledger.adapters.engine.clock import Clock, SystemClock, uuid_ids
@@ -51,6 +52,14 @@ from routeledger.adapters.engine.config import (
     load_config,
 )
 from routeledger.adapters.engine.grouping import GroupCommitter
+from routeledger.adapters.engine.hooks import (
+    EVENTS_BUFFERED_DEFAULT,
+    EventStream,
+    Hooks,
+    Unsubscribe,
+    check_buffered_max,
+    check_types,
+)
 from routeledger.adapters.engine.lifecycle import (
     Decided,
     Item,
@@ -97,7 +106,12 @@ from routeledger.core.streams import hold_stream, request_stream
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
+if TYPE_CHECKING:  # pragma: no cover - imported only when telemetry is on
+    from routeledger.adapters.engine.telemetry import Telemetry
+
 __all__ = ["Engine", "reconcile_accounts"]
+
+E = TypeVar("E", bound=Event)
 
 #: Steps one request may take (attempts, waits and decisions together). Why:
 #: attempts are bounded by the policy (<= 64) and waits by its wait budget;
@@ -139,6 +153,7 @@ class Engine:
         runtime: Runtime | None = None,
         platform: Callable[[PlatformReport], None] | None = None,
         classifier: Classifier = DEFAULT_CLASSIFIER,
+        tracer_provider: Any | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -164,8 +179,11 @@ class Engine:
         self.runtime = runtime or Runtime(store, self.clock.now_us)
         if runtime is None or runtime.state.events == 0:
             self.runtime.state.routing = routing_state.initial(config.policy)
-        if self.runtime.on_appended is None:
-            self.runtime.on_appended = log_availability
+        #: What the runtime calls after each append while nobody subscribed; with
+        #: ``on``/``events`` subscribers (``hooks``), ``_appended`` calls them too.
+        self._on_appended = self.runtime.on_appended = self.runtime.on_appended or log_availability
+        self.hooks = Hooks(self._hooks_changed)
+        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._closed = False
         self._maintenance: maintenance.MaintenanceThread | None = None
         #: Requests entered on an event loop and not yet left (see ``_alone``).
@@ -190,6 +208,9 @@ class Engine:
         #: under ``_prices_config`` (a new ``config`` empties the cache).
         self._chain_prices: dict[tuple[str, tuple[str, ...]], tuple[ModelPrice, ...]] = {}
         self._prices_config = config
+        #: OpenTelemetry spans (``adapters/engine/telemetry.py``): ``None`` unless
+        #: ``[telemetry] otel = true`` or a ``tracer_provider`` was given.
+        self.telemetry: Telemetry | None = _telemetry(self, tracer_provider)
 
     @classmethod
     def open(
@@ -205,6 +226,7 @@ class Engine:
         maintenance: bool | None = None,
         create: bool = True,
         classifier: Classifier = DEFAULT_CLASSIFIER,
+        tracer_provider: Any | None = None,
     ) -> Engine:
         """Open the store, fold the log, and open the configured budget accounts if missing.
 
@@ -217,6 +239,10 @@ class Engine:
         :class:`StoreNotFound` naming it, not a new, empty log). Either way a store
         that cannot take an append (a read-only file, a read-only database session)
         is a :class:`StoreUnavailable` here, not at the first request.
+
+        ``tracer_provider``: OpenTelemetry spans per request and attempt on this
+        provider (``adapters/engine/telemetry.py``); without one, ``[telemetry]
+        otel = true`` uses the global provider, and otherwise no span is made.
         """
         loaded = config if isinstance(config, EngineConfig) else load_config(config)
         store = open_store(store_url, create=create)
@@ -233,6 +259,7 @@ class Engine:
                 track_credentials=track_credentials,
                 platform=platform,
                 classifier=classifier,
+                tracer_provider=tracer_provider,
             )
             engine.restore()
             engine.open_accounts()
@@ -276,6 +303,58 @@ class Engine:
                 start,
                 tail,
             )
+
+    # -- hooks: in-process reactions to what was recorded (adapters/engine/hooks.py) --
+
+    def on(self, event_type: type[E], fn: Callable[[E], None]) -> Unsubscribe:
+        """Call ``fn(evt)`` for each event of ``event_type`` (or a subclass) this engine records.
+
+        Called after the event is durably appended and folded, on the thread that
+        committed it, before the request that caused it goes on: keep ``fn`` quick
+        and never call the engine's recording methods from it. An exception it
+        raises is logged and does not affect the request. Events other processes
+        append to the same store are not delivered (``store.follow()`` tails
+        those). Returns the handle that unsubscribes (docs/integrations.md).
+        """
+        (kind,) = check_types((event_type,), "Engine.on")
+        if not callable(fn):
+            raise UsageError(f"Engine.on: {fn!r} is not callable")
+        return self.hooks.add((kind,), fn)
+
+    def events(
+        self, *event_types: type[Event], buffered_max: int = EVENTS_BUFFERED_DEFAULT
+    ) -> EventStream:
+        """An async iterator over the events this engine records (all, or of ``event_types``).
+
+        Call it on the event loop that iterates it. The engine never waits for
+        the consumer: past ``buffered_max`` unread events new ones are dropped and
+        the stream yields a :class:`~.hooks.Gap` saying how many, where they were.
+        Close it with ``async with`` or :meth:`EventStream.close`; it ends when
+        the engine closes.
+        """
+        types = check_types(event_types, "Engine.events") or (Event,)
+        limit = check_buffered_max(buffered_max)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise UsageError(
+                "Engine.events() must be called on the event loop that iterates it"
+            ) from None
+        if self._closed:
+            raise UsageError("the engine is closed")
+        stream = EventStream(self.hooks, types, limit, loop)
+        self._streams.add(stream)
+        return stream
+
+    def _hooks_changed(self, any_left: bool) -> None:
+        """Deliver to subscribers after each append only while there is one (no cost otherwise)."""
+        self.runtime.on_appended = self._appended if any_left else self._on_appended
+
+    def _appended(self, events: Sequence[Event]) -> None:
+        base = self._on_appended
+        if base is not None:
+            base(events)
+        self.hooks.dispatch(events)
 
     def _alone(self) -> bool:
         """Whether at most one request is in flight on an event loop (its commits stay on it)."""
@@ -637,6 +716,8 @@ class Engine:
             self._closed = True
             if self._maintenance is not None:
                 self._maintenance.stop()
+            for stream in list(self._streams):
+                stream.close()
             self.store.close()
 
     def __enter__(self) -> Engine:
@@ -644,6 +725,20 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _telemetry(engine: Engine, tracer_provider: Any | None) -> Telemetry | None:
+    """The engine's span maker when configured, else ``None`` (nothing imported)."""
+    if tracer_provider is None and not engine.config.telemetry.otel:
+        return None
+    try:
+        from routeledger.adapters.engine.telemetry import Telemetry
+    except ImportError as error:
+        raise UsageError(
+            f"OpenTelemetry spans ([telemetry] otel = true, or a tracer_provider) need "
+            f"opentelemetry-api: pip install 'routeledger[otel]' ({error})"
+        ) from None
+    return Telemetry(lambda: engine.config, tracer_provider)
 
 
 def _events_of(decision: budget.Decision) -> Sequence[Event]:

@@ -103,6 +103,8 @@ from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
 if TYPE_CHECKING:  # pragma: no cover
+    from opentelemetry.trace import Span
+
     from routeledger.adapters.engine.engine import Engine
 
 __all__ = [
@@ -725,6 +727,8 @@ class Attempt:
         self.probe = routed.probe
         self.endpoint = handle.engine.endpoint(routed.credential_id)
         self.outcome: Succeeded | Failed | None = None
+        #: This attempt's span (``None`` without telemetry).
+        self.span: Span | None = None
 
     @property
     def continues(self) -> bool:
@@ -892,6 +896,12 @@ class Attempt:
             raise UsageError(f"attempt {self.attempt_id} is not the request's current attempt")
         life.report(outcome, usage=usage)
         self.outcome = outcome
+        span = self.span
+        if span is not None:
+            self.span = None
+            telemetry = self._handle.engine.telemetry
+            if telemetry is not None:
+                telemetry.attempt_ended(span, self.upstream_model, outcome)
 
 
 class RequestHandle:
@@ -930,6 +940,8 @@ class RequestHandle:
         self._settled = False
         #: Counted in the engine's ``requests_in_flight`` (async entry to exit).
         self._in_flight = False
+        #: The request's span, entry to exit (``None`` without telemetry).
+        self.span: Span | None = None
 
     @property
     def result(self) -> Result | None:
@@ -952,6 +964,9 @@ class RequestHandle:
         if self._entering:
             raise UsageError(f"request {self.request_id} was already entered")
         self._entering = True
+        telemetry = self.engine.telemetry
+        if telemetry is not None:
+            self.span = telemetry.request_started(self)
         action = self.lifecycle.next_action()
         if not isinstance(action, Commit):  # pragma: no cover - NEW always commits
             raise InvariantViolation(f"request {self.request_id}: entry is {action!r}")
@@ -959,8 +974,13 @@ class RequestHandle:
 
     def __enter__(self) -> RequestHandle:
         action = self._enter_action()
-        roll_before_entry(self.engine, self.accounts)
-        self.lifecycle.committed(action.item, self.engine.committer.submit(action.item))
+        try:
+            roll_before_entry(self.engine, self.accounts)
+            decided = self.engine.committer.submit(action.item)
+        except BaseException as error:
+            self._end_span(error)  # nothing was recorded: nothing to leave
+            raise
+        self.lifecycle.committed(action.item, decided)
         return self
 
     async def __aenter__(self) -> RequestHandle:
@@ -975,11 +995,21 @@ class RequestHandle:
             decided = await self.engine.committer.asubmit(action.item, on_abandoned=self._abandoned)
         except asyncio.CancelledError:
             raise  # ``_abandoned`` leaves the request once its entry is known
-        except BaseException:
+        except BaseException as error:
             self._out_of_flight()  # nothing was recorded: nothing to leave
+            self._end_span(error)
             raise
         self.lifecycle.committed(action.item, decided)
         return self
+
+    def _end_span(self, error: BaseException | None) -> None:
+        """End the request's span (once) with how the request ended."""
+        span = self.span
+        if span is not None:
+            self.span = None
+            telemetry = self.engine.telemetry
+            if telemetry is not None:
+                telemetry.request_ended(span, self, error)
 
     def _out_of_flight(self) -> None:
         if self._in_flight:
@@ -990,8 +1020,9 @@ class RequestHandle:
         """The caller was cancelled while entering; the entry was recorded anyway: close it."""
         try:
             decided = slot.result()
-        except Exception:
+        except Exception as error:
             self._out_of_flight()
+            self._end_span(error)
             return  # nothing was recorded
         self.lifecycle.committed(slot.command, decided)
         task = asyncio.get_running_loop().create_task(
@@ -1020,8 +1051,14 @@ class RequestHandle:
         return self.lifecycle.committed(item, decided)
 
     def _perform(self, action: Perform) -> Attempt:
-        self._attempt = Attempt(self, action.routed)
-        return self._attempt
+        attempt = self._attempt = Attempt(self, action.routed)
+        if self.span is not None:
+            telemetry = self.engine.telemetry
+            if telemetry is not None:
+                attempt.span = telemetry.attempt_started(
+                    self.span, action.routed, attempt.endpoint.base_url
+                )
+        return attempt
 
     def _seconds_until(self, until_us: int) -> float:
         return max(0.0, (until_us - self.engine.clock.now_us()) / US_PER_S)
@@ -1132,10 +1169,13 @@ class RequestHandle:
                     deliver(report)
 
     def __exit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
-        items = self._leave_items(error)
-        for item in items:
-            self.engine.committer.submit(item)
-        self._left(items)
+        try:
+            items = self._leave_items(error)
+            for item in items:
+                self.engine.committer.submit(item)
+            self._left(items)
+        finally:
+            self._end_span(error)
 
     async def _aleave(self, error: BaseException | None) -> None:
         items = self._leave_items(error)
@@ -1149,6 +1189,7 @@ class RequestHandle:
                 await committer.asubmit_all(items, on_abandoned=lambda: self._left(items))
         finally:
             self._out_of_flight()
+            self._end_span(error)
         self._left(items)
 
     async def __aexit__(self, exc_type: object, error: BaseException | None, tb: object) -> None:
