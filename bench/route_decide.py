@@ -74,9 +74,10 @@ def _pool_policy(size: int, strategy: Strategy) -> Policy:
     )
 
 
-def _state(policy: Policy, size: int, rng: random.Random) -> RoutingState:
+def _state(policy: Policy, size: int, rng: random.Random, *, cooled: bool = True) -> RoutingState:
+    """``REQUESTS`` started requests; with ``cooled``, half the pool cooling down."""
     state = initial(policy)  # pools of >= 32 members get their readiness index
-    cooling = rng.sample(range(size), size // 2)
+    cooling = rng.sample(range(size), size // 2) if cooled else []
     events: list[RoutingEvent] = [
         CooldownStarted(
             stream_id=f"pair:c{i}:gpt-x",

@@ -61,14 +61,14 @@ def _free_port() -> int:
         return port
 
 
-def _gateway(tmp: str, base: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``routeledger serve --workers 2`` on SQLite; its root URL once ready."""
+def _gateway(tmp: str, base: str, workers: int = 2) -> tuple[subprocess.Popen[bytes], str]:
+    """``routeledger serve --workers N`` on SQLite; its root URL once ready."""
     config = Path(tmp) / "gateway.toml"
     config.write_text(CONFIG.format(base=base))
     port = _free_port()
     command = [str(Path(sys.executable).parent / "routeledger"), "serve", "--config", str(config)]
     command += ["--store", f"sqlite:///{tmp}/serve.db", "--port", str(port)]
-    command += ["--workers", "2", "--log-level", "warning"]
+    command += ["--workers", str(workers), "--log-level", "warning"]
     env = {**os.environ, "BENCH_CLIENT_KEY": CLIENT_KEY}
     process = subprocess.Popen(command, env=env)
     root = f"http://127.0.0.1:{port}"
