@@ -73,8 +73,8 @@ def _batch(call: Call, count: int) -> float:
 
 
 def _count(call: Call, seconds: float) -> int:
-    _batch(call, 3)  # warm up
-    return max(5, min(20_000, int(seconds * 1e6 / _batch(call, 10))))
+    _batch(call, 2)  # warm up
+    return max(3, min(20_000, int(seconds * 1e6 / _batch(call, 3))))
 
 
 def _pool(size: int, cooled: bool, args: argparse.Namespace) -> None:
@@ -84,7 +84,7 @@ def _pool(size: int, cooled: bool, args: argparse.Namespace) -> None:
         subjects["latency"] = _litellm(size, cooled, "latency-based-routing")
     seconds = BATCH_S / (4 if args.quick else 1)
     counts = {name: _count(call, seconds) for name, call in subjects.items()}
-    rounds = 2 if args.quick else 7
+    rounds = 2 if args.quick else 5
     samples: dict[str, list[float]] = {name: [] for name in subjects}
     for _ in range(rounds):
         for name, call in subjects.items():

@@ -31,6 +31,8 @@ Call = Callable[[bool], Awaitable[object]]
 CONCURRENCY = (1, 16, 64)
 #: In-flight limit of every HTTP client here: the highest concurrency measured.
 CONNECTIONS = 64
+#: Sequential requests a subject makes before the next one takes its turn.
+SEQUENTIAL_BLOCK = 5
 MESSAGES = CHAT_BODY["messages"]
 
 
@@ -107,14 +109,26 @@ def _litellm(router: Any) -> Call:
     return call
 
 
-async def _sequential(call: Call, stream: bool, count: int) -> float:
-    """p50 microseconds of ``count`` requests one after the other."""
+async def _latencies(call: Call, stream: bool, count: int) -> list[float]:
+    """Microseconds of each of ``count`` requests one after the other."""
     latencies = []
     for _ in range(count):
         began = time.perf_counter_ns()
         await call(stream)
         latencies.append((time.perf_counter_ns() - began) / 1_000)
-    return statistics.median(latencies)
+    return latencies
+
+
+async def _sequential(
+    subjects: dict[str, Call], order: list[str], stream: bool, count: int
+) -> dict[str, float]:
+    """p50 microseconds of ``count`` sequential requests per subject, the subjects taking
+    turns every ``SEQUENTIAL_BLOCK`` requests (a load change hits them all alike)."""
+    latencies: dict[str, list[float]] = {name: [] for name in order}
+    for _ in range(max(1, count // SEQUENTIAL_BLOCK)):
+        for name in order:
+            latencies[name] += await _latencies(subjects[name], stream, SEQUENTIAL_BLOCK)
+    return {name: statistics.median(values) for name, values in latencies.items()}
 
 
 async def _concurrent(call: Call, stream: bool, concurrency: int, total: int) -> float:
@@ -166,7 +180,7 @@ def _sizes(args: argparse.Namespace) -> tuple[int, int, dict[int, int]]:
     """Rounds, sequential requests per round, total requests per concurrency."""
     if args.quick:
         return 1, 8, {16: 32, 64: 64}
-    return 3, 60, {16: 192, 64: 384}
+    return 4, 50, {16: 160, 64: 320}
 
 
 async def _measure(subjects: dict[str, Call], args: argparse.Namespace) -> dict[str, list[float]]:
@@ -175,20 +189,20 @@ async def _measure(subjects: dict[str, Call], args: argparse.Namespace) -> dict[
     names = list(subjects)
     for call in subjects.values():  # connections, caches, the SQLite file, the gateway
         for stream in (False, True):
-            await _sequential(call, stream, 4 if args.quick else 15)
+            await _latencies(call, stream, 4 if args.quick else 15)
     samples: dict[str, list[float]] = {}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]  # no subject always first
-        for concurrency in CONCURRENCY:
-            for stream in (False, True):
+        for stream in (False, True):
+            kind = "stream" if stream else "plain"
+            p50s = await _sequential(subjects, order, stream, sequential)
+            for name, value in p50s.items():
+                samples.setdefault(f"c1.{kind}.{name}", []).append(value)
+            for concurrency in CONCURRENCY[1:]:
                 for name in order:
-                    key = f"c{concurrency}.{'stream' if stream else 'plain'}.{name}"
-                    if concurrency == 1:
-                        value = await _sequential(subjects[name], stream, sequential)
-                    else:
-                        total = totals[concurrency]
-                        value = await _concurrent(subjects[name], stream, concurrency, total)
-                    samples.setdefault(key, []).append(value)
+                    total = totals[concurrency]
+                    value = await _concurrent(subjects[name], stream, concurrency, total)
+                    samples.setdefault(f"c{concurrency}.{kind}.{name}", []).append(value)
     return samples
 
 
