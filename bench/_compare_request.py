@@ -18,6 +18,7 @@ import httpx
 import orjson
 from _common import CHAT_BODY, ONE_ROUTE_CONFIG, fake_upstream
 from _compare_common import show, show_ratio
+from _floors import Floors
 from serve import CLIENT_KEY, _gateway
 
 from routeledger.adapters.engine.clock import SystemClock
@@ -29,10 +30,10 @@ from routeledger.adapters.testing.clock import counter_ids
 #: One request, streamed (True) or not; returns once the whole answer is read.
 Call = Callable[[bool], Awaitable[object]]
 CONCURRENCY = (1, 16, 64)
-#: In-flight limit of every HTTP client here: the highest concurrency measured.
+#: In-flight limit of the gateway's client: the highest concurrency measured.
 CONNECTIONS = 64
 #: Sequential requests a subject makes before the next one takes its turn.
-SEQUENTIAL_BLOCK = 5
+SEQUENTIAL_BLOCK = 2
 MESSAGES = CHAT_BODY["messages"]
 
 
@@ -157,17 +158,29 @@ async def _subjects(
     }
     executors = {name: Executor(engine) for name, engine in engines.items()}
     gateway, root = _gateway(tmp, base, workers=1)
+    # The floor's client has the executor's default limits (100 connections, 20 kept
+    # alive), so both meet the upstream alike. One client each: httpx's limits are per
+    # client, and one full of idle gateway connections made the floor reconnect.
+    http = config.http
+    client = httpx.AsyncClient(
+        limits=httpx.Limits(
+            max_connections=http.max_connections,
+            max_keepalive_connections=http.max_keepalive_connections,
+        ),
+        timeout=60,
+    )
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    client = httpx.AsyncClient(limits=limits, timeout=60)
+    gateway_client = httpx.AsyncClient(limits=limits, timeout=60)
     try:
         subjects = {"floor": _floor(client, base)}
         if not args.routeledger_only:
             subjects["litellm"] = _litellm(_litellm_router([(base, "sk-bench")]))
         subjects.update({name: _executor(executor) for name, executor in executors.items()})
-        subjects["serve"] = _served(client, root)
+        subjects["serve"] = _served(gateway_client, root)
         yield subjects
     finally:
         await client.aclose()
+        await gateway_client.aclose()
         for executor in executors.values():
             await executor.aclose()
         for engine in engines.values():
@@ -247,10 +260,13 @@ def _stop(upstream: subprocess.Popen[bytes]) -> None:
 async def run(args: argparse.Namespace) -> None:
     upstream, base = fake_upstream()
     try:
+        # RouteLedger on SQLite commits twice per request: its other floor.
+        floors = Floors("sqlite_commit_us")
         with tempfile.TemporaryDirectory() as tmp:
             async with _subjects(base, tmp, args) as subjects:
                 samples = await _measure(subjects, args)
         _report(samples)
+        floors.finish()
     finally:
         _stop(upstream)
 
@@ -275,9 +291,11 @@ members = [{{ credential = "limited", model = "m" }}, {{ credential = "ok", mode
 scope = "team"
 limit = 1_000_000_000_000
 """
-#: Seconds of the 429's ``Retry-After``. Why: longer than a round (~1 s) so the
-#: limited deployment stays limited through it, short enough to be a real hint.
-RETRY_AFTER_S = 5
+#: Seconds of the 429's ``Retry-After``, and between two requests. Why: a round
+#: (40 requests, ~2.5 s) outlasts the hint twice, so each router shows what it does
+#: when the hint runs out (probe the limited deployment again, or keep away).
+RETRY_AFTER_S = 1
+GAP_S = 0.05
 LIMITED_KEY, OK_KEY = "sk-bench-limited", "sk-bench-ok"
 
 
@@ -294,13 +312,14 @@ async def _failover_once(name: str, base: str, requests: int) -> tuple[float, fl
             engine = Engine.open("memory://", config, clock=SystemClock(), ids=counter_ids())
             closing = Executor(engine)
             call = _executor(closing)
-        served = 0
-        began = time.perf_counter_ns()
+        served, elapsed = 0, 0.0
         for _ in range(requests):
+            began = time.perf_counter_ns()
             with contextlib.suppress(Exception):
                 await call(False)
                 served += 1
-        elapsed = (time.perf_counter_ns() - began) / 1_000
+            elapsed += (time.perf_counter_ns() - began) / 1_000
+            await asyncio.sleep(GAP_S)
         if closing is not None:
             await closing.aclose()
         attempts = (await control.get(root + "/_fake/attempts")).json()["attempts"]
