@@ -35,6 +35,7 @@ def _run(script: Path, env: dict[str, str], figures: list[str], failed: list[str
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
     assert proc.stdout is not None
+    figures.append(f"== {script.name}")  # floors repeat per script: the summary says whose
     for line in proc.stdout:
         print(line, end="", flush=True)
         if line.startswith("BENCH "):
