@@ -12,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck unit bench simulate clean
+.PHONY: all venv demo test lint typecheck unit bench bench-compare simulate clean
 
 all: test
 
@@ -51,5 +51,24 @@ bench: $(STAMP)
 	bash .ci/postgres.sh install
 	$(PY) bench/run.py
 
+# RouteLedger beside LiteLLM (bench/compare.py, bench/README.md), in its own
+# environment so LiteLLM never enters .venv: LiteLLM pinned, RouteLedger editable.
+# Offline: the script sets LITELLM_LOCAL_MODEL_COST_MAP and loads a loopback-only
+# socket guard (bench/offline/sitecustomize.py) in every process it starts.
+# COMPARE_ARGS=--quick for a smoke run (~1 minute).
+COMPARE_VENV ?= .venv-compare
+LITELLM_VERSION := 1.110.2
+COMPARE_STAMP := $(COMPARE_VENV)/.installed-litellm-$(LITELLM_VERSION)
+COMPARE_ARGS ?=
+
+$(COMPARE_STAMP): pyproject.toml
+	@test -x $(COMPARE_VENV)/bin/python || $(PYTHON) -m venv $(COMPARE_VENV)
+	$(COMPARE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPARE_VENV)/bin/python -m pip install --quiet -e '.[server]' 'litellm==$(LITELLM_VERSION)'
+	@touch $@
+
+bench-compare: $(COMPARE_STAMP)
+	$(COMPARE_VENV)/bin/python bench/compare.py $(COMPARE_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.xml
+	rm -rf $(VENV) $(COMPARE_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.xml

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -33,17 +34,25 @@ limit = 1_000_000_000_000
 """
 
 
-def fake_upstream() -> tuple[subprocess.Popen[bytes], str]:
-    """The fake provider in a child process (stopped when its stdin closes); its base URL."""
+def fake_upstream(
+    key_scripts: dict[str, object] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The fake provider in a child process (stopped when its stdin closes); its base URL.
+
+    Model ``m`` answers ``ok``; ``key_scripts`` (JSON forms, docs/fake-provider.md)
+    script the answers per API key.
+    """
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from routeledger.adapters.testing.fake_provider import FakeProvider\n"
-        "fake = FakeProvider({'m': 'ok'}).start()\n"
+        "fake = FakeProvider({'m': 'ok'}, key_scripts=json.loads(sys.argv[1])).start()\n"
         "print(fake.base_url, flush=True)\n"
         "sys.stdin.read()\n"
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, "-c", code, json.dumps(key_scripts or {})],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert child.stdout is not None
     return child, child.stdout.readline().decode().strip()

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure
+from _floors import Floors
 
 from routeledger.adapters.engine.clock import SystemClock
 from routeledger.adapters.engine.config import parse_config
@@ -51,7 +52,7 @@ def one_request(engine: Engine) -> None:
             attempt.succeeded(input_tokens=100, output_tokens=50)  # the in-process "call"
 
 
-def bench_overhead() -> None:
+def bench_overhead(floors: Floors) -> None:
     engine = Engine.open("memory://", parse_config(CONFIG), clock=SystemClock(), ids=counter_ids())
     for _ in range(200):
         one_request(engine)
@@ -61,8 +62,11 @@ def bench_overhead() -> None:
         one_request(engine)
         samples.append((time.perf_counter_ns() - began) / 1_000)
     samples.sort()
-    figure("engine.request.p50_us", statistics.median(samples), "us")
-    figure("engine.request.p99_us", samples[int(len(samples) * 0.99)], "us")
+    p50, p99 = statistics.median(samples), samples[int(len(samples) * 0.99)]
+    figure("engine.request.p50_us", p50, "us")
+    figure("engine.request.p99_us", p99, "us")
+    floors.ratio("engine.request.p50_us", p50, "attrs_event_us")
+    floors.ratio("engine.request.p99_us", p99, "attrs_event_us")
 
 
 def bench_sqlite(concurrency: int, total: int) -> float:
@@ -93,7 +97,7 @@ def bench_sqlite(concurrency: int, total: int) -> float:
         return rate
 
 
-def bench_import() -> None:
+def bench_import(floors: Floors) -> None:
     samples = []
     for _ in range(3):
         began = time.perf_counter()
@@ -102,9 +106,10 @@ def bench_import() -> None:
         )
         samples.append(time.perf_counter() - began)
     figure("engine.import.s", min(samples), "s")
+    floors.ratio("engine.import.s", min(samples), "python_start_s")
 
 
-def bench_memory() -> None:
+def bench_memory(floors: Floors) -> None:
     members = ", ".join(f'{{ credential = "c{i}", model = "m{i % 10}" }}' for i in range(1000))
     creds = "\n".join(f'[credentials.c{i}]\nprovider = "openai"' for i in range(1000))
     models = "\n".join(f"[models.m{i}]" for i in range(10))
@@ -122,16 +127,23 @@ def bench_memory() -> None:
     out = subprocess.run(
         [sys.executable, "-c", script], input=text, capture_output=True, text=True, check=True
     )
-    figure("engine.rss_1000_pairs.mb", int(out.stdout.strip()) / 1024, "MB")
+    rss = int(out.stdout.strip()) / 1024
+    figure("engine.rss_1000_pairs.mb", rss, "MB")
+    floors.ratio("engine.rss_1000_pairs.mb", rss, "python_rss_mb")
 
 
 def main() -> None:
-    bench_overhead()
-    figure("engine.sqlite.c1.rps", bench_sqlite(1, 400), "requests/s")
-    figure("engine.sqlite.c16.rps", bench_sqlite(16, 800), "requests/s")
-    figure("engine.sqlite.c64.rps", bench_sqlite(64, 1280), "requests/s")
-    bench_import()
-    bench_memory()
+    """Ratios: the in-memory request in frozen-event constructions; a durable request's
+    time (1 / rps) over one bare SQLite commit; import and RSS over a bare interpreter's."""
+    floors = Floors("attrs_event_us", "sqlite_commit_us", "python_start_s", "python_rss_mb")
+    bench_overhead(floors)
+    for concurrency, total in ((1, 400), (16, 800), (64, 1280)):
+        rps = bench_sqlite(concurrency, total)
+        figure(f"engine.sqlite.c{concurrency}.rps", rps, "requests/s")
+        floors.rate_ratio(f"engine.sqlite.c{concurrency}.rps", rps, "sqlite_commit_us")
+    bench_import(floors)
+    bench_memory(floors)
+    floors.finish()
 
 
 if __name__ == "__main__":

@@ -137,14 +137,23 @@ async def _main(base: str, tmp: str) -> None:
     def med(values: list[float]) -> float:
         return statistics.median(values) * 1e6
 
-    floor = med(p50["floor"])
+    floor, floor_cpu, floor_ttft = med(p50["floor"]), med(cpu["floor"]), med(ttft["floor"])
     figure("executor.floor.c1.p50_us", floor, "us")
+    figure("floor.httpx_stream_us", floor, "us")
+    ratios = []
     for name in ("memory", "sqlite"):
-        figure(f"executor.{name}.c1.added_p50_us", med(p50[name]) - floor, "us")
-        figure(f"executor.{name}.cpu_us_added", med(cpu[name]) - med(cpu["floor"]), "us")
+        added, added_cpu = med(p50[name]) - floor, med(cpu[name]) - floor_cpu
+        figure(f"executor.{name}.c1.added_p50_us", added, "us")
+        figure(f"executor.{name}.cpu_us_added", added_cpu, "us")
+        ratios += [(f"executor.{name}.c1.added_p50_us", added / floor)]
+        ratios += [(f"executor.{name}.cpu_us_added", added_cpu / floor_cpu)]
     ratio = statistics.median(rps["sqlite"]) / statistics.median(rps["floor"])
     figure("executor.sqlite.c64.rps_ratio", ratio, "ratio")
-    figure("executor.ttft.added_us", med(ttft["memory"]) - med(ttft["floor"]), "us")
+    added_ttft = med(ttft["memory"]) - floor_ttft
+    figure("executor.ttft.added_us", added_ttft, "us")
+    ratios.append(("executor.ttft.added_us", added_ttft / floor_ttft))
+    for name, value in ratios:  # the added cost over the floor's own (p50, CPU, TTFT)
+        figure(f"{name}_ratio", value, "x")
 
 
 def main() -> None:

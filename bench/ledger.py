@@ -22,6 +22,11 @@ import gc
 import os
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _floors import Floors
 
 from routeledger.core.budget import ledger
 from routeledger.core.budget.decide import (
@@ -166,9 +171,15 @@ def main(argv: list[str]) -> None:
     pairs = 10_000 if quick else 50_000
     fold_events = 100_000 if quick else 1_000_000
     holds = 100_000 if quick else 1_000_000
-    print(f"BENCH ledger.place_settle.us {bench_place_settle(pairs):.2f} us", flush=True)
-    print(f"BENCH ledger.fold.eps {bench_fold(fold_events):.0f} events/s", flush=True)
+    floors = Floors("attrs_event_us")
+    place_settle = bench_place_settle(pairs)
+    print(f"BENCH ledger.place_settle.us {place_settle:.2f} us", flush=True)
+    floors.ratio("ledger.place_settle.us", place_settle, "attrs_event_us")
+    fold_rate = bench_fold(fold_events)
+    print(f"BENCH ledger.fold.eps {fold_rate:.0f} events/s", flush=True)
+    floors.rate_ratio("ledger.fold.eps", fold_rate, "attrs_event_us")
     print(f"BENCH ledger.open_holds_1m.mb {bench_open_holds(holds) * 1_000_000 / holds:.1f} MB")
+    floors.finish()
 
 
 if __name__ == "__main__":

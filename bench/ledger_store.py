@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure, postgres_url
+from _floors import Floors
 
 from routeledger.adapters.engine.grouping import HoldCommitter
 from routeledger.adapters.engine.runtime import Runtime
@@ -163,6 +164,9 @@ def _four_processes(url: str, target: object, per_process: int) -> tuple[float, 
 
 
 def main() -> None:
+    """Ratios: the time per hold over one bare commit of the same database."""
+    pg = postgres_url()
+    floors = Floors("sqlite_commit_us", *(("postgres_commit_us",) if pg else ()), postgres=pg)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/ledger.db"
         open_accounts(url, ["team"])
@@ -180,17 +184,22 @@ def main() -> None:
         figure("ledger.sqlite.threads.holds_per_s", threaded, "holds/s")
         figure("ledger.sqlite.threads.holds_per_commit", placed_t / commits_t, "holds")
         figure("ledger.sqlite.serial.holds_per_s", serial, "holds/s")
-    pg = postgres_url()
+        for name, value in (("", grouped), (".threads", threaded), (".serial", serial)):
+            floors.rate_ratio(f"ledger.sqlite{name}.holds_per_s", value, "sqlite_commit_us")
     if pg is None:
         print("bench: no PostgreSQL; skipping ledger.postgres4.*", file=sys.stderr)
+        floors.finish()
         return
     open_accounts(pg, ["team"])
     rate, retries = _four_processes(pg, _grouped_worker, 1_600)
     figure("ledger.postgres4.holds_per_s", rate, "holds/s")
+    floors.rate_ratio("ledger.postgres4.holds_per_s", rate, "postgres_commit_us")
     figure("ledger.postgres4.retry_rate", retries, "retries/hold")
     rate, retries = _four_processes(pg, _worker, 250)
     figure("ledger.postgres4.serial.holds_per_s", rate, "holds/s")
+    floors.rate_ratio("ledger.postgres4.serial.holds_per_s", rate, "postgres_commit_us")
     figure("ledger.postgres4.serial.retry_rate", retries, "retries/hold")
+    floors.finish()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure, per_call_us
+from _floors import Floors
 
 from routeledger.adapters.providers.observe import observe_response
 from routeledger.adapters.providers.scrub import Scrubber
@@ -69,12 +70,14 @@ MESSAGE = (
 def main() -> None:
     assert observe_response(RESPONSE, now_us=NOW_US).status == 429
     assert "AIzaSyZZZ" not in SCRUBBER(MESSAGE) and len(MESSAGE) == 2048
-    figure(
-        "classify.response.us",
-        per_call_us(lambda: observe_response(RESPONSE, now_us=NOW_US), calls=5_000),
-        "us",
-    )
-    figure("scrub.2kb.us", per_call_us(lambda: SCRUBBER(MESSAGE), calls=5_000), "us")
+    floors = Floors("attrs_event_us")
+    classify = per_call_us(lambda: observe_response(RESPONSE, now_us=NOW_US), calls=5_000)
+    figure("classify.response.us", classify, "us")
+    floors.ratio("classify.response.us", classify, "attrs_event_us")
+    scrub = per_call_us(lambda: SCRUBBER(MESSAGE), calls=5_000)
+    figure("scrub.2kb.us", scrub, "us")
+    floors.ratio("scrub.2kb.us", scrub, "attrs_event_us")
+    floors.finish()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure
+from _floors import Floors
 
 from routeledger.adapters.store.eventstore import open_store
 from routeledger.adapters.store.snapshots import load_snapshot, save_snapshot
@@ -263,6 +264,8 @@ def _verify(url: str, *, sample: bool) -> tuple[float, str, int]:
 
 
 def main() -> None:
+    """Ratios: time per verified / caught-up event over one frozen-event construction."""
+    floors = Floors("attrs_event_us")
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'replay.db'}"
         began = time.perf_counter()
@@ -286,6 +289,7 @@ def main() -> None:
             flush=True,
         )
         figure("replay.verify.sqlite.eps", report["events"] / elapsed, "events/s")
+        floors.rate_ratio("replay.verify.sqlite.eps", report["events"] / elapsed, "attrs_event_us")
         figure("replay.verify.peak_mb", peak_mb, "MB")
         with open_store(url, create=False) as store:
             began = time.perf_counter()
@@ -297,8 +301,10 @@ def main() -> None:
         if tail.position != head:
             raise SystemExit(f"catch-up stopped at {tail.position}, head is {head}")
         figure("projection.catchup_1m.s", caught_up, "s")
+        floors.ratio("projection.catchup_1m.s", caught_up * 1e6 / head, "attrs_event_us")
         if count < 1_000_000:
             print(f"# NOTE: {count:,} events, not 1M (ROUTELEDGER_BENCH_REPLAY_EVENTS)", flush=True)
+    floors.finish()
 
 
 if __name__ == "__main__":

@@ -16,8 +16,14 @@ from __future__ import annotations
 import gc
 import random
 import statistics
+import sys
 import time
 import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _floors import Floors
 
 from routeledger.core.routing import (
     CredentialSpec,
@@ -68,9 +74,10 @@ def _pool_policy(size: int, strategy: Strategy) -> Policy:
     )
 
 
-def _state(policy: Policy, size: int, rng: random.Random) -> RoutingState:
+def _state(policy: Policy, size: int, rng: random.Random, *, cooled: bool = True) -> RoutingState:
+    """``REQUESTS`` started requests; with ``cooled``, half the pool cooling down."""
     state = initial(policy)  # pools of >= 32 members get their readiness index
-    cooling = rng.sample(range(size), size // 2)
+    cooling = rng.sample(range(size), size // 2) if cooled else []
     events: list[RoutingEvent] = [
         CooldownStarted(
             stream_id=f"pair:c{i}:gpt-x",
@@ -170,14 +177,21 @@ def _p(samples: list[float], q: float) -> float:
 
 
 def main() -> None:
+    floors = Floors("attrs_event_us")  # ratios: a decision's cost in frozen-event constructions
     for size, rounds in ((4, 300), (32, 300), (256, 200), (1024, 100)):
         samples = _decide_samples(size, rounds)
-        print(f"BENCH route.decide.n{size}.p50_us {statistics.median(samples):.2f} us")
+        p50 = statistics.median(samples)
+        print(f"BENCH route.decide.n{size}.p50_us {p50:.2f} us")
+        floors.ratio(f"route.decide.n{size}.p50_us", p50, "attrs_event_us")
         if size == 256:
             p99 = _p(samples, 0.99)
     print(f"BENCH route.decide.n256.p99_us {p99:.2f} us")
-    print(f"BENCH route.outcome.p50_us {statistics.median(_outcome_samples(20_000)):.2f} us")
+    floors.ratio("route.decide.n256.p99_us", p99, "attrs_event_us")
+    outcome = statistics.median(_outcome_samples(20_000))
+    print(f"BENCH route.outcome.p50_us {outcome:.2f} us")
+    floors.ratio("route.outcome.p50_us", outcome, "attrs_event_us")
     print(f"BENCH route.pair.bytes {_pair_bytes(100_000):.0f} bytes")
+    floors.finish()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ those that do (they call ``_common.postgres_url``); its URL is passed in
 ``ROUTELEDGER_BENCH_POSTGRES_URL`` and it is stopped afterwards. Why that order:
 a cluster that has just started keeps a core busy now and then, which moved the
 CPU-bound figures of the first benchmark by 1-3% on a 2-core machine. Usage:
-``python bench/run.py [NAME ...]`` (names without .py).
+``python bench/run.py [NAME ...]`` (names without .py). ``compare.py`` is not run here:
+it needs LiteLLM, in its own environment (``make bench-compare``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _run(script: Path, env: dict[str, str], figures: list[str], failed: list[str
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
     assert proc.stdout is not None
+    figures.append(f"== {script.name}")  # floors repeat per script: the summary says whose
     for line in proc.stdout:
         print(line, end="", flush=True)
         if line.startswith("BENCH "):
@@ -47,7 +49,7 @@ def main(argv: list[str]) -> int:
     scripts = sorted(
         p
         for p in HERE.glob("*.py")
-        if p.name not in ("run.py", "ab.py") and not p.name.startswith("_")
+        if p.name not in ("run.py", "ab.py", "compare.py") and not p.name.startswith("_")
     )
     if argv:
         scripts = [p for p in scripts if p.stem in argv]

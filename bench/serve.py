@@ -61,14 +61,14 @@ def _free_port() -> int:
         return port
 
 
-def _gateway(tmp: str, base: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``routeledger serve --workers 2`` on SQLite; its root URL once ready."""
+def _gateway(tmp: str, base: str, workers: int = 2) -> tuple[subprocess.Popen[bytes], str]:
+    """``routeledger serve --workers N`` on SQLite; its root URL once ready."""
     config = Path(tmp) / "gateway.toml"
     config.write_text(CONFIG.format(base=base))
     port = _free_port()
     command = [str(Path(sys.executable).parent / "routeledger"), "serve", "--config", str(config)]
     command += ["--store", f"sqlite:///{tmp}/serve.db", "--port", str(port)]
-    command += ["--workers", "2", "--log-level", "warning"]
+    command += ["--workers", str(workers), "--log-level", "warning"]
     env = {**os.environ, "BENCH_CLIENT_KEY": CLIENT_KEY}
     process = subprocess.Popen(command, env=env)
     root = f"http://127.0.0.1:{port}"
@@ -143,8 +143,11 @@ async def _measure(base: str, root: str, gateway_pid: int) -> None:
                 rps[name].append(await _throughput(client, url, body, CONCURRENT_TOTAL))
         floor, served = (statistics.median(p50[n]) * 1e6 for n in ("floor", "sqlite"))
         figure("serve.floor.c1.p50_us", floor, "us")
+        figure("floor.httpx_call_us", floor, "us")
         figure("serve.sqlite.c1.p50_us", served, "us")
         figure("serve.sqlite.c1.added_p50_us", served - floor, "us")
+        figure("serve.sqlite.c1.p50_us_ratio", served / floor, "x")
+        figure("serve.sqlite.c1.added_p50_us_ratio", (served - floor) / floor, "x")
         floor_rps, served_rps = (statistics.median(rps[n]) for n in ("floor", "sqlite"))
         figure("serve.floor.c64.rps", floor_rps, "req/s")
         figure("serve.sqlite.c64.rps", served_rps, "req/s")

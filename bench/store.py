@@ -18,6 +18,7 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import figure, per_call_us, postgres_url
+from _floors import Floors
 
 from routeledger.adapters.store.codec import Codec
 from routeledger.adapters.store.eventstore import open_store
@@ -67,18 +68,24 @@ def make(stream: str, version: int) -> BenchAttemptFailed:
     )
 
 
-def bench_codec() -> None:
+def bench_codec(floors: Floors) -> None:
     sample = make("request:req-7f3a9c2e", 1)
     topic, payload = CODEC.encode(sample)
-    figure("codec.encode.us", per_call_us(lambda: CODEC.encode(sample), calls=50_000), "us")
-    figure(
-        "codec.decode.us",
-        per_call_us(
-            lambda: CODEC.decode(topic, payload, stream_id="request:req-7f3a9c2e", version=1),
-            calls=50_000,
-        ),
-        "us",
+    encode = per_call_us(lambda: CODEC.encode(sample), calls=50_000)
+    figure("codec.encode.us", encode, "us")
+    floors.ratio("codec.encode.us", encode, "attrs_event_us")
+    decode = per_call_us(
+        lambda: CODEC.decode(topic, payload, stream_id="request:req-7f3a9c2e", version=1),
+        calls=50_000,
     )
+    figure("codec.decode.us", decode, "us")
+    floors.ratio("codec.decode.us", decode, "attrs_event_us")
+
+
+def rate(floors: Floors, name: str, value: float, kind: str, per: float = 1.0) -> None:
+    """Print a rate figure (events/s) and register its ratio to the floor ``kind``."""
+    figure(name, value, "events/s")
+    floors.rate_ratio(name, value, kind, per=per)
 
 
 def append_rate(url: str, *, batch: int, batches: int) -> float:
@@ -104,32 +111,29 @@ def read_decode_rate(url: str, total: int) -> float:
 
 
 def main() -> None:
-    bench_codec()
-    figure(
-        "store.memory.append100.eps", append_rate("memory://", batch=100, batches=300), "events/s"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        figure(
-            "store.sqlite.append1.eps",
-            append_rate(f"sqlite:///{tmp}/a1.db", batch=1, batches=2_000),
-            "events/s",
-        )
-        figure(
-            "store.sqlite.append100.eps",
-            append_rate(f"sqlite:///{tmp}/a100.db", batch=100, batches=300),
-            "events/s",
-        )
-        figure(
-            "store.sqlite.read_decode.eps",
-            read_decode_rate(f"sqlite:///{tmp}/read.db", 100_000),
-            "events/s",
-        )
+    """Ratios: codec and in-memory/decode rates per event over one attrs event; appends
+    per commit (1 or 100 events) over one bare commit of the same database."""
     pg = postgres_url()
+    kinds = ("attrs_event_us", "sqlite_commit_us") + (("postgres_commit_us",) if pg else ())
+    floors = Floors(*kinds, postgres=pg)
+    bench_codec(floors)
+    memory = append_rate("memory://", batch=100, batches=300)
+    rate(floors, "store.memory.append100.eps", memory, "attrs_event_us")
+    with tempfile.TemporaryDirectory() as tmp:
+        value = append_rate(f"sqlite:///{tmp}/a1.db", batch=1, batches=2_000)
+        rate(floors, "store.sqlite.append1.eps", value, "sqlite_commit_us")
+        value = append_rate(f"sqlite:///{tmp}/a100.db", batch=100, batches=300)
+        rate(floors, "store.sqlite.append100.eps", value, "sqlite_commit_us", per=100)
+        value = read_decode_rate(f"sqlite:///{tmp}/read.db", 100_000)
+        rate(floors, "store.sqlite.read_decode.eps", value, "attrs_event_us")
     if pg is None:
         print("bench: no PostgreSQL; skipping store.postgres.* figures", file=sys.stderr)
-        return
-    figure("store.postgres.append100.eps", append_rate(pg, batch=100, batches=200), "events/s")
-    figure("store.postgres.read_decode.eps", read_decode_rate(pg, 100_000), "events/s")
+    else:
+        value = append_rate(pg, batch=100, batches=200)
+        rate(floors, "store.postgres.append100.eps", value, "postgres_commit_us", per=100)
+        value = read_decode_rate(pg, 100_000)
+        rate(floors, "store.postgres.read_decode.eps", value, "attrs_event_us")
+    floors.finish()
 
 
 if __name__ == "__main__":
