@@ -5,8 +5,14 @@ Run: ``.venv/bin/python bench/route_decide.py``. Prints ``BENCH <name> <value> <
 * ``route.decide.n{4,32,256,1024}.p50_us`` — median ``decide_next`` for a fresh
   request whose target pool has N members, half of them cooling down (chosen
   by a seeded shuffle, so blocked members are spread through the pool), for
-  each strategy in turn (priority, round-robin, weighted);
+  each of the first strategies in turn (priority, round-robin, weighted);
 * ``route.decide.n256.p99_us`` — the 99th percentile of the same at N = 256;
+* ``route.decide.<strategy>.n{4,256,1024}.p50_us`` — per strategy (the G6 ranked
+  ones included: least_latency, lowest_cost, least_in_flight), half the pool
+  cooling, every pair with a latency estimate, a quarter with attempts in
+  flight, three prices; measured in interleaved rounds, and
+  ``…_vs_round_robin`` the ratio to round-robin's median at the same size
+  (target <= 2);
 * ``route.outcome.p50_us`` — ``decide_outcome`` for a failure plus folding its events;
 * ``route.pair.bytes`` — tracemalloc bytes per tracked pair over 100,000 cooled pairs.
 """
@@ -105,7 +111,7 @@ def _state(policy: Policy, size: int, rng: random.Random, *, cooled: bool = True
 def _decide_samples(size: int, rounds: int) -> list[float]:
     rng = random.Random(size)
     samples: list[float] = []
-    for strategy in Strategy:
+    for strategy in (Strategy.PRIORITY, Strategy.ROUND_ROBIN, Strategy.WEIGHTED):
         policy = _pool_policy(size, strategy)
         state = _state(policy, size, rng)
         if strategy is Strategy.ROUND_ROBIN:
@@ -117,6 +123,69 @@ def _decide_samples(size: int, rounds: int) -> list[float]:
                 decide_next(policy, state, command, now_us=NOW_US)
                 samples.append((time.perf_counter_ns() - t0) / 1_000)
     return samples
+
+
+def _ranked_world(size: int, strategy: Strategy) -> tuple[Policy, RoutingState]:
+    """A pool of ``size`` with half cooling, latency estimates everywhere, some load in flight."""
+    rng = random.Random(size * 31 + len(strategy.value))
+    base = _pool_policy(size, strategy)
+    models = tuple(
+        ModelSpec(id=f"gpt-{k}", input_micros_per_mtok=100 * (k + 1), output_micros_per_mtok=300)
+        for k in range(3)
+    )
+    target = base.routes[0].chain[0]
+    members = tuple(
+        Member(credential=m.credential, model=f"gpt-{i % 3}", weight=m.weight)
+        for i, m in enumerate(target.members)
+    )
+    policy = Policy(
+        credentials=base.credentials,
+        models=models,
+        routes=(Route(alias="chat", chain=(Target(members=members, strategy=strategy),)),),
+    )
+    state = _state(policy, size, rng)  # cools c<i>:gpt-x, which no member names now
+    for i in rng.sample(range(size), size // 2):  # half the pool cooling, as above
+        member = members[i]
+        state.pairs.pop(f"pair:{member.credential}:gpt-x", None)
+        fold(
+            [
+                CooldownStarted(
+                    stream_id=f"pair:{member.credential}:{member.model}",
+                    version=1,
+                    at_us=NOW_US - 1_000,
+                    credential_id=member.credential,
+                    upstream_model=member.model,
+                    request_id="warmup",
+                    attempt_id="warmup",
+                    until_us=NOW_US + 60_000_000,
+                    reason=FC.RATE_LIMITED,
+                    level=0,
+                    hint_us=None,
+                    clamp=Clamp.NO_HINT,
+                )
+            ],
+            state,
+        )
+    for member in members:
+        pair = f"pair:{member.credential}:{member.model}"
+        state.latency[pair] = rng.randrange(50_000, 2_000_000)
+        if rng.random() < 0.25:
+            state.in_flight[pair] = rng.randrange(1, 5)
+    return policy, state
+
+
+def _strategy_medians(size: int, rounds: int) -> dict[Strategy, float]:
+    """Median decision per strategy at ``size``, in interleaved rounds (noise hits all alike)."""
+    worlds = {strategy: _ranked_world(size, strategy) for strategy in Strategy}
+    samples: dict[Strategy, list[float]] = {strategy: [] for strategy in Strategy}
+    commands = [RouteNext(request_id=f"r{r}", attempt_id="a1") for r in range(REQUESTS)]
+    for _ in range(rounds):
+        for strategy, (policy, state) in worlds.items():
+            for command in commands:
+                t0 = time.perf_counter_ns()
+                decide_next(policy, state, command, now_us=NOW_US)
+                samples[strategy].append((time.perf_counter_ns() - t0) / 1_000)
+    return {strategy: statistics.median(values) for strategy, values in samples.items()}
 
 
 def _outcome_samples(rounds: int) -> list[float]:
@@ -187,6 +256,13 @@ def main() -> None:
             p99 = _p(samples, 0.99)
     print(f"BENCH route.decide.n256.p99_us {p99:.2f} us")
     floors.ratio("route.decide.n256.p99_us", p99, "attrs_event_us")
+    for size, rounds in ((4, 60), (256, 40), (1024, 20)):
+        medians = _strategy_medians(size, rounds)
+        base = medians[Strategy.ROUND_ROBIN]
+        for strategy, p50 in medians.items():
+            name = f"route.decide.{strategy.value}.n{size}"
+            print(f"BENCH {name}.p50_us {p50:.2f} us")
+            print(f"BENCH {name}.vs_round_robin {p50 / base:.2f} x")
     outcome = statistics.median(_outcome_samples(20_000))
     print(f"BENCH route.outcome.p50_us {outcome:.2f} us")
     floors.ratio("route.outcome.p50_us", outcome, "attrs_event_us")
