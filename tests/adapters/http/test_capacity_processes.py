@@ -101,6 +101,8 @@ def test_max_in_flight_holds_across_four_processes_on_postgresql(
 ) -> None:
     """Four gateway processes on one PostgreSQL store never have more than max_in_flight
     attempts on the capped key at once (at the upstream and in the log), and all are served."""
+    with open_store(postgres_url):  # the schema exists before 4 processes race to open it
+        pass
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
     workers = [
