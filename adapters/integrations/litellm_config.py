@@ -165,6 +165,9 @@ class Conversion:
 
     toml: str
     findings: tuple[Finding, ...]
+    #: ``(credential, model) -> the model_list indexes of the deployments it stands
+    #: for`` (several when deployments share a credential and model).
+    members: Mapping[tuple[str, str], tuple[int, ...]] = attrs.field(factory=dict)
 
     def report(self) -> str:
         """Every finding, one per line (empty when everything mapped)."""
@@ -194,7 +197,11 @@ def convert_litellm_config(data: object, *, source: str = "<litellm config>") ->
         raise LiteLLMConfigError(source, "", f"must be a mapping, got {type(data).__name__}")
     builder = _Builder(source)
     builder.convert(data)
-    return Conversion(toml=builder.toml(), findings=tuple(builder.findings))
+    members: dict[tuple[str, str], tuple[int, ...]] = {}
+    for deployment in builder.deployments:
+        pair = (deployment.credential, deployment.model)
+        members[pair] = (*members.get(pair, ()), deployment.index)
+    return Conversion(toml=builder.toml(), findings=tuple(builder.findings), members=members)
 
 
 # --- the conversion -----------------------------------------------------------
@@ -202,6 +209,7 @@ def convert_litellm_config(data: object, *, source: str = "<litellm config>") ->
 
 @attrs.frozen
 class _Deployment:
+    index: int
     path: str
     route: str
     credential: str
@@ -247,7 +255,7 @@ class _Builder:
         if not isinstance(models, list) or not models:
             raise self.fail("model_list", "must be a non-empty list of deployments")
         for index, entry in enumerate(models):
-            self.deployment(f"model_list[{index}]", entry)
+            self.deployment(index, entry)
         if not self.deployments:
             raise self.fail("model_list", "no deployment could be converted (see the findings)")
         router = self.section(data, "router_settings")
@@ -264,7 +272,8 @@ class _Builder:
 
     # -- deployments --
 
-    def deployment(self, path: str, entry: object) -> None:
+    def deployment(self, index: int, entry: object) -> None:
+        path = f"model_list[{index}]"
         if not isinstance(entry, Mapping):
             raise self.fail(path, f"must be a mapping, got {type(entry).__name__}")
         route = entry.get("model_name")
@@ -288,6 +297,7 @@ class _Builder:
         limits = self.limits(path, entry, params)
         self.deployments.append(
             _Deployment(
+                index=index,
                 path=path,
                 route=route,
                 credential=credential,
