@@ -881,6 +881,37 @@ def fake_provider(host: str, port: int) -> None:
     module.serve(host=host, port=port)
 
 
+# --------------------------------------------------------------------------- import-litellm
+
+
+@cli.command("import-litellm")
+@click.argument("config_path", type=click.Path(dir_okay=False, path_type=Path))
+def import_litellm(config_path: Path) -> None:
+    """Convert a LiteLLM config.yaml into gateway TOML on stdout; what did not map on stderr.
+
+    Needs PyYAML (pip install 'routeledger[litellm]'). Secrets are never copied:
+    api_key: os.environ/X becomes secret_env = "X"; a literal key is refused and
+    reported. Exit 0 with the TOML even when keys did not map (read the report).
+    """
+    from routeledger.adapters.integrations.litellm_config import (
+        LITELLM_CONFIG_BYTES_MAX,
+        convert_litellm_yaml,
+    )
+
+    try:
+        if config_path.stat().st_size > LITELLM_CONFIG_BYTES_MAX:
+            raise UsageError(f"{config_path}: more than {LITELLM_CONFIG_BYTES_MAX} bytes")
+        text = config_path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"{config_path}: cannot read: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{config_path}: not UTF-8: {error}") from error
+    conversion = convert_litellm_yaml(text, source=str(config_path))
+    click.echo(conversion.toml, nl=False)
+    for finding in conversion.findings:
+        click.echo(f"import-litellm: {finding.line()}", err=True)
+
+
 # --------------------------------------------------------------------------- serve
 
 

@@ -5,7 +5,13 @@
   the openai and anthropic SDKs route, fail over and record through an
   :class:`~routeledger.adapters.Executor` (the ``providers`` extra);
 * ``pydantic_ai`` — :class:`RouteLedgerModel`, a pydantic-ai model that sends
-  every request of an ``Agent`` through the engine (the ``pydantic-ai`` extra).
+  every request of an ``Agent`` through the engine (the ``pydantic-ai`` extra);
+* ``litellm_config`` — convert a LiteLLM router/proxy ``config.yaml`` into
+  RouteLedger's gateway TOML (``routeledger import-litellm``; PyYAML, the
+  ``litellm`` extra);
+* ``litellm_router`` — a LiteLLM ``Router`` that picks deployments with
+  RouteLedger's engine and reports every attempt's outcome to it (the
+  ``litellm`` extra).
 
 Names are loaded on first use, so importing this package imports neither SDK.
 """
