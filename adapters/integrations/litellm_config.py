@@ -56,13 +56,13 @@ __all__ = [
 #: deployments is well under 4 MiB; anything bigger is a mistake.
 LITELLM_CONFIG_BYTES_MAX: Final = 4 * 1024 * 1024
 
-#: LiteLLM's per-deployment limits and the RouteLedger member field each would
-#: become, or None while RouteLedger has no such field (reported, not emitted).
-#: Switch one on by naming its member field here: the member's inline table then
-#: carries it (``{ credential = ..., model = ..., rpm = 480 }``).
+#: LiteLLM's per-deployment limits and the RouteLedger member field each becomes
+#: (``{ credential = ..., model = ..., rpm = 480 }``), or None where RouteLedger
+#: has no per-member field (reported, not emitted).
 MEMBER_LIMITS: Final[Mapping[str, str | None]] = {
-    "rpm": None,
-    "tpm": None,
+    "rpm": "rpm",
+    "tpm": "tpm",
+    # Per deployment in LiteLLM; RouteLedger's max_in_flight is per credential.
     "max_parallel_requests": None,
 }
 #: The member field each limit is planned to become (named in the report).
@@ -434,11 +434,14 @@ class _Builder:
                 value = holder[key]
                 if field is not None and isinstance(value, int) and not isinstance(value, bool):
                     limits[field] = value
+                elif field is not None:
+                    self.note(f"{where}.{key}", f"not a whole number: {value!r} dropped")
                 else:
                     self.note(
                         f"{where}.{key}",
-                        f"RouteLedger has no per-pair "
-                        f"{_PLANNED_MEMBER_FIELD[key]} limit yet (value {value!r} dropped)",
+                        f"a per-deployment limit; RouteLedger's "
+                        f"{_PLANNED_MEMBER_FIELD[key]} is per credential (value {value!r} "
+                        f"dropped: set it on the credential if its deployments share the key)",
                     )
         return limits
 

@@ -120,12 +120,9 @@ def test_no_secret_is_ever_written_and_a_literal_key_is_reported() -> None:
 
 
 def test_every_key_that_did_not_map_is_reported_with_its_path() -> None:
-    """rpm/tpm limits, LiteLLM-only params and settings, and a fallback cycle are each reported."""
+    """LiteLLM-only params and settings, and a fallback cycle are each reported."""
     conversion = convert_litellm_yaml(REALISTIC)
     assert {
-        "model_list[0].litellm_params.rpm",
-        "model_list[0].litellm_params.tpm",
-        "model_list[4].tpm",
         "model_list[0].litellm_params.api_version",
         "model_list[1].model_info.id",
         "router_settings.num_retries",
@@ -137,14 +134,25 @@ def test_every_key_that_did_not_map_is_reported_with_its_path() -> None:
     } <= paths(conversion, "not_mapped")
     cycle = [f for f in conversion.findings if f.path == "router_settings.fallbacks"]
     assert "claude -> gpt-4o" in cycle[0].reason
-    assert "no per-pair rpm" in conversion.report()
 
 
-def test_a_member_limit_switched_on_is_emitted_on_the_member(
+def test_deployment_rpm_and_tpm_become_the_members_configured_limits() -> None:
+    """A deployment's rpm/tpm (in litellm_params or beside them) are written on its member,
+    and the gateway's policy admits by them (G6 configured limits)."""
+    conversion = convert_litellm_yaml(REALISTIC)
+    assert '{ credential = "azure", model = "gpt-4o-eu", rpm = 480, tpm = 100_000 }' in (
+        conversion.toml
+    )
+    found = paths(conversion)
+    assert "model_list[0].litellm_params.rpm" not in found and "model_list[4].tpm" not in found
+    capacities = parse_config(conversion.toml).policy.capacities
+    assert capacities["azure"].rates["pair:azure:gpt-4o-eu"] == (480, 100_000)
+
+
+def test_a_member_limit_switched_off_is_reported_instead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Naming a member field for rpm in MEMBER_LIMITS writes it into the member's table instead
-    of reporting it (how the importer follows once RouteLedger has per-pair limits)."""
+    """A LiteLLM limit whose MEMBER_LIMITS entry is None is reported, never emitted."""
     monkeypatch.setattr(
         litellm_config, "MEMBER_LIMITS", {"rpm": "rpm", "tpm": None, "max_parallel_requests": None}
     )
@@ -205,7 +213,7 @@ def test_the_cli_prints_toml_on_stdout_and_the_report_on_stderr(
     assert main(["import-litellm", str(source)]) == EXIT_OK
     out, err = capsys.readouterr()
     assert parse_config(out).policy.route("cheap") is not None
-    assert "import-litellm: model_list[0].litellm_params.rpm: not mapped" in err
+    assert "import-litellm: router_settings.num_retries: not mapped" in err
     assert LITERAL_KEY not in out + err
     assert main(["import-litellm", str(tmp_path / "missing.yaml")]) == EXIT_USAGE
     assert "cannot read" in capsys.readouterr().err
