@@ -75,8 +75,21 @@ def first_failure(
     return failed[0]
 
 
+#: The SDK clients a test made, closed after it (a pooled connection left open
+#: would be closed by a later test's garbage collection: a ResourceWarning there).
+_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def openai_call(base_url: str, **options: Any) -> Callable[[str], object]:
     client = openai.OpenAI(base_url=base_url, api_key="sk-x", max_retries=0, **options)
+    _CLIENTS.append(client)
     return lambda model: client.chat.completions.create(model=model, messages=PROMPT)
 
 
@@ -84,6 +97,7 @@ def anthropic_call(base_url: str, **options: Any) -> Callable[[str], object]:
     client = anthropic.Anthropic(
         base_url=base_url.removesuffix("/v1"), api_key="sk-x", max_retries=0, **options
     )
+    _CLIENTS.append(client)
     return lambda model: client.messages.create(model=model, max_tokens=16, messages=PROMPT)
 
 
@@ -266,5 +280,6 @@ def test_google_genai_errors_are_read_from_code_details_and_response(
                 return spare(model)
             return client.models.generate_content(model=model, contents="Say something.")
 
+        _CLIENTS.append(client)
         failed = first_failure(fake.base_url, call)
     assert (failed.failure, failed.status, failed.hint_us) == (failure, answer[0], hint_us)
