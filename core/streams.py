@@ -9,6 +9,7 @@ kind            key                                     folded by
 ``pair:``       ``<credential id>:<upstream model>``    routing (availability)
 ``cred:``       a credential id                         routing and credentials
 ``load:``       a credential id                         routing (configured limits)
+``count:``      a token count id                        nothing (a record: no state)
 ``install:``    an installation id                      credentials
 ``account:``    a budget account id                     budget
 ``hold:``       a budget hold id                        budget
@@ -27,6 +28,7 @@ from .events import STREAM_ID_LENGTH_MAX
 
 __all__ = [
     "ACCOUNT",
+    "COUNT",
     "CREDENTIAL",
     "CREDENTIAL_ID_LENGTH_MAX",
     "HOLD",
@@ -39,6 +41,7 @@ __all__ = [
     "REQUEST",
     "RETENTION_STREAM",
     "account_stream",
+    "count_stream",
     "credential_stream",
     "hold_stream",
     "installation_stream",
@@ -53,6 +56,7 @@ REQUEST: Final = "request:"
 PAIR: Final = "pair:"
 CREDENTIAL: Final = "cred:"
 LOAD: Final = "load:"
+COUNT: Final = "count:"
 INSTALLATION: Final = "install:"
 ACCOUNT: Final = "account:"
 HOLD: Final = "hold:"
@@ -94,6 +98,11 @@ def credential_stream(credential_id: str) -> str:
 def load_stream(credential_id: str) -> str:
     """The stream of one credential's configured limits (slots in flight, rpm/tpm windows)."""
     return LOAD + credential_id
+
+
+def count_stream(count_id: str) -> str:
+    """The stream of one token count's record: ``count:<count_id>``."""
+    return COUNT + count_id
 
 
 def installation_stream(installation_id: str) -> str:

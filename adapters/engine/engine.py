@@ -102,7 +102,10 @@ from routeledger.core.routing import (
 )
 from routeledger.core.routing import state as routing_state
 from routeledger.core.routing.admin import ImposeBlock, LiftBlocks
-from routeledger.core.streams import hold_stream, request_stream
+from routeledger.core.routing.counting import CountTarget, RecordCount, count_target, decide_count
+from routeledger.core.routing.events import TokensCounted
+from routeledger.core.routing.failures import Evidence
+from routeledger.core.streams import count_stream, hold_stream, request_stream
 from routeledger.core.time import US_PER_S
 from routeledger.core.usability import CredentialUsability, UnusableReason
 
@@ -636,6 +639,61 @@ class Engine:
                 )
             raise CommandError("SettleHold", "hold_id", f"request {request_id!r} has no hold")
         return decision
+
+    def count_target(self, *, route: str, caller_scope: str) -> CountTarget:
+        """The pair a token count on ``route`` is for: the one a request would use now (G6).
+
+        Reads the state only: no probe slot, no configured-limit slot, no hold.
+        An unknown route is a :class:`CommandError` naming it.
+        """
+        with self.runtime.lock:
+            target = count_target(
+                self.config.policy,
+                self.state.routing,
+                route=route,
+                caller_scope=caller_scope,
+                now_us=self.runtime.now_us(),
+                credentials=self.usable_credentials(),
+            )
+        if target is None:
+            raise CommandError("CountTokens", "route", f"no route {route!r} to count for")
+        return target
+
+    def record_count(
+        self,
+        target: CountTarget,
+        input_tokens: int,
+        *,
+        evidence: Evidence = Evidence.LOCAL_COUNT,
+        count_id: str | None = None,
+    ) -> TokensCounted:
+        """Record a token count for ``target`` (``TokensCounted``): not billed, not a served
+        request, and no evidence about the pair. A ``count_id`` already recorded is a
+        :class:`CommandError` (the record is immutable, X1)."""
+        if count_id is None:
+            count_id = self._ids()
+        elif self.store.head(count_stream(count_id)).version:
+            raise CommandError("RecordCount", "count_id", f"count {count_id!r} is recorded already")
+        command = RecordCount(
+            count_id=count_id, target=target, input_tokens=input_tokens, evidence=evidence
+        )
+        (counted,) = self.runtime.append(lambda s, now: decide_count(command, now_us=now))
+        assert isinstance(counted, TokensCounted)
+        return counted
+
+    def count_tokens(
+        self,
+        *,
+        route: str,
+        caller_scope: str,
+        counter: Callable[[str], int],
+        count_id: str | None = None,
+    ) -> TokensCounted:
+        """Count tokens locally for ``route``: ``counter(upstream_model)`` counts with the
+        model the route would use now; the count is recorded (:meth:`record_count`)."""
+        target = self.count_target(route=route, caller_scope=caller_scope)
+        tokens = counter(target.upstream_model)
+        return self.record_count(target, tokens, count_id=count_id)
 
     def expire_due_holds(self) -> int:
         """Expire every hold past its TTL now; returns how many (:meth:`maintain` does this)."""

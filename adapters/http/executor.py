@@ -66,6 +66,7 @@ from routeledger.adapters.http.chat import (
     upstream_payload,
     wants_usage,
 )
+from routeledger.adapters.http.counting import CountAnswer, count_message_tokens
 from routeledger.adapters.providers.models import HttpModelLister, ModelLister
 from routeledger.adapters.providers.observe import (
     Observation,
@@ -447,6 +448,26 @@ class Executor:
         """
         ask = _Ask(route, caller_scope, tuple(accounts), request_id, tuple(backups), model_owner)
         return await self._complete(body, "openai", ask)
+
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The executor's connection pool to the providers (its ``[http]`` limits apply)."""
+        return self._client
+
+    async def count_tokens(
+        self,
+        body: object,
+        *,
+        route: str,
+        caller_scope: str,
+        headers: Mapping[str, str] | None = None,
+        count_id: str | None = None,
+    ) -> CountAnswer:
+        """Anthropic's ``count_tokens`` on the pair ``route`` would use now, recorded as a
+        count, never an attempt (``adapters/http/counting.py``)."""
+        return await count_message_tokens(
+            self, body, route=route, caller_scope=caller_scope, headers=headers, count_id=count_id
+        )
 
     async def messages(
         self,

@@ -46,7 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from routeledger.adapters.engine.clock import SystemClock
-from routeledger.adapters.engine.config import ConfigError, EngineConfig, load_config
+from routeledger.adapters.engine.config import ClientSpec, ConfigError, EngineConfig, load_config
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.operator import OperatorRefused, UnknownTarget
 from routeledger.adapters.engine.results import Served
@@ -114,6 +114,7 @@ class Gateway:
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/messages", self.messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
@@ -168,12 +169,68 @@ class Gateway:
         return await self._chat(request, "anthropic")
 
     async def _chat(self, request: Request, dialect: str) -> Response:
-        call = _Call(
+        call = self._call(request, dialect)
+        admitted = await self._admitted(request, call)
+        if isinstance(admitted, Response):
+            return admitted
+        client, parsed = admitted
+        call.stream = parsed.get("stream") is True
+        ask: dict[str, Any] = {
+            "route": call.route,
+            "caller_scope": client.caller_scope,
+            "accounts": client.accounts,
+            "backups": client.backups,
+            "request_id": call.request_id,
+        }
+        if dialect == "anthropic":
+            ask["headers"] = request.headers
+        try:
+            if call.stream:
+                return await self._stream(call, parsed, ask)
+            return self._completed(call, await self._complete(dialect, parsed, ask))
+        except ChatRequestError as error:
+            return self._invalid(call, error)
+        except StoreError as error:
+            return self._store_down(call, error)
+
+    async def count_tokens(self, request: Request) -> Response:
+        """``POST /v1/messages/count_tokens``: the provider of the pair the route would use
+        counts; recorded as a count (G6), never billed, never a served request."""
+        call = self._call(request, "anthropic")
+        admitted = await self._admitted(request, call)
+        if isinstance(admitted, Response):
+            return admitted
+        client, parsed = admitted
+        executor = self.executor
+        assert executor is not None
+        try:
+            answer = await executor.count_tokens(
+                parsed,
+                route=call.route,
+                caller_scope=client.caller_scope,
+                headers=request.headers,
+                count_id=call.request_id,
+            )
+        except ChatRequestError as error:
+            return self._invalid(call, error)
+        except StoreError as error:
+            return self._store_down(call, error)
+        result = "counted" if answer.counted is not None else "count_failed"
+        body = orjson.dumps(answer.body)
+        return self._answer(call, result, answer.status, (("content-type", _JSON),), body)
+
+    def _call(self, request: Request, dialect: str) -> _Call:
+        return _Call(
             request_id="req_" + uuid.uuid4().hex,
             dialect=dialect,
             problem_json="application/problem+json" in request.headers.get("accept", ""),
             began=time.perf_counter(),
         )
+
+    async def _admitted(
+        self, request: Request, call: _Call
+    ) -> tuple[ClientSpec, dict[str, Any]] | Response:
+        """The client and its JSON body naming a route it may use, or the refusal to answer."""
         client = self.clients.authenticate(request.headers)
         if client is None:
             return self._refused(call, "unauthorized", _unauthorized(call.request_id))
@@ -207,24 +264,7 @@ class Gateway:
                 call, "unknown_route", render_unknown_route(call.request_id, route)
             )
         call.route = route
-        call.stream = parsed.get("stream") is True
-        ask: dict[str, Any] = {
-            "route": route,
-            "caller_scope": client.caller_scope,
-            "accounts": client.accounts,
-            "backups": client.backups,
-            "request_id": call.request_id,
-        }
-        if dialect == "anthropic":
-            ask["headers"] = request.headers
-        try:
-            if call.stream:
-                return await self._stream(call, parsed, ask)
-            return self._completed(call, await self._complete(dialect, parsed, ask))
-        except ChatRequestError as error:
-            return self._invalid(call, error)
-        except StoreError as error:
-            return self._store_down(call, error)
+        return client, parsed
 
     async def _complete(
         self, dialect: str, body: dict[str, Any], ask: dict[str, Any]

@@ -901,6 +901,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/v1/messages":
             self.dialect = "anthropic"
             self._chat(body)
+        elif path == "/v1/messages/count_tokens":
+            self._count_tokens(body)
         elif path == "/_fake/reset":
             self.state.reset()
             self._control(200, {"ok": True})
@@ -922,6 +924,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._control(200, {"ok": True, "keys": sorted(key_id(k) for k in key_scripts)})
         else:
             self._not_found()
+
+    def _count_tokens(self, body: bytes) -> None:
+        """Anthropic's ``count_tokens``: ``{"input_tokens": n}``, a character count / 4 of
+        the text of ``system`` and ``messages`` (never an attempt; 400 for a body without
+        messages; 404 for an unscripted model, as a real provider would)."""
+        try:
+            request = json.loads(body or b"null")
+        except ValueError:
+            request = None
+        if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+            self._control(400, _error_body("messages: field required", "invalid_request_error"))
+            return
+        with self.state.lock:
+            known = request.get("model") in self.state.scripts
+        if not known:
+            self._control(404, _error_body("model not found", "not_found_error"))
+            return
+        text = json.dumps([request.get("system"), request["messages"]])
+        self._control(200, {"input_tokens": max(1, len(text) // 4)})
 
     def _read_body(self) -> bytes:
         try:

@@ -93,7 +93,7 @@ from .failures import (
     Phase,
 )
 from .index import TREE_SCAN_FIRST, ReadyTree, pick_indexed
-from .policy import ChainPlan, Policy, PoolPlan
+from .policy import ChainPlan, Policy, PoolMember, PoolPlan
 from .selection import RANKED, RANKED_SORT_MAX, Scan, member_order, member_verdict
 from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
@@ -104,6 +104,7 @@ __all__ = [
     "decide_next",
     "decide_outcome",
     "decide_start",
+    "pick_for",
 ]
 
 #: No pool index (an unindexed state, a survey, or a retry pinned to one pair).
@@ -475,6 +476,22 @@ def _pick(
     if scan.wait_us is not None:
         scan.could_serve_at(scan.wait_us)
     return None
+
+
+def pick_for(
+    policy: Policy,
+    state: RoutingState,
+    request: RequestState,
+    plans: tuple[PoolPlan, ...],
+    now_us: int,
+    credentials: Mapping[str, CredentialUsability] | None,
+) -> PoolMember | None:
+    """The member ``request`` would be routed to now, or ``None``; decides nothing (counts)."""
+    pick = _pick(policy, state, request, plans, 0, None, now_us, credentials, Scan())
+    if pick is None:
+        return None
+    _, plan, index, _, _ = pick
+    return plan.entries[index]
 
 
 def _routed(

@@ -23,6 +23,7 @@ Streams:
 * ``load:<credential_id>`` — a credential's configured limits
   (``max_in_flight``, a pair's ``rpm``/``tpm``): ``SlotTaken`` when an attempt
   is routed to it, ``SlotReturned`` at the attempt's outcome;
+* ``count:<count_id>`` — ``TokensCounted``, a token count's record (no state);
 * ``cred:<credential_id>`` — credential-wide availability: the same events
   with ``upstream_model=None``, plus ``CredentialSuspended``. This stream is
   shared with the credential lifecycle, so routing tracks its head version
@@ -71,6 +72,7 @@ __all__ = [
     "Skipped",
     "SlotReturned",
     "SlotTaken",
+    "TokensCounted",
     "WaitDecided",
 ]
 
@@ -483,6 +485,25 @@ class SlotReturned(RoutingEvent):
     request_id: str
     attempt_id: str
     tokens: int
+
+
+@event("routeledger.TokensCounted", 1, Origin.OBSERVED)
+@attrs.frozen(kw_only=True)
+class TokensCounted(RoutingEvent):
+    """Tokens counted for the pair a route would use, without asking it to answer (G6).
+
+    A record, not an attempt: not billed, not a served request, and no evidence
+    about the pair's availability whatever ``evidence`` says (a local count, or
+    the provider's own count endpoint), so the routing fold keeps nothing of it.
+    """
+
+    count_id: str
+    route: str
+    caller_scope: str
+    credential_id: str
+    upstream_model: str
+    input_tokens: int
+    evidence: Evidence
 
 
 @event("routeledger.BlockLifted", 1, Origin.ADMIN)

@@ -73,6 +73,7 @@ from .events import (
     RoutingEvent,
     SlotReturned,
     SlotTaken,
+    TokensCounted,
     WaitDecided,
 )
 from .failures import Evidence, FailureClass
@@ -575,6 +576,12 @@ def _on_slot_returned(state: RoutingState, event: SlotReturned) -> RoutingState:
     return state
 
 
+def _on_counted(state: RoutingState, event: TokensCounted) -> RoutingState:
+    """A token count's record: nothing of it is state (G6: a count proves nothing)."""
+    del event
+    return state
+
+
 #: Event type -> how it changes the state (the transition table).
 _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] = {
     RequestReceived: _on_received,
@@ -598,6 +605,7 @@ _EVOLVE: Final[dict[type[Event], Callable[[RoutingState, Any], RoutingState]]] =
     PredictionCleared: _on_prediction_cleared,
     SlotTaken: _on_slot_taken,
     SlotReturned: _on_slot_returned,
+    TokensCounted: _on_counted,
 }
 
 

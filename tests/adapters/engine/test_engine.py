@@ -576,3 +576,31 @@ def test_a_cache_hit_on_a_half_open_pair_never_delays_the_next_real_request() ->
     assert isinstance(real.result, Served)
     assert clock.slept_s == [1.0]  # the real request did not wait for the cache hit's probe
     assert engine.state.routing.pairs["pair:a:m1"].needs_probe is False  # its answer healed
+
+
+def test_a_token_count_is_recorded_without_a_hold_an_attempt_or_a_probe() -> None:
+    """Engine.count_tokens counts with the model the route would use and records the count:
+    no request, no hold, and a half-open pair's probe slot is left to the next real request."""
+    solo = '[routes.solo]\n[[routes.solo.chain]]\nmembers = [{ credential = "a", model = "m1" }]\n'
+    engine, clock = make_engine(CONFIG + solo)
+    with engine.request(route="solo", caller_scope="u", accounts=("team",)) as req:
+        for attempt in req.sync_attempts():
+            if attempt.number == 1:
+                attempt.failed(FailureClass.MODEL_NOT_FOUND, status=404)
+    clock.advance(12 * 3600)  # the suspension ended: half-open
+    before = engine.store.max_position()
+    counted = engine.count_tokens(route="solo", caller_scope="u", counter=lambda model: len(model))
+    assert (counted.upstream_model, counted.input_tokens) == ("m1", 2)
+    recorded = [r.event for r in engine.store.read_all(before)]
+    assert [type(e).__name__ for e in recorded] == ["TokensCounted"]
+    assert engine.state.routing.pairs["pair:a:m1"].probe_until_us == 0
+    with engine.request(route="solo", caller_scope="u", accounts=("team",)) as real:
+        for attempt in real.sync_attempts():
+            assert attempt.probe  # the count did not take it
+            attempt.succeeded(input_tokens=1, output_tokens=1)
+    with pytest.raises(UsageError, match="recorded already"):
+        engine.record_count(
+            engine.count_target(route="solo", caller_scope="u"), 3, count_id=counted.count_id
+        )
+    with pytest.raises(UsageError, match="no route"):
+        engine.count_target(route="nope", caller_scope="u")

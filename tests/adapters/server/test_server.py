@@ -296,6 +296,33 @@ def test_anthropic_messages_through_the_server(world: World) -> None:
         world.anthropic.messages.create(model="other", max_tokens=8, messages=MESSAGES)
 
 
+def test_anthropic_count_tokens_is_answered_by_the_provider_and_recorded_as_a_count(
+    world: World,
+) -> None:
+    """G6: the anthropic SDK's count_tokens on a route is counted by the provider of the pair
+    the route would use, recorded as TokensCounted (evidence upstream), and is neither a
+    request, nor billed, nor an attempt the provider saw as a message."""
+    before = world.positions()
+    raw = world.anthropic.messages.with_raw_response.count_tokens(model="claude", messages=MESSAGES)
+    counted = raw.parse()
+    assert counted.input_tokens > 0
+    with open_store(world.store_url, create=False) as store:
+        recorded = [r.event for r in store.read_all(before)]
+    assert [type(e).__name__ for e in recorded] == ["TokensCounted"]
+    (event,) = recorded
+    assert (event.upstream_model, event.input_tokens) == ("claude-a", counted.input_tokens)
+    assert event.evidence.value == "upstream"
+    assert raw.headers["x-request-id"] == event.count_id
+    assert world.fake.attempts() == []  # counted, never asked to answer
+    with pytest.raises(anthropic.NotFoundError):
+        world.anthropic.messages.count_tokens(model="other", messages=MESSAGES)
+    with pytest.raises(anthropic.BadRequestError):  # an OpenAI route has no count endpoint
+        world.anthropic.messages.count_tokens(model="chat", messages=MESSAGES)
+    world.scripts(**{"gpt-a": "ok"})  # claude-a unscripted: the provider's 404 passes back
+    with pytest.raises(anthropic.NotFoundError):
+        world.anthropic.messages.count_tokens(model="claude", messages=MESSAGES)
+
+
 def test_a_client_gone_mid_stream_closes_the_upstream_and_resolves_the_hold(
     world: World,
 ) -> None:
