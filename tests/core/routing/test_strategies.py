@@ -143,3 +143,43 @@ def test_a_large_pool_takes_the_better_of_two_seeded_draws(loads: list[int], see
     picked = _routed(world.next("r")).member_index
     assert picked in (first, second)
     assert loads[picked] == min(loads[first], loads[second])
+
+
+def test_a_group_view_counts_like_folding_one_by_one() -> None:
+    """The group committer's view follows routed attempts, answers and waits exactly as folding
+    them would: in-flight counts and latency estimates included, the real state untouched."""
+    from routeledger.core.routing.events import WaitDecided
+    from routeledger.core.routing.group import group_view, note_in_view
+
+    world = World(policy({"chat": [target("k1/m", "k2/m", strategy=Strategy.LEAST_IN_FLIGHT)]}))
+    world.start("a")
+    world.start("b")
+    view = group_view(world.state)
+    routed_a = world.next("a")
+    answered = world.outcome(Succeeded(output_tokens=1, ttft_us=5_000), "a")
+    wait = WaitDecided(
+        stream_id="request:b",
+        version=2,
+        at_us=world.now,
+        request_id="b",
+        until_us=world.now + 1,
+        recovering=(),
+        waited_total_us=1,
+    )
+    note_in_view(view, (*routed_a, *answered, wait))
+    assert view.in_flight == world.state.in_flight == {}
+    assert view.latency == world.state.latency == {"pair:k1:m": 5_000}
+    assert view.in_flight is not world.state.in_flight
+
+
+def test_an_outcome_with_a_malformed_timing_is_refused() -> None:
+    """A negative time to first token is a CommandError naming the field; nothing is folded."""
+    import pytest
+
+    from routeledger.core.errors import CommandError
+
+    world = World(policy({"chat": [target("k1/m")]}))
+    world.start("r")
+    world.next("r")
+    with pytest.raises(CommandError, match="ttft_us"):
+        world.outcome(Succeeded(output_tokens=1, ttft_us=-1), "r")
