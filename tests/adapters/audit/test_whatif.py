@@ -24,7 +24,7 @@ from routeledger.adapters.engine.config import parse_config
 from routeledger.adapters.store.eventstore import open_store
 from routeledger.core.fold import Recorded
 from routeledger.core.routing import events as rev
-from tests.adapters.audit.whatif_workload import CONFIG, record
+from tests.adapters.audit.whatif_workload import CONFIG, CONFIG_G6, record
 from tests.backends import sqlite_url
 from tests.projections.workload import POLICY, build
 
@@ -142,6 +142,18 @@ def test_unchanged_configuration_reproduces_any_engine_workload(seed: int) -> No
     logging.getLogger("routeledger").setLevel(logging.CRITICAL)
     records = record("memory://", seed=seed, steps=80)
     report = what_if(records, parse_config(CONFIG))
+    assert report.changed_count == 0 and report.recorded == report.what_if
+
+
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_unchanged_g6_configuration_reproduces_any_engine_workload(seed: int) -> None:
+    """Under G6's routing (least_latency, max_in_flight, rpm) what-if with the configuration the
+    workload ran with changes nothing: slots, in-flight counts and latency are re-decided alike."""
+    logging.getLogger("routeledger").setLevel(logging.CRITICAL)
+    records = record("memory://", seed=seed, steps=80, config=CONFIG_G6)
+    kinds = {type(r.event).__name__ for r in records}
+    assert {"SlotTaken", "SlotReturned"} <= kinds
+    report = what_if(records, parse_config(CONFIG_G6))
     assert report.changed_count == 0 and report.recorded == report.what_if
 
 

@@ -64,6 +64,17 @@ limit = 3_000
 period = { kind = "day" }
 """
 
+#: :data:`CONFIG` with G6's routing: a ranked pool, a slot cap on ``b`` and an rpm on ``a``'s
+#: pair (configured limits), so what-if must re-decide slots, counts and latency too.
+CONFIG_G6: Final = (
+    CONFIG.replace('strategy = "round_robin"', 'strategy = "least_latency"')
+    .replace(
+        '[credentials.b]\nprovider = "openai"',
+        '[credentials.b]\nprovider = "openai"\nmax_in_flight = 1',
+    )
+    .replace('{ credential = "a", model = "m1" }', '{ credential = "a", model = "m1", rpm = 4 }')
+)
+
 #: How attempts fail, with (status, hint_us) as an adapter would report them.
 FAILURES: Final = (
     (FailureClass.RATE_LIMITED, 429, 1_000_000),
@@ -90,7 +101,8 @@ def _request(engine: Engine, rng: random.Random, dead: list[str]) -> Iterator[No
         if roll < 0.1:  # the caller leaves mid-attempt (recorded as caller_cancelled)
             break
         if roll < 0.5:
-            attempt.succeeded(input_tokens=10, output_tokens=rng.randrange(1, 101))
+            output = rng.randrange(1, 101)  # its time to first token follows from it
+            attempt.succeeded(input_tokens=10, output_tokens=output, ttft_us=output * 1_000)
             continue
         failure, status, hint_us = FAILURES[rng.randrange(len(FAILURES))]
         attempt.failed(failure, status=status, hint_us=hint_us, detail="scripted")
@@ -115,11 +127,11 @@ def _operate(engine: Engine, rng: random.Random, dead: list[str], step: int) -> 
                 engine.release_hold(hold.hold_id, **who)
 
 
-def record(url: str, *, seed: int, steps: int = 160) -> list[Recorded]:
-    """Record the workload of ``seed`` on the store at ``url``; what it recorded."""
+def record(url: str, *, seed: int, steps: int = 160, config: str = CONFIG) -> list[Recorded]:
+    """Record the workload of ``seed`` on the store at ``url`` under ``config``; what it recorded."""
     rng = random.Random(seed)
     clock = FakeClock()
-    engine = Engine.open(url, parse_config(CONFIG), clock=clock, ids=counter_ids(f"s{seed}"))
+    engine = Engine.open(url, parse_config(config), clock=clock, ids=counter_ids(f"s{seed}"))
     live: list[Iterator[None]] = []
     dead: list[str] = []
     try:

@@ -16,7 +16,7 @@ from routeledger.core.routing import events as routing_events
 from routeledger.core.routing.events import BlockEvent, RoutingEvent
 from tests.strategies import instances_of
 
-OBSERVED = {"RequestReceived", "AttemptSucceeded", "AttemptFailed"}
+OBSERVED = {"RequestReceived", "AttemptSucceeded", "AttemptFailed", "TokensCounted"}
 
 
 def _routing_classes() -> list[type[Event]]:
