@@ -12,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck unit bench bench-compare simulate clean
+.PHONY: all venv demo test lint typecheck unit test-sdk-previous bench bench-compare simulate clean
 
 all: test
 
@@ -40,7 +40,20 @@ unit: $(STAMP)
 	$(PY) -m pytest --cov --cov-branch --cov-report=term --cov-report=xml:coverage.xml
 	$(PY) -m coverage report --include='*/core/*' --fail-under=100
 
-test: lint typecheck unit
+test: lint typecheck unit test-sdk-previous
+
+# The SDK classification tests again with the previous majors users still run:
+# openai 2.x and anthropic 0.x, built on httpx (the newest, openai 3 and anthropic
+# 2, are on httpx2 and in .venv), in a virtual environment of their own.
+SDK_PREVIOUS ?= .venv-sdk-previous
+$(SDK_PREVIOUS)/.installed: pyproject.toml
+	@test -x $(SDK_PREVIOUS)/bin/python || $(PYTHON) -m venv $(SDK_PREVIOUS)
+	$(SDK_PREVIOUS)/bin/python -m pip install --quiet --upgrade pip
+	$(SDK_PREVIOUS)/bin/python -m pip install --quiet -e '.[postgres]' 'httpx<1' pytest hypothesis 'openai>=2,<3' 'anthropic<1'
+	@touch $@
+
+test-sdk-previous: $(SDK_PREVIOUS)/.installed
+	$(SDK_PREVIOUS)/bin/python -m pytest -p no:cacheprovider tests/adapters/http/test_sdk_classification.py
 
 # A long campaign of the deterministic fleet simulation (docs/reliability.md).
 SEEDS ?= 10000
@@ -71,4 +84,4 @@ bench-compare: $(COMPARE_STAMP)
 	$(COMPARE_VENV)/bin/python bench/compare.py $(COMPARE_ARGS)
 
 clean:
-	rm -rf $(VENV) $(COMPARE_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.xml
+	rm -rf $(VENV) $(COMPARE_VENV) $(SDK_PREVIOUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.xml

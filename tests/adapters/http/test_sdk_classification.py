@@ -1,27 +1,22 @@
 """The installed SDKs' own exceptions, raised by real calls over loopback, classified by behaviour.
 
-Each test makes the SDK (openai 3.x and anthropic 2.x on httpx2, google-genai)
-call a loopback upstream — the repo's fake provider, or for Gemini's wire a tiny
-scripted server — catches what the SDK raises, and hands it to
+Each test makes the SDK (openai and anthropic, whichever major is installed: CI
+runs this module with the newest, 3.x and 2.x on httpx2, and again with the
+previous, 1.x and 0.x on httpx: ``make test-sdk-previous``) call the repo's fake
+provider on loopback, catches what the SDK raises, and hands it to
 ``attempt.failed_from_exception`` inside an ``Engine`` request, as README's
 "Embedding the engine" shows. The recorded ``AttemptFailed`` is the proof.
 """
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from google import genai
-from google.genai import types as genai_types
 
 from routeledger.adapters.engine.clock import SystemClock
 from routeledger.adapters.engine.config import parse_config
@@ -166,120 +161,3 @@ def test_an_sdk_timeout_is_timeout_before_response(fake: FakeProvider, sdk: str)
     fake.set_scripts({"primary-model": "no_response:5", "spare-model": "ok"})
     failed = first_failure(fake.base_url, SDKS[sdk](fake.base_url, timeout=0.3))
     assert (failed.failure, failed.status) == (F.TIMEOUT_BEFORE_RESPONSE, None)
-
-
-# --- google-genai: Gemini's wire from a tiny scripted loopback server ----------------
-
-Answer = tuple[int, dict[str, str], dict[str, Any]]
-
-
-@contextmanager
-def scripted(answer: Answer) -> Iterator[str]:
-    """A loopback server answering every POST with ``answer``; its base URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, headers, body = answer
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in {**headers, "Content-Type": "application/json"}.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def gemini_error(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "status": status, "message": message, **extra}}
-
-
-RETRY_INFO = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "13s"}
-
-
-@pytest.mark.parametrize(
-    ("answer", "failure", "hint_us"),
-    [
-        (
-            (
-                429,
-                {},
-                gemini_error(
-                    429,
-                    "RESOURCE_EXHAUSTED",
-                    "Quota exceeded for metric: generate_content_requests_per_minute",
-                    details=[RETRY_INFO],
-                ),
-            ),
-            F.RATE_LIMITED,
-            13 * S,
-        ),
-        (
-            (429, {"Retry-After": "4"}, gemini_error(429, "RESOURCE_EXHAUSTED", "slow down")),
-            F.RATE_LIMITED,
-            4 * S,
-        ),
-        (
-            (
-                404,
-                {},
-                gemini_error(
-                    404,
-                    "NOT_FOUND",
-                    "models/gemini-9 is not found for API version "
-                    "v1beta, or is not supported for generateContent.",
-                ),
-            ),
-            F.MODEL_NOT_FOUND,
-            None,
-        ),
-        (
-            (
-                400,
-                {},
-                gemini_error(
-                    400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."
-                ),
-            ),
-            F.AUTH_ERROR,
-            None,
-        ),
-        (
-            (503, {}, gemini_error(503, "UNAVAILABLE", "The model is overloaded.")),
-            F.PROVIDER_UNAVAILABLE,
-            None,
-        ),
-    ],
-    ids=["retry-delay", "retry-after", "not-found", "bad-key", "overloaded"],
-)
-def test_google_genai_errors_are_read_from_code_details_and_response(
-    fake: FakeProvider, answer: Answer, failure: FailureClass, hint_us: int | None
-) -> None:
-    """google-genai's ClientError/ServerError (``code``, ``details``, an httpx2 response) classify."""
-    fake.set_scripts({"spare-model": "ok"})
-    with scripted(answer) as gemini_url:
-        client = genai.Client(
-            api_key="AIza-test", http_options=genai_types.HttpOptions(base_url=gemini_url)
-        )
-        spare = openai_call(fake.base_url)
-
-        def call(model: str) -> object:
-            if model == "spare-model":
-                return spare(model)
-            return client.models.generate_content(model=model, contents="Say something.")
-
-        _CLIENTS.append(client)
-        failed = first_failure(fake.base_url, call)
-    assert (failed.failure, failed.status, failed.hint_us) == (failure, answer[0], hint_us)

@@ -80,3 +80,12 @@ def test_a_recorded_count_changes_no_state_and_refuses_bad_fields() -> None:
         with pytest.raises(CommandError) as refused:
             decide_count(bad, now_us=world.now)
         assert refused.value.field == field
+
+
+def test_a_route_with_no_member_for_the_caller_has_no_count_target() -> None:
+    """Every member belongs to another owner: there is no pair to count for."""
+    world = World(policy({"chat": [target("alice-key/m")]}, owners={"alice-key": "alice"}))
+    assert (
+        count_target(world.policy, world.state, route="chat", caller_scope="bob", now_us=world.now)
+        is None
+    )

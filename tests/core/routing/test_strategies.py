@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from routeledger.core.routing import (
     CredentialSpec,
+    Failed,
+    FailureClass,
     Member,
     ModelSpec,
     Policy,
@@ -166,7 +168,10 @@ def test_a_group_view_counts_like_folding_one_by_one() -> None:
         recovering=(),
         waited_total_us=1,
     )
-    note_in_view(view, (*routed_a, *answered, wait))
+    world.start("c")
+    routed_c = world.next("c")
+    failed_c = world.outcome(Failed(failure=FailureClass.TIMEOUT_BEFORE_RESPONSE), "c")
+    note_in_view(view, (*routed_a, *answered, wait, *routed_c, *failed_c))
     assert view.in_flight == world.state.in_flight == {}
     assert view.latency == world.state.latency == {"pair:k1:m": 5_000}
     assert view.in_flight is not world.state.in_flight
