@@ -34,7 +34,7 @@ wait and exhaustion paths (nothing selectable) examine every member: O(n).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Final
 
@@ -698,15 +698,37 @@ def _healed(
     """A success, and ``CooldownCleared`` for each half-open scope an upstream answer heals (A4)."""
     if observed.evidence is not Evidence.UPSTREAM:
         return (observed, *_released(state, observed, pair_stream, now_us))
+    healing = _scope_events(state, observed, pair_stream, now_us, CooldownCleared, _half_open)
+    return (observed, *healing)
+
+
+def _half_open(scope: ScopeState, attempt_id: str) -> bool:
+    del attempt_id
+    return scope.needs_probe
+
+
+def _holds_probe(scope: ScopeState, attempt_id: str) -> bool:
+    return scope.probe_attempt_id == attempt_id
+
+
+def _scope_events(
+    state: RoutingState,
+    observed: AttemptSucceeded | AttemptFailed,
+    pair_stream: str,
+    now_us: int,
+    kind: type[CooldownCleared] | type[ProbeReleased],
+    applies: Callable[[ScopeState, str], bool],
+) -> tuple[RoutingEvent, ...]:
+    """``kind`` on the attempt's pair and credential streams, where ``applies`` says so."""
+    decided: list[RoutingEvent] = []
     cred_stream = credential_stream(observed.credential_id)
-    healed: list[RoutingEvent] = [observed]
     for stream, upstream, scope in (
         (pair_stream, observed.upstream_model, state.pairs.get(pair_stream)),
         (cred_stream, None, state.creds.get(cred_stream)),
     ):
-        if scope is not None and scope.needs_probe:
-            healed.append(
-                CooldownCleared(
+        if scope is not None and applies(scope, observed.attempt_id):
+            decided.append(
+                kind(
                     stream_id=stream,
                     version=scope.version + 1,
                     at_us=now_us,
@@ -716,7 +738,7 @@ def _healed(
                     attempt_id=observed.attempt_id,
                 )
             )
-    return tuple(healed)
+    return tuple(decided)
 
 
 def _released(
@@ -731,25 +753,7 @@ def _released(
     cache hit, a failure that blames no upstream): the scope stays half-open and
     the next real request may probe it at once (G6).
     """
-    released: list[RoutingEvent] = []
-    cred_stream = credential_stream(observed.credential_id)
-    for stream, upstream, scope in (
-        (pair_stream, observed.upstream_model, state.pairs.get(pair_stream)),
-        (cred_stream, None, state.creds.get(cred_stream)),
-    ):
-        if scope is not None and scope.probe_attempt_id == observed.attempt_id:
-            released.append(
-                ProbeReleased(
-                    stream_id=stream,
-                    version=scope.version + 1,
-                    at_us=now_us,
-                    credential_id=observed.credential_id,
-                    upstream_model=upstream,
-                    request_id=observed.request_id,
-                    attempt_id=observed.attempt_id,
-                )
-            )
-    return tuple(released)
+    return _scope_events(state, observed, pair_stream, now_us, ProbeReleased, _holds_probe)
 
 
 def _blocks(
