@@ -12,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck unit test-sdk-previous bench bench-compare simulate clean
+.PHONY: all venv demo test lint typecheck unit test-sdk-previous test-extras bench bench-compare simulate clean
 
 all: test
 
@@ -40,7 +40,7 @@ unit: $(STAMP)
 	$(PY) -m pytest --cov --cov-branch --cov-report=term --cov-report=xml:coverage.xml
 	$(PY) -m coverage report --include='*/core/*' --fail-under=100
 
-test: lint typecheck unit test-sdk-previous
+test: lint typecheck test-extras test-sdk-previous unit
 
 # The SDK classification tests again with the previous majors users still run:
 # openai 2.x and anthropic 0.x, built on httpx (the newest, openai 3 and anthropic
@@ -54,6 +54,25 @@ $(SDK_PREVIOUS)/.installed: pyproject.toml
 
 test-sdk-previous: $(SDK_PREVIOUS)/.installed
 	$(SDK_PREVIOUS)/bin/python -m pytest -p no:cacheprovider tests/adapters/http/test_sdk_classification.py
+
+# Each integration from a virtual environment holding only its extra (G7): the
+# runnable examples of docs/integrations.md, run there. Fresh environments each
+# time (under .venv-extras/), so nothing the dev environment has can hide a
+# missing dependency.
+EXTRAS_DIR ?= .venv-extras
+, := ,
+define run_extra
+	rm -rf $(EXTRAS_DIR)/$(1) && $(PYTHON) -m venv $(EXTRAS_DIR)/$(1)
+	$(EXTRAS_DIR)/$(1)/bin/python -m pip install --quiet -e '.[$(2)]' $(3)
+	cd $(EXTRAS_DIR) && for example in $(4); do \
+	  $(1)/bin/python ../docs/examples/integrations/$$example.py >/dev/null || exit 1; \
+	  echo "extras: [$(2)] $$example ok"; done
+endef
+
+test-extras:
+	$(call run_extra,pydantic-ai,pydantic-ai,,pydantic_ai_agent openai_sdk_transport anthropic_sdk_transport)
+	$(call run_extra,litellm,litellm,,litellm_import litellm_router)
+	$(call run_extra,otel,otel$(,)providers,opentelemetry-sdk,hooks_and_otel)
 
 # A long campaign of the deterministic fleet simulation (docs/reliability.md).
 SEEDS ?= 10000
@@ -84,4 +103,4 @@ bench-compare: $(COMPARE_STAMP)
 	$(COMPARE_VENV)/bin/python bench/compare.py $(COMPARE_ARGS)
 
 clean:
-	rm -rf $(VENV) $(COMPARE_VENV) $(SDK_PREVIOUS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.xml
+	rm -rf $(VENV) $(COMPARE_VENV) $(SDK_PREVIOUS) $(EXTRAS_DIR) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage coverage.xml
