@@ -58,7 +58,7 @@ from routeledger.adapters.server import admin
 from routeledger.adapters.server.clients import ClientKeys, key_digest, presented_key
 from routeledger.adapters.server.logs import configure_logging
 from routeledger.adapters.server.metrics import UNKNOWN_ROUTE_LABEL, ServerMetrics
-from routeledger.adapters.store.canonical import state_hash
+from routeledger.adapters.store.canonical import context_hashes, state_hash
 from routeledger.adapters.store.eventstore import StoreError
 from routeledger.core.errors import UsageError
 
@@ -443,6 +443,7 @@ class Gateway:
                     "pid": os.getpid(),
                     "position": state.position,
                     "state_hash": state_hash(state),
+                    "contexts": context_hashes(state),
                 }
 
         return Response(orjson.dumps(await asyncio.to_thread(caught_up)), media_type=_JSON)

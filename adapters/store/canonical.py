@@ -49,6 +49,7 @@ __all__ = [
     "CanonicalError",
     "canonical_bytes",
     "canonical_name",
+    "context_hashes",
     "state_hash",
 ]
 
@@ -494,3 +495,13 @@ def digest(obj: object, hasher: Callable[[], Any] = hashlib.sha256) -> str:
 def state_hash(folded: Folded) -> str:
     """The SHA-256 hex digest of a folded state's canonical bytes (D1)."""
     return digest(folded)
+
+
+def context_hashes(state: Folded) -> dict[str, str]:
+    """The SHA-256 of each part of ``state`` (its contexts and counters): where two states
+    with different :func:`state_hash` values differ."""
+    return {
+        field.name: hashlib.sha256(canonical_bytes(getattr(state, field.name))).hexdigest()
+        for field in attrs.fields(type(state))
+        if field.eq
+    }

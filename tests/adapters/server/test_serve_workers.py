@@ -24,7 +24,7 @@ import httpx
 import openai
 import pytest
 
-from routeledger.adapters.store.canonical import state_hash
+from routeledger.adapters.store.canonical import context_hashes, state_hash
 from routeledger.adapters.store.eventstore import open_store
 from routeledger.adapters.testing.fake_provider import FakeProvider
 from routeledger.core.fold import fold_log
@@ -114,6 +114,10 @@ def _wait_ready(root: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("routeledger serve did not become ready")
 
 
+#: Each worker's per-context hashes from its last /admin/state (named when states differ).
+CONTEXTS: dict[int, dict[str, str]] = {}
+
+
 def _states(roots: list[str]) -> dict[int, tuple[int, str]]:
     """Each worker's (position, state hash), asking on fresh connections until both answered."""
     seen: dict[int, tuple[int, str]] = {}
@@ -122,6 +126,7 @@ def _states(roots: list[str]) -> dict[int, tuple[int, str]]:
         root = roots[n % len(roots)]
         answer = httpx.get(root + "/admin/state", headers=headers).json()
         seen[answer["pid"]] = (answer["position"], answer["state_hash"])
+        CONTEXTS[answer["pid"]] = answer["contexts"]
         if len(seen) == 2:
             break
     return seen
@@ -159,7 +164,12 @@ def test_two_workers_never_overspend_leave_no_hold_and_agree_with_the_log(
     expected = (records[-1].position, state_hash(fold_log(records)))
     states = _states(roots)
     assert len(states) == 2, "both workers answered"
-    assert set(states.values()) == {expected}
+    own = context_hashes(fold_log(records))
+    differing = {
+        pid: sorted(name for name, digest in parts.items() if own.get(name) != digest)
+        for pid, parts in CONTEXTS.items()
+    }
+    assert set(states.values()) == {expected}, f"parts differing from the log's fold: {differing}"
 
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "gateway.toml"

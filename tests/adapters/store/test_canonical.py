@@ -174,3 +174,15 @@ def test_the_fast_walk_writes_the_reference_bytes_of_a_folded_state() -> None:
         build(store, requests=30, seed=5)
         folded = fold_log(store.read_all(0))
     assert canonical._fast_sub(folded, 0) == canonical._sub(folded, 0)
+
+
+def test_context_hashes_name_the_part_two_states_differ_in() -> None:
+    """Two folded states that differ only in their routing part differ only in its context hash."""
+    from routeledger.adapters.store.canonical import context_hashes
+    from routeledger.core.fold import Folded
+
+    one, two = Folded(), Folded()
+    two.routing.cursors["routes.chat.chain[0]"] = 1
+    first, second = context_hashes(one), context_hashes(two)
+    assert {"routing", "budget", "credentials", "retention", "position"} <= set(first)
+    assert [name for name in first if first[name] != second[name]] == ["routing"]
