@@ -10,6 +10,9 @@ executor.sqlite.c1.added_p50_us (p50 minus the floor's); executor.memory.cpu_us_
 and executor.sqlite.cpu_us_added (process CPU per request minus the floor's);
 executor.sqlite.c64.rps_ratio (requests/s at 64 in flight over the floor's);
 executor.ttft.added_us (time to the first content delta minus the floor's).
+SQLite runs at its default ``synchronous=normal``; executor.sqlite_full.c1.added_p50_us
+and executor.sqlite_full.cpu_us_added show the same with ``synchronous=full`` (every
+commit synced to disk, README.md "Stores").
 """
 
 from __future__ import annotations
@@ -111,6 +114,12 @@ async def _main(base: str, tmp: str) -> None:
         "sqlite": Engine.open(
             f"sqlite:///{tmp}/executor.db", config, clock=SystemClock(), ids=counter_ids()
         ),
+        "sqlite_full": Engine.open(
+            f"sqlite:///{tmp}/full.db?synchronous=full",
+            config,
+            clock=SystemClock(),
+            ids=counter_ids(),
+        ),
     }
     limits = httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=CONCURRENT)
     async with httpx.AsyncClient(limits=limits) as client:
@@ -141,7 +150,7 @@ async def _main(base: str, tmp: str) -> None:
     figure("executor.floor.c1.p50_us", floor, "us")
     figure("floor.httpx_stream_us", floor, "us")
     ratios = []
-    for name in ("memory", "sqlite"):
+    for name in ("memory", "sqlite", "sqlite_full"):
         added, added_cpu = med(p50[name]) - floor, med(cpu[name]) - floor_cpu
         figure(f"executor.{name}.c1.added_p50_us", added, "us")
         figure(f"executor.{name}.cpu_us_added", added_cpu, "us")

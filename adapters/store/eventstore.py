@@ -54,6 +54,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 
 from routeledger.adapters.store.codec import Codec, EncodeError, default_codec
+from routeledger.adapters.store.sqlite_log import SQLITE_SYNCHRONOUS_DEFAULT, SqliteWriter
 from routeledger.adapters.store.urls import StoreUrl, parse_store_url
 from routeledger.core.errors import RouteLedgerError, UsageError
 from routeledger.core.events import Event, envelope_problem, stream_id_problem
@@ -92,10 +93,6 @@ READ_PAGE_EVENTS_DEFAULT: Final = 1_000
 #: every request in flight and every pair and account of a busy gateway; when
 #: full, the oldest half is forgotten (a miss costs one head read).
 HEAD_CACHE_STREAMS_MAX: Final = 20_000
-#: Rows per SQLite INSERT statement. Why: 4 parameters a row and SQLite's
-#: limit of 32,766 parameters a statement; 1,000 rows already make the
-#: per-statement cost negligible.
-SQLITE_INSERT_ROWS_MAX: Final = 1_000
 #: How long a SQLite read waits for a lock (seconds). Why: a WAL reader waits
 #: only while a checkpoint restarts the log, which takes milliseconds; 10 s is
 #: the writers' default ``lock_timeout`` too.
@@ -210,11 +207,16 @@ class EventStore:
         self._counts_in_memory = url.backend == "memory"
         #: SQLite: our own read-only connection (opened on the first read).
         self._sqlite_reader: sqlite3.Connection | None = None
-        #: SQLite: the insert :meth:`append` runs itself (see :meth:`_insert_sqlite`).
-        self._sqlite_insert_prefix = (
-            f"INSERT INTO {events.events_table_name} VALUES "  # type: ignore[attr-defined]
+        #: SQLite: our own writer connection (see adapters/store/sqlite_log.py).
+        self._sqlite_writer = (
+            SqliteWriter(
+                url.path,
+                events.events_table_name,  # type: ignore[attr-defined]
+                synchronous=url.options.get("synchronous", SQLITE_SYNCHRONOUS_DEFAULT),
+                lock_timeout_s=float(url.options.get("lock_timeout", "10")),
+            )
             if url.backend == "sqlite"
-            else ""
+            else None
         )
         #: SQLite: the page query :meth:`read` runs itself (see :meth:`_read_sqlite`).
         self._sqlite_page = (
@@ -282,8 +284,8 @@ class EventStore:
         self._check_heads(firsts)
         try:
             positions: Sequence[int] | None
-            if self._sqlite_insert_prefix:
-                positions = self._insert_sqlite(stored)
+            if self._sqlite_writer is not None:
+                positions = self._sqlite_writer.insert(stored)
             else:
                 positions = self._events.insert_events(stored)
         except IntegrityError as error:
@@ -303,45 +305,6 @@ class EventStore:
         heads = self._heads
         for stream_id in list(itertools.islice(heads, len(heads) // 2 + 1)):
             del heads[stream_id]
-
-    def _insert_sqlite(self, stored: Sequence[StoredEvent]) -> list[int]:
-        """Insert a batch on SQLite: one statement (its own transaction) when it fits in one.
-
-        Why: eventsourcing's recorder runs BEGIN, one INSERT per event and
-        COMMIT, and each statement lets go of the GIL and waits to take it
-        back; in the group committer's worker, beside a busy event loop, each
-        wait can last the interpreter's 5 ms switch interval (a 3-event append
-        took ~32 ms beside a busy thread, ~22 ms as three statements, see
-        bench/README.md). Within its transaction the rows take the next
-        rowids in order (a rowid table, never deleted from), so the last rowid
-        gives them all.
-        """
-        if len(stored) <= SQLITE_INSERT_ROWS_MAX:
-            datastore = self._events.datastore  # type: ignore[attr-defined]
-            with datastore.get_connection(commit=True) as connection:
-                cursor = connection.cursor()
-                try:
-                    return self._insert_rows(cursor, stored)
-                except sqlite3.IntegrityError as error:
-                    raise IntegrityError(error) from error
-                except sqlite3.Error as error:
-                    raise PersistenceError(error) from error
-        positions: list[int] = []
-        with self._events.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
-            for start in range(0, len(stored), SQLITE_INSERT_ROWS_MAX):
-                positions += self._insert_rows(
-                    cursor, stored[start : start + SQLITE_INSERT_ROWS_MAX]
-                )
-        return positions
-
-    def _insert_rows(self, cursor: Any, rows: Sequence[StoredEvent]) -> list[int]:
-        """One multi-row INSERT; the rowids the rows took."""
-        cursor.execute(
-            self._sqlite_insert_prefix + ",".join(("(?,?,?,?)",) * len(rows)),
-            [v for r in rows for v in (r.originator_id, r.originator_version, r.topic, r.state)],
-        )
-        last: int = cursor.lastrowid
-        return list(range(last - len(rows) + 1, last + 1))
 
     def _encode_batch(
         self, events: Sequence[Event]
@@ -467,13 +430,16 @@ class EventStore:
         themselves (figures: bench/README.md); replays read every row.
         """
         decode = self.codec.decode
-        page = self._sqlite_page
-        assert page is not None  # called only on SQLite
+        page, writer = self._sqlite_page, self._sqlite_writer
+        assert page is not None and writer is not None  # called only on SQLite
+        version = writer.data_version()  # before the read: a later commit changes it
         with self._lock:
             reader = self._sqlite_reader
             if reader is None:
                 reader = self._sqlite_reader = self._open_sqlite_reader()
             rows = reader.execute(page, (after, limit)).fetchall()
+        if len(rows) < limit:  # the read reached the end of the log
+            writer.note_read(version, after, rows[-1][0] if rows else None)
         return [
             Recorded(
                 row[0], decode(row[3], row[4], stream_id=row[1], version=row[2], position=row[0])
@@ -503,9 +469,13 @@ class EventStore:
     def known_read_up_to(self, position: int) -> bool:
         """Whether the log certainly holds nothing after ``position`` (no read needed).
 
-        Only the in-memory store can tell without a query (its head is a list's
-        length); elsewhere this is ``False`` and the caller reads.
+        In memory the head is a list's length. On SQLite the writer knows the
+        log's end as of its data version, which changes when any other
+        connection commits (adapters/store/sqlite_log.py). On PostgreSQL this is
+        ``False`` and the caller reads.
         """
+        if self._sqlite_writer is not None:
+            return self._sqlite_writer.nothing_after(position)
         return self._counts_in_memory and position >= (self._events.max_notification_id() or 0)
 
     def read_all(
@@ -641,6 +611,8 @@ class EventStore:
             if self._sqlite_reader is not None:
                 self._sqlite_reader.close()
                 self._sqlite_reader = None
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.close()
         self._factory.close()
 
     def __enter__(self) -> EventStore:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 
+from routeledger.adapters.store.sqlite_log import SQLITE_SYNCHRONOUS_MODES
 from routeledger.core.errors import UsageError
 
 __all__ = ["DEFAULT_STORE_URL", "StoreUrl", "StoreUrlError", "mask_url", "parse_store_url"]
@@ -22,7 +23,7 @@ DEFAULT_STORE_URL: Final = "sqlite:///routeledger.db"
 #: Environment variable that overrides the default URL.
 STORE_URL_ENV: Final = "ROUTELEDGER_STORE_URL"
 
-_SQLITE_OPTIONS: Final = frozenset({"lock_timeout"})
+_SQLITE_OPTIONS: Final = frozenset({"lock_timeout", "synchronous"})
 _POSTGRES_OPTIONS: Final = frozenset(
     {"connect_timeout", "lock_timeout", "pool_size", "max_overflow", "schema"}
 )
@@ -132,4 +133,9 @@ def _check_options(masked: str, options: Mapping[str, str], allowed: frozenset[s
         if key in _INT_OPTIONS and not (value.isdigit() and int(value) < 86_400):
             raise StoreUrlError(
                 f"store URL {masked!r}: option {key}={value!r} must be a whole number below 86400"
+            )
+        if key == "synchronous" and value not in SQLITE_SYNCHRONOUS_MODES:
+            raise StoreUrlError(
+                f"store URL {masked!r}: option synchronous={value!r} must be one of "
+                f"{', '.join(SQLITE_SYNCHRONOUS_MODES)}"
             )
