@@ -37,7 +37,7 @@ One file configures a gateway's engine::
 
     [http]                        # the executor's connection pool (httpx.Limits)
     max_connections = 100
-    max_keepalive_connections = 20
+    max_keepalive_connections = 100
     pool_timeout_us = 5_000_000   # waiting for a free connection: a local failure
 
     [routes.chat]                 # optional, per route: continue a cut live stream on a
@@ -242,10 +242,18 @@ class Timeouts:
 
 @attrs.frozen(kw_only=True)
 class HttpSettings:
-    """The httpx executor's connection pool. Why these defaults: httpx's own."""
+    """The httpx executor's connection pool.
+
+    Why these defaults: httpx's 100 connections, but every one of them kept alive
+    (httpx keeps 20): a gateway talks to a handful of upstreams all day, and with
+    more than 20 requests in flight each extra connection was closed after its
+    response and opened again for the next (a TCP and often a TLS handshake per
+    request; at 64 in flight on loopback that cost ~20% of throughput, bench/README.md).
+    Idle connections still close after httpx's 5 s keep-alive expiry.
+    """
 
     max_connections: int = attrs.field(default=100, validator=_POSITIVE)
-    max_keepalive_connections: int = attrs.field(default=20, validator=_POSITIVE)
+    max_keepalive_connections: int = attrs.field(default=100, validator=_POSITIVE)
     #: Waiting longer for a free connection is ``gateway_pool_exhausted`` (a local failure).
     pool_timeout_us: int = attrs.field(default=5 * US_PER_S, validator=_POSITIVE)
 

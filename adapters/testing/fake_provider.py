@@ -720,11 +720,14 @@ class _Server(ThreadingHTTPServer):
         self.state = state
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        #: Connections accepted since the server started.
+        self.accepted = 0
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:
             self.connections.add(request)
+            self.accepted += 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -1450,6 +1453,13 @@ class FakeProvider:
         if self._server is None:
             raise FakeProviderError("the fake provider is not running")
         return int(self._server.server_address[1])
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted since started: shows whether clients reuse connections."""
+        if self._server is None:
+            raise FakeProviderError("the fake provider is not running")
+        return self._server.accepted
 
     @property
     def url(self) -> str:

@@ -126,6 +126,35 @@ def test_a_full_local_pool_is_the_gateways_failure_and_cools_nothing(
     assert any(isinstance(c.result, Served) for c in done)
 
 
+def test_connections_are_kept_alive_for_more_than_twenty_requests_in_flight(
+    fake: FakeProvider,
+) -> None:
+    """With the default pool, a second wave of 40 concurrent requests opens no new connection."""
+    engine = engine_for(fake, Behaviour(token_interval=0.02))
+
+    async def go() -> tuple[int, int]:
+        executor = Executor(engine)
+
+        async def wave() -> int:
+            done = await asyncio.gather(
+                *(
+                    executor.chat(BODY, route="chat", caller_scope="u", accounts=("team",))
+                    for _ in range(40)
+                )
+            )
+            assert all(isinstance(c.result, Served) for c in done)
+            return fake.connections_accepted
+
+        try:
+            return await wave(), await wave()
+        finally:
+            await executor.aclose()
+
+    first, second = asyncio.run(go())
+    assert first >= 40  # the requests overlapped: one connection each
+    assert second == first
+
+
 def test_a_cut_attempt_then_a_served_one_bills_both(fake: FakeProvider) -> None:
     """L11 at the request level: the cut attempt's delivered output stays on the bill."""
     engine = engine_for(fake, "cut:3", "ok")
