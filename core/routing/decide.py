@@ -251,13 +251,13 @@ def _preferred_recovery(
 ) -> WaitDecided | None:
     """A wait for an earlier target's recovery within the route's ``prefer_wait_us_max``.
 
-    The earliest time-bound recovery the scan recorded at a chain position
-    before the picked one, if it is within the route's preference, the
-    request's wait budget and its deadline; else ``None`` (route the pick).
+    Asked only when the route has a preference and the pick is not at the
+    first chain position (:func:`decide_next`). The earliest time-bound
+    recovery the scan recorded at a chain position before the picked one, if
+    it is within the route's preference, the request's wait budget and its
+    deadline; else ``None`` (route the pick).
     """
     prefer_us = chain.prefer_wait_us_max
-    if not prefer_us or picked_position == 0:
-        return None
     # Only blocked members have a recovery time, and they always name their pair.
     ready = [
         (skip.recovers_at_us, (str(skip.credential_id), str(skip.upstream_model)))
