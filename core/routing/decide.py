@@ -94,7 +94,7 @@ from .failures import (
 )
 from .index import TREE_SCAN_FIRST, ReadyTree, pick_indexed
 from .policy import ChainPlan, Policy, PoolMember, PoolPlan
-from .selection import RANKED, RANKED_SORT_MAX, Scan, member_order, member_verdict
+from .selection import RANKED_SORT_MAX, Scan, member_order, member_verdict
 from .state import LEVEL_MAX, AttemptRecord, RequestState, RoutingState, ScopeState
 from .steps import RouteAttempt, RouteDegraded, RouteExhausted, RouteIdle, RouteStep, RouteWait
 
@@ -202,9 +202,11 @@ def decide_next(
         exhausted = ExhaustedReason.DEADLINE
     if exhausted is None:
         pick = _pick(policy, state, request, plans, start, only_pair, now_us, credentials, scan)
-        if pick is not None:
+        if pick is not None and chain.prefer_wait_us_max and pick[0]:
             at = (now_us, deadline)
             return _route_or_wait(policy, state, chain, request, command, pick, scan, at)
+        if pick is not None:  # the common case: route it (no earlier target to wait for)
+            return _routed(policy, state, request, command, pick, now_us, scan)
         if request.wait_until_us > now_us:  # the decided wait stands: nothing became selectable
             return RouteIdle(ended=False, wait_until_us=request.wait_until_us)
         exhausted = _after_scan(policy, request, scan, only_pair, now_us, deadline)
@@ -232,12 +234,7 @@ def _route_or_wait(
     now_us, deadline = at
     prefer = _preferred_recovery(policy, chain, request, scan, pick[0], now_us, deadline)
     if prefer is None:
-        step = _routed(policy, request, command, pick, now_us, scan)
-        if step.routed.credential_id not in policy.capacities:
-            return step
-        load = state.loads.get(step.routed.credential_id)
-        version = 0 if load is None else load.version
-        return step._replace(slots=_slot_taken(policy, request, step.routed, now_us, version))
+        return _routed(policy, state, request, command, pick, now_us, scan)
     if request.wait_until_us > now_us:  # the decided wait stands
         return RouteIdle(ended=False, wait_until_us=request.wait_until_us)
     return RouteWait(prefer)
@@ -254,13 +251,13 @@ def _preferred_recovery(
 ) -> WaitDecided | None:
     """A wait for an earlier target's recovery within the route's ``prefer_wait_us_max``.
 
-    The earliest time-bound recovery the scan recorded at a chain position
-    before the picked one, if it is within the route's preference, the
-    request's wait budget and its deadline; else ``None`` (route the pick).
+    Asked only when the route has a preference and the pick is not at the
+    first chain position (:func:`decide_next`). The earliest time-bound
+    recovery the scan recorded at a chain position before the picked one, if
+    it is within the route's preference, the request's wait budget and its
+    deadline; else ``None`` (route the pick).
     """
     prefer_us = chain.prefer_wait_us_max
-    if not prefer_us or picked_position == 0:
-        return None
     # Only blocked members have a recovery time, and they always name their pair.
     ready = [
         (skip.recovers_at_us, (str(skip.credential_id), str(skip.upstream_model)))
@@ -427,14 +424,14 @@ def _pick(
     received = request.received
     pairs = state.pairs
     creds = state.creds
-    loads = state.loads
+    loads = state.loads if policy.capacities else None  # no configured limits: rule 5 is moot
     attempt_no = len(request.attempts) + 1
     trees = state.trees if state.indexed_for is policy and not (survey or only_pair) else _NO_TREES
     for position in range(start, len(plans)):
         plan = plans[position]
         entries = plan.entries
         tree = trees.get(plan.path)
-        if tree is not None and plan.strategy in RANKED and len(entries) <= RANKED_SORT_MAX:
+        if tree is not None and plan.ranked and len(entries) <= RANKED_SORT_MAX:
             tree = None  # examined best first, not in a rotation the tree can jump along
         salt = attempt_no + (position << 8)
         examined = 0
@@ -496,13 +493,15 @@ def pick_for(
 
 def _routed(
     policy: Policy,
+    state: RoutingState,
     request: RequestState,
     command: RouteNext,
     pick: tuple[int, PoolPlan, int, ScopeState | None, ScopeState | None],
     now_us: int,
     scan: Scan,
 ) -> RouteAttempt:
-    """``AttemptRouted`` for the picked member, plus ``ProbeAllowed`` where it is half-open (A4)."""
+    """``AttemptRouted`` for the picked member, plus ``ProbeAllowed`` where it is half-open (A4)
+    and ``SlotTaken`` where its credential has configured limits (G6)."""
     position, plan, index, pair, cred = pick
     received = request.received
     credential, model, pair_stream, cred_stream, _, _, _, prefill = plan.entries[index]
@@ -539,7 +538,11 @@ def _routed(
         skipped=tuple(scan.skipped),
         skipped_more=scan.skipped_more,
     )
-    return RouteAttempt(routed, probes)
+    if credential not in policy.capacities:
+        return RouteAttempt(routed, probes)
+    load = state.loads.get(credential)
+    version = 0 if load is None else load.version
+    return RouteAttempt(routed, probes, _slot_taken(policy, request, routed, now_us, version))
 
 
 def _slot_taken(

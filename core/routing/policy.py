@@ -47,6 +47,7 @@ __all__ = [
     "POOL_MEMBERS_MAX",
     "PRICE_MAX",
     "PROBE_TIMEOUT_US_MAX",
+    "RANKED",
     "RETRY_SAME_MAX",
     "ROUTES_MAX",
     "RPM_MAX",
@@ -147,6 +148,10 @@ class Strategy(enum.Enum):
     LOWEST_COST = "lowest_cost"
     #: The member with the fewest attempts in flight first.
     LEAST_IN_FLIGHT = "least_in_flight"
+
+
+#: The strategies that examine a pool best first by a per-member key (:func:`.selection.member_order`).
+RANKED: Final = frozenset({Strategy.LEAST_LATENCY, Strategy.LOWEST_COST, Strategy.LEAST_IN_FLIGHT})
 
 
 @attrs.frozen(kw_only=True)
@@ -282,6 +287,8 @@ class PoolPlan:
     #: Per member, its model's (input price, worst-case output cost) in micro-units per
     #: million tokens: a request of ``n`` input tokens costs ``n * a + b`` (``lowest_cost``).
     prices: tuple[tuple[int, int], ...] = ()
+    #: ``strategy in RANKED``, read per decision (hashing an enum member runs Python code).
+    ranked: bool = False
 
 
 def toml_key(key: str) -> str:
@@ -416,6 +423,7 @@ def _plan(
                 path=path,
                 members=target.members,
                 strategy=target.strategy,
+                ranked=target.strategy in RANKED,
                 entries=tuple(
                     PoolMember(
                         credential=m.credential,

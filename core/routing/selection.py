@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Final
 from ..usability import CredentialUsability, model_problem
 from .capacity import LoadState, capacity_verdict
 from .events import Skipped, SkipReason
-from .policy import Policy, PoolMember, PoolPlan, Strategy
+from .policy import RANKED, Policy, PoolMember, PoolPlan, Strategy
 
 if TYPE_CHECKING:  # annotations only: the state imports the index, which imports this
     from .events import RequestReceived
@@ -58,8 +58,6 @@ __all__ = [
     "why_blocked",
 ]
 
-#: The strategies that examine a pool best first by a per-member key (:func:`member_order`).
-RANKED: Final = frozenset({Strategy.LEAST_LATENCY, Strategy.LOWEST_COST, Strategy.LEAST_IN_FLIGHT})
 #: Largest pool a ranked strategy sorts exactly at each decision. Why: sorting 16
 #: keys costs about as much as a round-robin pick; a larger pool starts from the
 #: better of two seeded draws instead (power of two choices: O(1), and within a
@@ -284,7 +282,7 @@ def member_order(
     size = len(plan.entries)
     if plan.strategy is Strategy.PRIORITY:
         return range(size)
-    if plan.strategy in RANKED and size <= RANKED_SORT_MAX:
+    if plan.ranked and size <= RANKED_SORT_MAX:
         if _explores(plan, received, salt):
             start = mix64(received.seed, salt) % size
             return chain_iter(range(start, size), range(start))

@@ -101,6 +101,21 @@ def test_an_exhausted_window_without_a_reset_neither_predicts_nor_clears() -> No
     assert world.state.pairs["pair:primary:m"].predicted_us == world.now + 9 * S
 
 
+def test_an_earlier_reset_leaves_a_standing_prediction_alone() -> None:
+    """A second exhausted answer with a sooner reset records nothing: the bound only moves later."""
+    world = _world()
+    for request_id in ("r1", "r2"):  # both on the primary at once
+        world.start(request_id)
+        world.next(request_id)
+    world.outcome(Succeeded(announced=Announced(remaining_requests=0, requests_reset_us=60 * S)))
+    standing = world.now + 60 * S
+    events = world.outcome(
+        Succeeded(announced=Announced(remaining_requests=0, requests_reset_us=10 * S)), "r2"
+    )
+    assert len(events) == 1
+    assert world.state.pairs["pair:primary:m"].predicted_us == standing
+
+
 def test_nothing_but_a_real_upstream_answer_predicts() -> None:
     """A local count, a cache hit or an announcement without a reset decide no prediction."""
     world = _world()

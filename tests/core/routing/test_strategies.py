@@ -146,6 +146,27 @@ def test_a_large_pool_takes_the_better_of_two_seeded_draws(loads: list[int], see
     assert loads[picked] == min(loads[first], loads[second])
 
 
+def test_an_exploring_request_in_a_large_least_latency_pool_starts_at_its_first_draw() -> None:
+    """Past RANKED_SORT_MAX members, a least_latency request that explores (one in
+    EXPLORE_ONE_IN, by its seed) starts at its first seeded draw, not at the faster draw."""
+    size = RANKED_SORT_MAX + 4
+    members = [f"k{i}/m" for i in range(size)]
+    world = World(policy({"chat": [target(*members, strategy=Strategy.LEAST_LATENCY)]}))
+    salt = 1  # the first attempt at chain position 0
+    explorer = next(
+        s
+        for s in range(10_000)
+        if mix64(s, salt ^ _EXPLORE_SALT) % EXPLORE_ONE_IN == 0
+        and mix64(s, salt) % size != mix64(s, salt + 1) % size
+    )
+    first, second = mix64(explorer, salt) % size, mix64(explorer, salt + 1) % size
+    # The second draw is far faster: a request that does not explore would start there.
+    world.state.latency = {f"pair:k{i}:m": 900_000 for i in range(size)}
+    world.state.latency[f"pair:k{second}:m"] = 1_000
+    world.start("explore", seed=explorer)
+    assert _routed(world.next("explore")).member_index == first
+
+
 def test_a_group_view_counts_like_folding_one_by_one() -> None:
     """The group committer's view follows routed attempts, answers and waits exactly as folding
     them would: in-flight counts and latency estimates included, the real state untouched."""
