@@ -10,8 +10,8 @@ every registered figure as ``<name>_ratio`` (its cost over the floor).
 The floors:
 
 * ``sqlite_commit_us`` - one WAL transaction inserting one row, on a connection made
-  as the store makes it (autocommit mode, ``journal_mode=WAL``, SQLite's default
-  ``synchronous`` level, which the store keeps: FULL on Debian's build);
+  as the store makes it (autocommit mode, ``journal_mode=WAL``, the store's default
+  ``synchronous`` level: NORMAL, README.md "Stores");
 * ``postgres_commit_us`` - one committed one-row INSERT on the bench's PostgreSQL;
 * ``attrs_event_us`` - constructing one frozen attrs event (``CooldownStarted``, 12
   fields), the unit every CPU-bound figure (decisions, folds, codec) is built from;
@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from routeledger.adapters.store.sqlite_log import SQLITE_SYNCHRONOUS_DEFAULT
 from routeledger.core.routing.events import Clamp, CooldownStarted
 from routeledger.core.routing.failures import FailureClass
 
@@ -59,6 +60,7 @@ def sqlite_commit_samples(directory: str) -> list[float]:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_DEFAULT}")
         conn.execute("CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, body BLOB)")
         body = b"x" * 200  # about one encoded event
         fresh = conn.execute("SELECT count(*) FROM floor").fetchone()[0] == 0
@@ -80,6 +82,7 @@ def sqlite_synchronous(directory: str) -> int:
     conn = sqlite3.connect(Path(directory) / "floor.db", isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_DEFAULT}")
         level: int = conn.execute("PRAGMA synchronous").fetchone()[0]
         return level
     finally:
@@ -196,7 +199,9 @@ class Floors:
             print(f"BENCH floor.{kind} {value:.3f} {UNITS[kind]}", flush=True)
         if "sqlite_commit_us" in values:
             level = sqlite_synchronous(self._directory)
-            print(f"# floor.sqlite_commit_us: synchronous={level} (2 = FULL)", flush=True)
+            print(
+                f"# floor.sqlite_commit_us: synchronous={level} (1 = NORMAL, 2 = FULL)", flush=True
+            )
         for name, cost, kind in self._ratios:
             print(f"BENCH {name}_ratio {cost / values[kind]:.3f} x", flush=True)
         self._tmp.cleanup()
