@@ -432,14 +432,14 @@ class EventStore:
         decode = self.codec.decode
         page, writer = self._sqlite_page, self._sqlite_writer
         assert page is not None and writer is not None  # called only on SQLite
-        version = writer.data_version()  # before the read: a later commit changes it
+        token = writer.read_token()  # before the read: a later commit changes it
         with self._lock:
             reader = self._sqlite_reader
             if reader is None:
                 reader = self._sqlite_reader = self._open_sqlite_reader()
             rows = reader.execute(page, (after, limit)).fetchall()
         if len(rows) < limit:  # the read reached the end of the log
-            writer.note_read(version, after, rows[-1][0] if rows else None)
+            writer.note_read(token, after, rows[-1][0] if rows else None)
         return [
             Recorded(
                 row[0], decode(row[3], row[4], stream_id=row[1], version=row[2], position=row[0])

@@ -67,6 +67,9 @@ class SqliteWriter:
         #: connection's data version is still ``_tail_version`` (``None``: not known).
         self._tail = 0
         self._tail_version: int | None = None
+        #: Our own committed appends so far: a read that an append of ours overtook
+        #: (taken before it, noted after it) says nothing about the log's end.
+        self._appends = 0
 
     @property
     def synchronous(self) -> str:
@@ -91,6 +94,7 @@ class SqliteWriter:
                 raise IntegrityError(error) from error
             except sqlite3.Error as error:
                 raise PersistenceError(error) from error
+            self._appends += 1
             self._advance_tail(positions)
             return positions
 
@@ -141,10 +145,14 @@ class SqliteWriter:
             version = self._data_version_locked()
             return version is not None and version == self._tail_version and position >= self._tail
 
-    def data_version(self) -> int | None:
-        """This connection's data version now (``None`` if it cannot be had): take it before a read."""
+    def read_token(self) -> tuple[int, int] | None:
+        """Take before a read: this connection's data version and our appends so far.
+
+        ``None`` when the version cannot be had (the read then teaches nothing).
+        """
         with self._lock:
-            return self._data_version_locked()
+            version = self._data_version_locked()
+            return None if version is None else (version, self._appends)
 
     def _data_version_locked(self) -> int | None:
         try:
@@ -152,15 +160,20 @@ class SqliteWriter:
         except (sqlite3.Error, PersistenceError):
             return None
 
-    def note_read(self, version: int | None, after: int, last: int | None) -> None:
-        """A read taken after :meth:`data_version` gave ``version`` reached the log's end.
+    def note_read(self, token: tuple[int, int] | None, after: int, last: int | None) -> None:
+        """A read taken after :meth:`read_token` gave ``token`` reached the log's end.
 
         ``last`` is the position of the last event it returned (``None``: it
-        returned nothing after ``after``).
+        returned nothing after ``after``). If we appended since the token was
+        taken, the read may predate our rows: it is ignored (the tail known
+        before stays true, and a later read settles it).
         """
-        if version is None:
+        if token is None:
             return
+        version, appends = token
         with self._lock:
+            if appends != self._appends:
+                return
             self._tail = after if last is None else last
             self._tail_version = version
 

@@ -143,3 +143,17 @@ def test_a_suspension_recorded_by_another_engine_steers_the_very_next_request(
     assert reads  # it read because another engine wrote
     first.close()
     second.close()
+
+
+def test_a_read_overtaken_by_our_own_append_teaches_nothing(tmp_path: Path) -> None:
+    """A read begun before one of our appends and noted after it cannot hide that append."""
+    store = open_store(f"sqlite:///{tmp_path / 'log.db'}", codec=CODEC)
+    writer = store._sqlite_writer
+    assert writer is not None
+    assert store.read(0) == []
+    token = writer.read_token()  # a read begins: the log is empty
+    store.append([ev("s-1", 1)])  # our append lands before that read is noted
+    writer.note_read(token, 0, None)
+    assert not store.known_read_up_to(0)
+    assert [r.position for r in store.read(0)] == [1]
+    store.close()
