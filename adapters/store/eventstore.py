@@ -93,6 +93,8 @@ READ_PAGE_EVENTS_DEFAULT: Final = 1_000
 #: every request in flight and every pair and account of a busy gateway; when
 #: full, the oldest half is forgotten (a miss costs one head read).
 HEAD_CACHE_STREAMS_MAX: Final = 20_000
+#: How long a writer waits for a lock (seconds) when the URL has no ``lock_timeout``.
+LOCK_TIMEOUT_S_DEFAULT: Final = "10"
 #: How long a SQLite read waits for a lock (seconds). Why: a WAL reader waits
 #: only while a checkpoint restarts the log, which takes milliseconds; 10 s is
 #: the writers' default ``lock_timeout`` too.
@@ -213,7 +215,7 @@ class EventStore:
                 url.path,
                 events.events_table_name,  # type: ignore[attr-defined]
                 synchronous=url.options.get("synchronous", SQLITE_SYNCHRONOUS_DEFAULT),
-                lock_timeout_s=float(url.options.get("lock_timeout", "10")),
+                lock_timeout_s=float(url.options.get("lock_timeout", LOCK_TIMEOUT_S_DEFAULT)),
             )
             if url.backend == "sqlite"
             else None
@@ -745,7 +747,7 @@ def _environment(url: StoreUrl, *, create: bool) -> dict[str, str]:
     elif url.backend == "sqlite":
         env["PERSISTENCE_MODULE"] = "eventsourcing.sqlite"
         env["SQLITE_DBNAME"] = url.path
-        env["SQLITE_LOCK_TIMEOUT"] = str(url.options.get("lock_timeout", "10"))
+        env["SQLITE_LOCK_TIMEOUT"] = url.options.get("lock_timeout", LOCK_TIMEOUT_S_DEFAULT)
     else:
         env.update(
             {
@@ -756,7 +758,7 @@ def _environment(url: StoreUrl, *, create: bool) -> dict[str, str]:
                 "POSTGRES_USER": url.user,
                 "POSTGRES_PASSWORD": url.password,
                 "POSTGRES_CONNECT_TIMEOUT": url.options.get("connect_timeout", "5"),
-                "POSTGRES_LOCK_TIMEOUT": url.options.get("lock_timeout", "10"),
+                "POSTGRES_LOCK_TIMEOUT": url.options.get("lock_timeout", LOCK_TIMEOUT_S_DEFAULT),
                 "POSTGRES_POOL_SIZE": url.options.get("pool_size", "5"),
                 "POSTGRES_MAX_OVERFLOW": url.options.get("max_overflow", "10"),
                 "POSTGRES_SCHEMA": url.options.get("schema", ""),

@@ -4,7 +4,9 @@ Why a connection of our own rather than eventsourcing's pool: an append through 
 pool (check a connection out, a statement per event, check it back in) cost about
 a third of a request's store time, and the pool cannot say cheaply whether anyone
 else has written since. This writer appends a batch as one multi-row ``INSERT``
-(its own transaction) and answers :meth:`SqliteWriter.nothing_after` from
+(its own transaction): each statement lets go of the GIL and waits to take it back,
+and in the group committer's worker beside a busy event loop each wait can last the
+interpreter's 5 ms switch interval (bench/README.md) and answers :meth:`SqliteWriter.nothing_after` from
 ``PRAGMA data_version``, which changes exactly when *another* connection (in this
 process or any other) has committed. The engine asks before every decision
 whether the log holds anything it has not folded (A5); with one gateway process
@@ -55,8 +57,7 @@ class SqliteWriter:
     """
 
     def __init__(self, path: str, table: str, *, synchronous: str, lock_timeout_s: float) -> None:
-        if synchronous not in SQLITE_SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS_MODES)}")
+        assert synchronous in SQLITE_SYNCHRONOUS_MODES  # the store URL's parser checked it
         self._path = path
         self._synchronous = synchronous
         self._lock_timeout_s = lock_timeout_s
@@ -70,11 +71,6 @@ class SqliteWriter:
         #: Our own committed appends so far: a read that an append of ours overtook
         #: (taken before it, noted after it) says nothing about the log's end.
         self._appends = 0
-
-    @property
-    def synchronous(self) -> str:
-        """``normal`` or ``full`` (module docstring)."""
-        return self._synchronous
 
     def insert(self, rows: Sequence[StoredEvent]) -> list[int]:
         """Insert the rows in one transaction; their positions (rowids), in order.

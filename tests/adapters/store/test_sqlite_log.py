@@ -11,7 +11,7 @@ import pytest
 
 from routeledger.adapters.engine.engine import Engine
 from routeledger.adapters.engine.results import Served
-from routeledger.adapters.store.eventstore import EventStore, open_store
+from routeledger.adapters.store.eventstore import Conflict, EventStore, open_store
 from routeledger.adapters.store.urls import StoreUrlError
 from routeledger.adapters.testing.clock import FakeClock, counter_ids
 from tests.adapters.engine.test_engine import make_engine
@@ -157,3 +157,18 @@ def test_a_read_overtaken_by_our_own_append_teaches_nothing(tmp_path: Path) -> N
     assert not store.known_read_up_to(0)
     assert [r.position for r in store.read(0)] == [1]
     store.close()
+
+
+def test_a_batch_larger_than_one_statement_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+    """2,500 events go in as one transaction; a clash in its last page writes none of them."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    ours, theirs = open_store(url, codec=CODEC), open_store(url, codec=CODEC)
+    positions = ours.append([ev(f"s-{i}", 1) for i in range(2_500)])
+    assert positions == tuple(range(1, 2_501))
+    theirs.append([ev("late", 1)])  # unknown to ours: only the insert can find the clash
+    batch = [ev(f"t-{i}", 1) for i in range(2_400)] + [ev("late", 1)]
+    with pytest.raises(Conflict):
+        ours.append(batch)
+    assert [r.event.stream_id for r in ours.read(2_500, limit=10)] == ["late"]
+    ours.close()
+    theirs.close()
